@@ -1,0 +1,83 @@
+"""What is inside each kind of object (safetensors), and the checks `verify` runs on it.
+
+Tensor names (format/SPEC.md, "Objects"):
+- basis:           "Q"                 F32 [dim, dim], orthogonal
+- delta:           "<layer>.rows"      I32 [n]        strictly increasing output-row indices (the neurons)
+                   "<layer>.coef"      F32 [n, rank]  trained coefficients A; dW = S^T A B^T
+- embedding:       "embedding"         F32 [k, text_dim], k >= 1 vectors for the concept's token
+- general neurons: "<layer>"           I32 [m]        strictly increasing rows
+Every object's safetensors metadata has "cns.kind" set to one of the names above.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .models import Concept, Revision
+
+KINDS = ("basis", "delta", "embedding", "general_neurons")
+
+
+def _increasing_rows(rows: np.ndarray, limit: int) -> str | None:
+    if rows.dtype != np.int32 or rows.ndim != 1:
+        return f"rows must be a 1-d int32 tensor, got {rows.dtype} {list(rows.shape)}"
+    if rows.size and (rows[0] < 0 or rows[-1] >= limit):
+        return f"rows out of range [0, {limit})"
+    if rows.size > 1 and not np.all(np.diff(rows) > 0):
+        return "rows are not strictly increasing"
+    return None
+
+
+def check_delta(tensors: dict[str, np.ndarray], concept: Concept, rev: Revision) -> list[str]:
+    """Problems with a concept's delta object, as one-line strings (empty list = fine)."""
+    problems: list[str] = []
+    expected = {f"{layer}.{part}" for layer in concept.neurons.per_layer for part in ("rows", "coef")}
+    if set(tensors) != expected:
+        extra, missing = sorted(set(tensors) - expected), sorted(expected - set(tensors))
+        problems.append(f"tensor names differ from neurons.per_layer (missing {missing[:3]}, extra {extra[:3]})")
+        return problems
+    for layer, n in concept.neurons.per_layer.items():
+        rows, coef = tensors[f"{layer}.rows"], tensors[f"{layer}.coef"]
+        why = _increasing_rows(rows, rev.base.kv_layers[layer])
+        if why:
+            problems.append(f"{layer}: {why}")
+        if rows.shape != (n,):
+            problems.append(f"{layer}: {rows.shape[0]} rows, the revision says {n}")
+        if coef.dtype != np.float32 or coef.shape != (n, concept.slice.rank):
+            problems.append(f"{layer}: coef must be float32 [{n}, {concept.slice.rank}], got {coef.dtype} {list(coef.shape)}")
+        elif not np.isfinite(coef).all():
+            problems.append(f"{layer}: coef has NaN or Inf")
+    return problems
+
+
+def check_embedding(tensors: dict[str, np.ndarray], rev: Revision) -> list[str]:
+    emb = tensors.get("embedding")
+    if emb is None or set(tensors) != {"embedding"}:
+        return [f"expected exactly one tensor 'embedding', got {sorted(tensors)}"]
+    if emb.dtype != np.float32 or emb.ndim != 2 or emb.shape[0] < 1 or emb.shape[1] != rev.base.text_dim:
+        return [f"embedding must be float32 [k>=1, {rev.base.text_dim}], got {emb.dtype} {list(emb.shape)}"]
+    if not np.isfinite(emb).all():
+        return ["embedding has NaN or Inf"]
+    return []
+
+
+def check_basis(tensors: dict[str, np.ndarray], dim: int) -> list[str]:
+    q = tensors.get("Q")
+    if q is None or q.dtype != np.float32 or q.shape != (dim, dim):
+        return [f"basis must hold 'Q' float32 [{dim}, {dim}]"]
+    err = float(np.abs(q.T.astype(np.float64) @ q - np.eye(dim)).max())
+    if not np.isfinite(err) or err > 1e-4:
+        return [f"basis is not orthogonal (max |QᵀQ - I| = {err:.2e})"]
+    return []
+
+
+def check_general_neurons(tensors: dict[str, np.ndarray], rev: Revision) -> list[str]:
+    problems = []
+    for layer, rows in tensors.items():
+        if layer not in rev.base.kv_layers:
+            problems.append(f"unknown layer {layer!r}")
+            continue
+        why = _increasing_rows(rows, rev.base.kv_layers[layer])
+        if why:
+            problems.append(f"{layer}: {why}")
+    return problems

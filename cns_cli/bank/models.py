@@ -1,0 +1,197 @@
+"""The revision file of a `.cnsbank`, as pydantic models (format/SPEC.md is the normative text).
+
+A revision is a complete snapshot: the base-model pointer, the bank-wide basis, caches and every concept
+with references to its immutable, content-addressed objects. The JSON Schema in
+format/schema/revision.schema.json is generated from these models (`python -m cns_cli.bank.schema`) and a
+test keeps the two identical.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .names import CLASS_WORD_PATTERN, NAME_PATTERN
+
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+FORMAT_VERSION = f"{FORMAT_MAJOR}.{FORMAT_MINOR}"
+
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+OBJECT_PATH_PATTERN = r"^objects/[0-9a-f]{64}\.safetensors$"
+# Module path of a cross-attention K/V projection inside the UNet, e.g.
+# "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k".
+LAYER_PATTERN = r"^[A-Za-z0-9_.]+\.attn2\.to_[kv]$"
+
+Layer = Annotated[str, Field(pattern=LAYER_PATTERN)]
+Count = Annotated[int, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    # Unknown fields are errors (a typo must not be ignored silently). Files of a newer *minor* version are
+    # pruned of unknown fields before validation instead; see revision_io.parse_revision.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ObjectRef(_Strict):
+    """A content-addressed object: objects/<sha256>.safetensors of exactly `size` bytes."""
+
+    path: str = Field(pattern=OBJECT_PATH_PATTERN, description="Relative POSIX path inside the bank.")
+    sha256: str = Field(pattern=SHA256_PATTERN, description="Lower-case hex sha256 of the file's bytes.")
+    size: Count = Field(description="File size in bytes.")
+
+    @model_validator(mode="after")
+    def _path_matches_digest(self) -> ObjectRef:
+        if self.path != f"objects/{self.sha256}.safetensors":
+            raise ValueError(f"object path {self.path!r} does not match its sha256 {self.sha256}")
+        return self
+
+
+class Fingerprint(_Strict):
+    """Digest of the base-model tensors the bank depends on (every attn2.to_k/to_v weight)."""
+
+    scheme: Literal["kv-sha256-v1"] = "kv-sha256-v1"
+    digest: str = Field(pattern=SHA256_PATTERN)
+
+
+class BaseModelPointer(_Strict):
+    """Where the untouched base model lives. The bank never writes to it."""
+
+    kind: Literal["hub", "local-dir", "single-file", "builtin"]
+    location: str = Field(min_length=1, description="Hub id, a path on the user's machine, or a builtin name.")
+    revision: str | None = Field(default=None, description="Hub revision (commit or branch); null for paths.")
+    fingerprint: Fingerprint
+    text_dim: int = Field(ge=1, description="Width of the text states fed to to_k/to_v (768 for SD 1.5).")
+    # Output rows of every cross-attention K/V projection, keyed by module path; neuron indices of a
+    # concept MUST be < the layer's row count.
+    kv_layers: dict[Layer, Annotated[int, Field(ge=1)]] = Field(min_length=1)
+    vocab_size: int = Field(ge=1, description="Tokenizer size of the base, before any concept token.")
+
+
+class Basis(_Strict):
+    """The bank-wide orthogonal basis Q (text_dim x text_dim) that concept slices are cut from."""
+
+    object: ObjectRef
+    dim: int = Field(ge=1)
+    seed: int = Field(ge=0)
+    method: Literal["qr-gaussian-v1"] = "qr-gaussian-v1"
+
+
+class Slice(_Strict):
+    """Columns [start, start + rank) of the basis: B_t = Q[:, start:start+rank]."""
+
+    start: Count
+    rank: int = Field(ge=1)
+
+
+class Neurons(_Strict):
+    """How many rows the concept owns per layer; the indices themselves are in the delta object."""
+
+    total: Count
+    per_layer: dict[Layer, Count]
+
+    @model_validator(mode="after")
+    def _total_is_sum(self) -> Neurons:
+        if sum(self.per_layer.values()) != self.total:
+            raise ValueError(f"neurons.total {self.total} != sum of per_layer {sum(self.per_layer.values())}")
+        return self
+
+
+Scalar = str | int | float | bool | None
+
+
+class Concept(_Strict):
+    token: str = Field(pattern=r"^<[^<>\s]+>$", description="The placeholder token added to the tokenizer.")
+    class_word: str = Field(pattern=CLASS_WORD_PATTERN)
+    learned_in: Count = Field(description="Revision number whose operation learned this concept.")
+    slice: Slice
+    neurons: Neurons
+    delta: ObjectRef
+    embedding: ObjectRef
+    training: dict[str, Scalar] = Field(description="Every knob the concept was trained with.")
+    stats: dict[str, Scalar] = Field(description="Measured outcomes: final loss, seconds, steps run.")
+
+
+class Operation(_Strict):
+    """What made this revision. `undo` restores the state of `restores`, reverting `undone`."""
+
+    kind: Literal["init", "learn", "forget", "undo"]
+    concept: str | None = Field(default=None, pattern=NAME_PATTERN)
+    undone: Count | None = None
+    restores: Count | None = None
+    argv: list[str] = Field(default_factory=list, description="The command line, for the log.")
+
+    @model_validator(mode="after")
+    def _fields_fit_kind(self) -> Operation:
+        if (self.kind in ("learn", "forget")) != (self.concept is not None):
+            raise ValueError(f"operation {self.kind!r} {'needs' if self.concept is None else 'takes no'} concept")
+        if (self.kind == "undo") != (self.undone is not None and self.restores is not None):
+            raise ValueError("undone/restores are set exactly on undo operations")
+        return self
+
+
+class Caches(_Strict):
+    """Derived data kept to save time; a reader MAY recompute and MUST NOT trust it over the base."""
+
+    general_neurons: ObjectRef | None = None
+
+
+class Revision(_Strict):
+    format_version: str = Field(pattern=r"^[0-9]+\.[0-9]+$")
+    writer: str = Field(min_length=1, description='The writing program and version, e.g. "cns 0.1.0".')
+    number: Count
+    parent: Count | None
+    created: str = Field(
+        pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$", description="UTC time, RFC 3339 with Z."
+    )
+    operation: Operation
+    base: BaseModelPointer
+    basis: Basis | None = Field(description="null until the first concept is learned.")
+    caches: Caches = Field(default_factory=Caches)
+    concepts: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Concept]
+    annotations: dict[str, str] = Field(default_factory=dict, description="Free text; readers ignore it.")
+
+    @field_validator("format_version")
+    @classmethod
+    def _known_major(cls, v: str) -> str:
+        # BankVersionError is raised by the loader before validation; this guards hand-built objects.
+        if int(v.split(".")[0]) != FORMAT_MAJOR:
+            raise ValueError(f"format major version {v} is not {FORMAT_MAJOR}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Revision:
+        if self.number == 0:
+            if self.parent is not None or self.operation.kind != "init":
+                raise ValueError("revision 0 must be the init revision with parent null")
+        elif self.parent != self.number - 1:
+            raise ValueError(f"revision {self.number} must have parent {self.number - 1}, not {self.parent}")
+        tokens = [c.token for c in self.concepts.values()]
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("two concepts share a token")
+        for name, c in self.concepts.items():
+            for layer in c.neurons.per_layer:
+                if layer not in self.base.kv_layers:
+                    raise ValueError(f"concept {name!r} names layer {layer!r} that the base does not have")
+            if self.basis is None:
+                raise ValueError("concepts need a basis")
+            if c.slice.start + c.slice.rank > self.basis.dim:
+                raise ValueError(f"concept {name!r} slice ends past the basis dimension {self.basis.dim}")
+        return self
+
+    def objects(self) -> list[ObjectRef]:
+        """Every object this revision references, basis first, in a stable order."""
+        refs: list[ObjectRef] = []
+        if self.basis is not None:
+            refs.append(self.basis.object)
+        if self.caches.general_neurons is not None:
+            refs.append(self.caches.general_neurons)
+        for name in sorted(self.concepts):
+            refs += [self.concepts[name].delta, self.concepts[name].embedding]
+        return refs
+
+
+def is_valid_sha256(s: str) -> bool:
+    return re.match(SHA256_PATTERN, s) is not None

@@ -1,0 +1,209 @@
+"""The bank on disk: open, read revisions and objects, and commit new revisions atomically.
+
+Commit protocol (format/SPEC.md, "Writing"): take the writer lock, write every new object, write the new
+revision file, then replace HEAD. HEAD is the commit point: a crash before it leaves the previous revision
+as HEAD and intact; leftovers (objects nobody references, a revision numbered past HEAD) are harmless and
+are reported by verify.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import BankExistsError, BankFormatError, BankNotFoundError, CommitError, IntegrityError
+from .atomic import atomic_write, fsync_dir
+from .lock import WriterLock
+from .models import FORMAT_MAJOR, FORMAT_MINOR, FORMAT_VERSION, ObjectRef, Operation, Revision
+from .revision_io import HEAD_NAME, dump_revision, parse_head, parse_revision, revision_name
+
+WRITER = f"cns {__version__}"
+
+
+def now_utc() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def object_ref(data: bytes) -> ObjectRef:
+    digest = hashlib.sha256(data).hexdigest()
+    return ObjectRef(path=f"objects/{digest}.safetensors", sha256=digest, size=len(data))
+
+
+def encode_object(tensors: dict[str, np.ndarray], kind: str, metadata: dict[str, str] | None = None) -> bytes:
+    """safetensors bytes of an object. safetensors sorts tensors by name, so bytes depend only on content."""
+    from safetensors.numpy import save
+
+    meta = {"cns.kind": kind, **(metadata or {})}
+    return save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=meta)
+
+
+class Bank:
+    """A `.cnsbank` directory. Reading needs no lock; writing goes through `transaction()`."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    # -- opening ------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> Bank:
+        root = Path(path)
+        if not root.exists():
+            raise BankNotFoundError(f"no bank at {root}; create one with `cns init --base MODEL` or pass --bank PATH")
+        if not root.is_dir() or not (root / HEAD_NAME).is_file() or not (root / "revisions").is_dir():
+            raise BankNotFoundError(
+                f"{root} is not a cns bank (no HEAD or revisions/); pass the bank folder with --bank PATH"
+            )
+        bank = cls(root)
+        bank.head()  # fail now, with a clear message, if HEAD or its revision is broken
+        return bank
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, base, argv: list[str] | None = None, annotations=None) -> Bank:
+        """Create a bank holding revision 0 (no concepts). Built in a sibling temp folder and renamed into
+        place, so a crash never leaves a half-made bank behind."""
+        root = Path(path)
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+            what = "a bank" if (root / HEAD_NAME).exists() else "files"
+            raise BankExistsError(f"{root} already holds {what}; choose another --bank path or remove it first")
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = root.parent / f".{root.name}.tmp-{secrets.token_hex(4)}"
+        try:
+            (tmp / "revisions").mkdir(parents=True)
+            (tmp / "objects").mkdir()
+            rev = Revision(
+                format_version=FORMAT_VERSION, writer=WRITER, number=0, parent=None, created=now_utc(),
+                operation=Operation(kind="init", argv=argv or []), base=base, basis=None, concepts={},
+                annotations=annotations or {},
+            )
+            atomic_write(tmp / revision_name(0), dump_revision(rev))
+            atomic_write(tmp / HEAD_NAME, b"0\n")
+            if root.exists():
+                root.rmdir()  # empty (checked above); rename needs the name free on every platform
+            os.rename(tmp, root)
+            fsync_dir(root.parent)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CommitError(f"could not create the bank at {root}: {e.strerror or e}") from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return cls(root)
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def head_number(self) -> int:
+        try:
+            raw = (self.root / HEAD_NAME).read_bytes()
+        except OSError as e:
+            raise BankFormatError(f"cannot read {self.root / HEAD_NAME}: {e.strerror}") from None
+        n = parse_head(raw)
+        if not (self.root / revision_name(n)).is_file():
+            raise BankFormatError(
+                f"HEAD names revision {n} but {revision_name(n)} is missing; write the last revision that "
+                "exists into HEAD, then run `cns verify`"
+            )
+        return n
+
+    def revision(self, number: int) -> Revision:
+        name = revision_name(number)
+        try:
+            raw = (self.root / name).read_bytes()
+        except FileNotFoundError:
+            raise BankFormatError(f"{name} is missing from the bank at {self.root}; run `cns verify`") from None
+        rev = parse_revision(raw, name)
+        if rev.number != number:
+            raise BankFormatError(f"{name} says it is revision {rev.number}; the file was renamed or copied")
+        return rev
+
+    def head(self) -> Revision:
+        return self.revision(self.head_number())
+
+    def history(self) -> Iterator[Revision]:
+        """Revisions from HEAD back to 0 (newest first)."""
+        for n in range(self.head_number(), -1, -1):
+            yield self.revision(n)
+
+    def object_path(self, ref: ObjectRef) -> Path:
+        return self.root / ref.path  # ref.path is validated to be objects/<sha256>.safetensors
+
+    def read_object_bytes(self, ref: ObjectRef) -> bytes:
+        try:
+            data = self.object_path(ref).read_bytes()
+        except FileNotFoundError:
+            raise IntegrityError(f"object {ref.path} is missing; restore it from a backup or `cns undo`") from None
+        if len(data) != ref.size or hashlib.sha256(data).hexdigest() != ref.sha256:
+            raise IntegrityError(f"object {ref.path} is corrupt (its bytes do not match its sha256); restore it from a backup")
+        return data
+
+    def read_object(self, ref: ObjectRef) -> dict[str, np.ndarray]:
+        """The tensors of a verified object (never unpickles: safetensors only)."""
+        from safetensors.numpy import load
+
+        data = self.read_object_bytes(ref)
+        try:
+            return load(data)
+        except Exception as e:  # safetensors raises its own error type for malformed headers
+            raise IntegrityError(f"object {ref.path} is not a valid safetensors file ({e})") from None
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        with WriterLock(self.root) as lock:
+            yield Transaction(self, lock.stale_pid)
+
+
+class Transaction:
+    """Holds the writer lock. `put` objects, then `commit` exactly once; leaving without commit writes
+    nothing that a reader would see."""
+
+    def __init__(self, bank: Bank, stale_pid: int | None):
+        self.bank = bank
+        self.stale_pid = stale_pid
+        self.parent = bank.head()  # re-read under the lock: another writer may have committed meanwhile
+        major, minor = (int(p) for p in self.parent.format_version.split("."))
+        if (major, minor) > (FORMAT_MAJOR, FORMAT_MINOR):
+            raise BankFormatError(
+                f"this bank was written by a newer cns (format {self.parent.format_version}); "
+                "upgrade cns (pip install -U cns-cli) to change it"
+            )
+        self.committed: Revision | None = None
+
+    def put(self, tensors: dict[str, np.ndarray], kind: str, metadata: dict[str, str] | None = None) -> ObjectRef:
+        data = encode_object(tensors, kind, metadata)
+        ref = object_ref(data)
+        path = self.bank.object_path(ref)
+        if not (path.is_file() and path.stat().st_size == ref.size):  # content-addressed: same name, same bytes
+            (self.bank.root / "objects").mkdir(exist_ok=True)
+            atomic_write(path, data)
+        return ref
+
+    def commit(self, operation: Operation, **changes) -> Revision:
+        """Write revision parent+1 = the parent with `changes` (concepts=, basis=, caches=) and move HEAD."""
+        if self.committed is not None:
+            raise RuntimeError("a transaction commits once")
+        number = self.parent.number + 1
+        fields = self.parent.model_dump() | {
+            "format_version": FORMAT_VERSION, "writer": WRITER, "number": number, "parent": self.parent.number,
+            "created": now_utc(), "operation": operation,
+        }
+        fields.update(changes)
+        rev = Revision.model_validate(fields)
+        for ref in rev.objects():
+            if not self.bank.object_path(ref).is_file():
+                raise CommitError(f"internal: object {ref.path} was not written before the commit")
+        # A revision file numbered past HEAD is a leftover of an interrupted writer; we may replace it.
+        atomic_write(self.bank.root / revision_name(number), dump_revision(rev))
+        atomic_write(self.bank.root / HEAD_NAME, f"{number}\n".encode())
+        self.committed = rev
+        return rev
