@@ -40,7 +40,7 @@ def check_concept_name(name: str) -> str:
     for bad, why in problems:
         if bad:
             raise ConceptError(f"concept name {name!r} {why}; use something like {_suggest(name)!r}")
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise ConceptError(
             f"concept name {name!r} may only use a-z, 0-9, '-' and '_' and must start with a letter or "
             f"digit; use something like {_suggest(name)!r}"
@@ -50,7 +50,7 @@ def check_concept_name(name: str) -> str:
 
 def check_class_word(word: str) -> str:
     """A class word ("dog", "teddy bear") is plain prompt text: 1-64 characters, no brackets or controls."""
-    if not re.match(CLASS_WORD_PATTERN, word) or not word.strip():
+    if not re.fullmatch(CLASS_WORD_PATTERN, word) or not word.strip():  # fullmatch: '$' would accept 'dog\n'
         raise ConceptError(
             f"class word {word!r} must be 1-64 characters of plain text without '<', '>' or control "
             "characters; e.g. --class dog"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -42,19 +44,36 @@ def _reject_float_specials(token: str) -> float:
     raise ValueError(f"{token} is not allowed (JSON has no NaN or Infinity)")
 
 
-def _check_paths(node: Any, where: str) -> None:
+def _reject_non_finite(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):  # e.g. 1e400 parses as inf
+        raise ValueError(f"{token} is out of range for a finite number")
+    return value
+
+
+def _object_ref_nodes(data: dict) -> list[Any]:
+    """The places where the format puts object references (basis.object, caches.general_neurons and each
+    concept's delta/embedding). Free-form maps (annotations, training, stats) may hold a "path" key too."""
+
+    def get(node: Any, key: str) -> Any:
+        return node.get(key) if isinstance(node, dict) else None
+
+    nodes = [get(get(data, "basis"), "object"), get(get(data, "caches"), "general_neurons")]
+    concepts = get(data, "concepts")
+    for concept in concepts.values() if isinstance(concepts, dict) else []:
+        nodes += [get(concept, "delta"), get(concept, "embedding")]
+    return nodes
+
+
+def _check_paths(data: dict, where: str) -> None:
     """Object paths get their own messages before schema validation: the dangerous cases are named."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "path" and isinstance(value, str):
-                if value.startswith(("/", "\\")) or (len(value) > 1 and value[1] == ":"):
-                    raise BankFormatError(f"{where}: object path {value!r} is absolute; paths must be relative to the bank")
-                if ".." in value.replace("\\", "/").split("/") or "\\" in value:
-                    raise BankFormatError(f"{where}: object path {value!r} escapes the bank; it must be objects/<sha256>.safetensors")
-            _check_paths(value, where)
-    elif isinstance(node, list):
-        for value in node:
-            _check_paths(value, where)
+    for node in _object_ref_nodes(data):
+        value = node.get("path") if isinstance(node, dict) else None
+        if isinstance(value, str):
+            if value.startswith(("/", "\\")) or (len(value) > 1 and value[1] == ":"):
+                raise BankFormatError(f"{where}: object path {value!r} is absolute; paths must be relative to the bank")
+            if ".." in value.replace("\\", "/").split("/") or "\\" in value:
+                raise BankFormatError(f"{where}: object path {value!r} escapes the bank; it must be objects/<sha256>.safetensors")
 
 
 def _prune_unknown(data: Any, model: type[BaseModel]) -> Any:
@@ -90,13 +109,16 @@ def parse_revision(raw: bytes, where: str) -> Revision:
     if len(raw) > MAX_REVISION_BYTES:
         raise BankFormatError(f"{where} is larger than {MAX_REVISION_BYTES >> 20} MiB; it is not a cns revision")
     try:
-        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_float_specials)
-    except (UnicodeDecodeError, ValueError) as e:
+        data = json.loads(
+            raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_float_specials,
+            parse_float=_reject_non_finite,
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
         raise BankFormatError(f"{where} is not valid JSON ({e}); restore it from a backup or run `cns verify`") from None
     if not isinstance(data, dict):
         raise BankFormatError(f"{where} must hold a JSON object")
     version = data.get("format_version")
-    if not isinstance(version, str) or not version.replace(".", "", 1).isdigit() or "." not in version:
+    if not isinstance(version, str) or not re.fullmatch(r"[0-9]{1,16}\.[0-9]{1,16}", version):
         raise BankFormatError(f"{where} has no valid format_version (MAJOR.MINOR)")
     major, minor = (int(p) for p in version.split("."))
     if major != FORMAT_MAJOR:

@@ -1,0 +1,32 @@
+"""The JSON Schema of revision files, generated from the pydantic models.
+
+`python -m cns_cli.bank.schema > format/schema/revision.schema.json` regenerates the committed file;
+tests/bank/test_spec.py fails if the two differ, so the schema cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .models import FORMAT_VERSION, Revision
+
+SCHEMA_ID = "https://cns.invalid/format/schema/revision.schema.json"
+
+
+def revision_schema() -> dict:
+    schema = Revision.model_json_schema(mode="validation")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": f"cns bank revision (format {FORMAT_VERSION})",
+        **schema,
+    }
+
+
+def main() -> None:
+    sys.stdout.write(json.dumps(revision_schema(), indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()

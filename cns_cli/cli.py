@@ -1,0 +1,257 @@
+"""The `cns` command line: parse, call one use case, print. No logic lives here.
+
+Heavy libraries (torch, diffusers) are imported inside the use cases, so `cns --help` stays instant.
+Every command runs through `_handled`, the one place where errors become messages and exit codes:
+CnsError -> its message, exit 2; Ctrl-C -> exit 130; anything else -> "internal error", exit 101.
+CNS_DEBUG=1 shows tracebacks instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import __version__, output
+from .errors import CHECK_FAILED_EXIT, INTERNAL_ERROR_EXIT, CnsError
+
+app = typer.Typer(
+    name="cns",
+    help="Teach one Stable Diffusion model your own concepts, one at a time, and keep them all.\n\n"
+    "Example: cns learn dog ./photos && cns generate '<dog> on a beach' --seed 7",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
+DEFAULT_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+def _handled(fn):
+    """Map every failure of a command to a one-line message and an exit code (see module docstring)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except CnsError as e:
+            if os.environ.get("CNS_DEBUG") == "1":
+                raise
+            output.error(str(e))
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            output.error("interrupted; nothing was committed, the bank is as it was")
+            raise typer.Exit(130) from None
+        except Exception as e:  # a bug: say so plainly, keep the traceback for CNS_DEBUG=1
+            if os.environ.get("CNS_DEBUG") == "1":
+                raise
+            output.error(f"internal error: {type(e).__name__}: {e} (rerun with CNS_DEBUG=1 and report it)")
+            raise typer.Exit(INTERNAL_ERROR_EXIT) from None
+
+    return wrapper
+
+
+def command(*args, **kwargs):
+    """`@app.command` with error handling applied."""
+
+    def register(fn):
+        return app.command(*args, **kwargs)(_handled(fn))
+
+    return register
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cns {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    bank: Annotated[Path, typer.Option("--bank", envvar="CNS_BANK", help="The bank folder.", show_default=True)] = Path(".cnsbank"),
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = None,
+) -> None:
+    ctx.obj = bank
+
+
+def _argv() -> list[str]:
+    return ["cns", *sys.argv[1:]]
+
+
+def _open(ctx: typer.Context):
+    from .bank import Bank
+
+    return Bank.open(ctx.obj)
+
+
+# -- bank commands -----------------------------------------------------------------------------------
+
+
+@command()
+def init(
+    ctx: typer.Context,
+    base: Annotated[str, typer.Option("--base", help="Hub id (org/model[@revision]), diffusers folder or .safetensors file.")] = DEFAULT_BASE,
+    json_: JsonOpt = False,
+) -> None:
+    """Create an empty bank on top of a base model (records where it is and its fingerprint)."""
+    from .init_bank import init_bank
+
+    rev = init_bank(ctx.obj, base, argv=_argv())
+    if json_:
+        output.emit_json({"bank": str(ctx.obj), "revision": rev.number, "base": rev.base.model_dump(mode="json")})
+    else:
+        output.info(f"created bank {ctx.obj} on {rev.base.location} ({len(rev.base.kv_layers)} K/V layers)")
+        typer.echo(str(ctx.obj))
+
+
+@command()
+def inspect(
+    ctx: typer.Context,
+    neurons: Annotated[bool, typer.Option("--neurons", help="Per concept and layer: neurons owned and overlaps.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Show the concepts in the bank, their sizes and the capacity left."""
+    from .inspect import inspect_bank
+    from .render import render_inspect
+
+    doc = inspect_bank(_open(ctx), neurons=neurons)
+    output.emit_json(doc) if json_ else render_inspect(doc, neurons)
+
+
+@command()
+def log(ctx: typer.Context, json_: JsonOpt = False) -> None:
+    """List the bank's revisions, newest first."""
+    from .render import log_entries, render_log
+
+    entries = log_entries(_open(ctx))
+    output.emit_json({"revisions": entries}) if json_ else render_log(entries)
+
+
+@command()
+def verify(ctx: typer.Context, json_: JsonOpt = False) -> None:
+    """Check every revision and object (hashes, sizes, shapes). Exit 1 if something is wrong."""
+    from .bank.verify import verify as run_verify
+    from .render import render_verify
+
+    report = run_verify(_open(ctx))
+    output.emit_json(report.to_json()) if json_ else render_verify(report)
+    if not report.ok:
+        raise typer.Exit(CHECK_FAILED_EXIT)
+
+
+@command()
+def undo(ctx: typer.Context, json_: JsonOpt = False) -> None:
+    """Go back one operation. Recorded as a new revision, so nothing is ever lost (see `cns log`)."""
+    from .bank.history import undo as run_undo
+
+    rev = run_undo(_open(ctx), argv=_argv())
+    doc = {"revision": rev.number, "undone": rev.operation.undone, "restores": rev.operation.restores,
+           "concepts": sorted(rev.concepts)}
+    if json_:
+        output.emit_json(doc)
+    else:
+        output.info(f"undid revision {doc['undone']}; now at revision {rev.number} "
+                    f"(the state of revision {doc['restores']}: {', '.join(doc['concepts']) or 'no concepts'})")
+
+
+@command()
+def forget(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The concept to remove.")], json_: JsonOpt = False) -> None:
+    """Remove a concept exactly: its delta and token are dropped, every other concept is untouched."""
+    from .bank.history import forget as run_forget
+
+    rev = run_forget(_open(ctx), name, argv=_argv())
+    if json_:
+        output.emit_json({"revision": rev.number, "forgot": name, "concepts": sorted(rev.concepts)})
+    else:
+        output.info(f"forgot {name}; now at revision {rev.number} (`cns undo` brings it back)")
+
+
+# -- model commands (registered now; their engines arrive with the core loop and export) -------------
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class ExportFormat(str, Enum):
+    kohya = "kohya"
+    diffusers = "diffusers"
+    embedding = "embedding"
+    pipeline = "pipeline"
+
+
+@command()
+def learn(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Concept name; the prompt token is <name>.")],
+    images: Annotated[Path, typer.Argument(help="Folder of jpg/png/webp/bmp images (+ optional same-named .txt captions).")],
+    class_word: Annotated[Optional[str], typer.Option("--class", help="Class word, e.g. dog. Default: NAME.")] = None,
+    base: Annotated[str, typer.Option("--base", help="Base model, used if the bank does not exist yet.")] = DEFAULT_BASE,
+    steps: Annotated[int, typer.Option(help="Training steps.")] = 400,
+    lr: Annotated[float, typer.Option(help="Learning rate of the neuron coefficients.")] = 1e-3,
+    rank: Annotated[int, typer.Option(help="Basis slice width r of this concept.")] = 4,
+    budget: Annotated[float, typer.Option(help="Share of UNet parameters a concept may train.")] = 0.0013,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
+    replace: Annotated[bool, typer.Option("--replace", help="Re-learn an existing concept.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Teach the model a new concept from a folder of images."""
+    from .errors import NotAvailableError
+
+    raise NotAvailableError("`cns learn` needs the training engine, which this build of cns does not include yet")
+
+
+@command()
+def generate(
+    ctx: typer.Context,
+    prompts: Annotated[list[str], typer.Argument(help="Prompts; '-' reads one per line from stdin. <name> = a concept.")],
+    n: Annotated[int, typer.Option("-n", help="Images per prompt.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the first image; image i uses seed+i.")] = 0,
+    steps: Annotated[int, typer.Option(help="Sampling steps.")] = 30,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.5,
+    width: Annotated[Optional[int], typer.Option(help="Width in pixels (default: the model's).")] = None,
+    height: Annotated[Optional[int], typer.Option(help="Height in pixels (default: the model's).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the PNGs.")] = Path("cns-out"),
+    expand: Annotated[bool, typer.Option("--expand/--no-expand", help="Expand <name> to '<name> class'.")] = True,
+    device: Annotated[Device, typer.Option(help="Where to run.")] = Device.auto,
+    json_: Annotated[bool, typer.Option("--json", help="One JSON object per image per line on stdout.")] = False,
+) -> None:
+    """Generate images with any mix of the learned concepts."""
+    from .errors import NotAvailableError
+
+    raise NotAvailableError("`cns generate` needs the generation engine, which this build of cns does not include yet")
+
+
+@command()
+def export(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Argument(help="Output folder.")],
+    format: Annotated[ExportFormat, typer.Option("--format", help="kohya / diffusers LoRA, embedding, or a merged pipeline.")] = ExportFormat.kohya,
+    concept: Annotated[Optional[list[str]], typer.Option("--concept", help="Only these concepts (repeatable).")] = None,
+    merged: Annotated[bool, typer.Option("--merged", help="One LoRA file for all concepts (kohya).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Write into a non-empty OUT.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Export concepts for diffusers, ComfyUI, AUTOMATIC1111 or kohya."""
+    from .errors import NotAvailableError
+
+    raise NotAvailableError("`cns export` is not in this build of cns yet; use `cns generate` meanwhile")
+
+
+if __name__ == "__main__":  # python -m cns_cli.cli
+    app()

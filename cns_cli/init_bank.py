@@ -1,0 +1,17 @@
+"""`cns init`: create a bank on a base model (loads it once to fingerprint its K/V weights)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .bank import Bank, Revision
+from .errors import BankExistsError
+from .model.loading import describe_base, load_pipeline, resolve_base
+
+
+def init_bank(root: Path, base: str, argv: list[str] | None = None) -> Revision:
+    if (root / "HEAD").exists():
+        raise BankExistsError(f"{root} already holds a bank; use it, or pass another --bank path")
+    spec = resolve_base(base)  # fails fast on a bad spec, before the (slow) model load
+    pipe = load_pipeline(spec)
+    return Bank.create(root, describe_base(spec, pipe), argv=argv).head()

@@ -1,0 +1,61 @@
+"""`cns inspect`: what a bank holds, as one JSON-ready dict. Reads the bank only (no torch), so it is fast."""
+
+from __future__ import annotations
+
+from .bank import Bank, Revision
+
+BYTES_PER_COEF = 4  # float32 coefficients, int32 row indices
+
+
+def _concept_summary(bank: Bank, rev: Revision, name: str) -> dict:
+    c = rev.concepts[name]
+    stored = c.delta.size + c.embedding.size
+    params = c.neurons.total * c.slice.rank  # trainable K/V coefficients; the embedding is counted apart
+    return {
+        "name": name, "token": c.token, "class_word": c.class_word, "learned_in": c.learned_in,
+        "neurons": c.neurons.total, "layers": sum(1 for n in c.neurons.per_layer.values() if n),
+        "slice": {"start": c.slice.start, "rank": c.slice.rank},
+        "parameters": params, "bytes": stored, "training": c.training, "stats": c.stats,
+    }
+
+
+def _rows(bank: Bank, rev: Revision, name: str) -> dict[str, set[int]]:
+    c = rev.concepts[name]
+    tensors = bank.read_object(c.delta)
+    return {layer: set(tensors[f"{layer}.rows"].tolist()) for layer in c.neurons.per_layer}
+
+
+def inspect_bank(bank: Bank, neurons: bool = False) -> dict:
+    rev = bank.head()
+    names = sorted(rev.concepts)
+    total_rows = sum(rev.base.kv_layers.values())
+    used_cols = sum(rev.concepts[n].slice.rank for n in names)
+    dim = rev.basis.dim if rev.basis else rev.base.text_dim
+    out: dict = {
+        "bank": str(bank.root), "revision": rev.number, "format_version": rev.format_version,
+        "base": {"kind": rev.base.kind, "location": rev.base.location, "revision": rev.base.revision,
+                 "fingerprint": rev.base.fingerprint.digest, "kv_layers": len(rev.base.kv_layers),
+                 "kv_rows": total_rows, "text_dim": rev.base.text_dim},
+        "concepts": [_concept_summary(bank, rev, n) for n in names],
+        "capacity": {"basis_columns": dim, "columns_used": min(used_cols, dim),
+                     "columns_left": max(dim - used_cols, 0)},
+        "totals": {"concepts": len(names), "neurons": sum(rev.concepts[n].neurons.total for n in names),
+                   "bytes": sum(rev.concepts[n].delta.size + rev.concepts[n].embedding.size for n in names)},
+    }
+    if neurons:
+        rows = {n: _rows(bank, rev, n) for n in names}
+        for entry in out["concepts"]:
+            name = entry["name"]
+            per_layer = []
+            for layer, owned in sorted(rows[name].items()):
+                if not owned:
+                    continue
+                overlap = {o: len(owned & rows[o].get(layer, set())) for o in names if o != name}
+                per_layer.append({"layer": layer, "neurons": len(owned), "of": rev.base.kv_layers[layer],
+                                  "overlap": {o: k for o, k in overlap.items() if k}})
+            entry["per_layer"] = per_layer
+            entry["overlap"] = {
+                o: sum(len(rows[name][layer] & rows[o].get(layer, set())) for layer in rows[name])
+                for o in names if o != name
+            }
+    return out
