@@ -42,7 +42,7 @@ def check_delta(tensors: dict[str, np.ndarray], concept: Concept, rev: Revision)
         if why:
             problems.append(f"{layer}: {why}")
         if rows.shape != (n,):
-            problems.append(f"{layer}: {rows.shape[0]} rows, the revision says {n}")
+            problems.append(f"{layer}: {rows.size} rows, the revision says {n}")  # size: rows may be 0-d
         if coef.dtype != np.float32 or coef.shape != (n, concept.slice.rank):
             problems.append(f"{layer}: coef must be float32 [{n}, {concept.slice.rank}], got {coef.dtype} {list(coef.shape)}")
         elif not np.isfinite(coef).all():

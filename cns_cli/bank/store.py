@@ -43,7 +43,8 @@ def encode_object(tensors: dict[str, np.ndarray], kind: str, metadata: dict[str,
     from safetensors.numpy import save
 
     meta = {"cns.kind": kind, **(metadata or {})}
-    return save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=meta)
+    # reshape: np.ascontiguousarray turns a 0-d array into shape [1]; keep the shape we were given
+    return save({k: np.ascontiguousarray(v).reshape(np.shape(v)) for k, v in tensors.items()}, metadata=meta)
 
 
 class Bank:

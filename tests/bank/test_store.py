@@ -186,3 +186,13 @@ def test_annotations_may_hold_any_text(tmp_path):
     bank = Bank.open(tmp_path / "b")
     assert bank.head().annotations == ann
     assert verify(bank).ok
+
+
+def test_put_keeps_tensor_shapes(empty_bank):
+    # np.ascontiguousarray alone would turn a 0-d array into shape [1]
+    t = {"s": np.array(3, np.int32), "e": np.zeros((0, 4), np.float32), "m": np.arange(6, dtype=np.float32).reshape(2, 3).T}
+    with empty_bank.transaction() as tx:
+        ref = tx.put(t, "delta")
+    back = empty_bank.read_object(ref)
+    assert {k: v.shape for k, v in back.items()} == {"s": (), "e": (0, 4), "m": (3, 2)}
+    np.testing.assert_array_equal(back["m"], t["m"])
