@@ -176,7 +176,7 @@ def forget(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The con
         output.info(f"forgot {name}; now at revision {rev.number} (`cns undo` brings it back)")
 
 
-# -- model commands (registered now; their engines arrive with the core loop and export) -------------
+# -- model commands ----------------------------------------------------------------------------------
 
 
 class Device(str, Enum):
@@ -202,8 +202,13 @@ def learn(
     base: Annotated[str, typer.Option("--base", help="Base model, used if the bank does not exist yet.")] = DEFAULT_BASE,
     steps: Annotated[int, typer.Option(help="Training steps.")] = 400,
     lr: Annotated[float, typer.Option(help="Learning rate of the neuron coefficients.")] = 1e-3,
+    lr_token: Annotated[float, typer.Option(help="Learning rate of the token embedding.")] = 5e-3,
     rank: Annotated[int, typer.Option(help="Basis slice width r of this concept.")] = 4,
-    budget: Annotated[float, typer.Option(help="Share of UNet parameters a concept may train.")] = 0.0013,
+    budget: Annotated[float, typer.Option(help="Share of UNet parameters a concept may train (0.0013 = 0.13 %).")] = 0.0013,
+    reg_lambda: Annotated[float, typer.Option(help="Weight of the self-regularisation that protects earlier concepts.")] = 1.0,
+    batch_size: Annotated[int, typer.Option(help="Images per training step.")] = 1,
+    resolution: Annotated[Optional[int], typer.Option(help="Training resolution (default: the model's).")] = None,
+    score_steps: Annotated[int, typer.Option(help="Batches used to score neurons.")] = 16,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
     replace: Annotated[bool, typer.Option("--replace", help="Re-learn an existing concept.")] = False,
@@ -211,9 +216,18 @@ def learn(
     json_: JsonOpt = False,
 ) -> None:
     """Teach the model a new concept from a folder of images."""
-    from .errors import NotAvailableError
+    from .learn import LearnConfig, learn as run_learn
+    from .reporting import NullReporter, RichReporter
+    from .render import render_learn
 
-    raise NotAvailableError("`cns learn` needs the training engine, which this build of cns does not include yet")
+    config = LearnConfig(steps=steps, lr=lr, lr_token=lr_token, rank=rank, budget=budget, reg_lambda=reg_lambda,
+                         batch_size=batch_size, resolution=resolution, score_steps=score_steps, seed=seed,
+                         device=device.value)
+    outcome = run_learn(ctx.obj, name, images, class_word=class_word, base=base, config=config, replace=replace,
+                        dry_run=dry_run, argv=_argv(), reporter=NullReporter() if json_ else RichReporter())
+    doc = {"concept": outcome.name, "dry_run": dry_run, "revision": outcome.revision, "plan": outcome.plan,
+           "stats": outcome.stats}
+    output.emit_json(doc) if json_ else render_learn(doc)
 
 
 @command()
@@ -232,9 +246,14 @@ def generate(
     json_: Annotated[bool, typer.Option("--json", help="One JSON object per image per line on stdout.")] = False,
 ) -> None:
     """Generate images with any mix of the learned concepts."""
-    from .errors import NotAvailableError
+    from .generate import GenerateConfig, generate as run_generate
+    from .prompts import read_prompts
 
-    raise NotAvailableError("`cns generate` needs the generation engine, which this build of cns does not include yet")
+    config = GenerateConfig(n=n, seed=seed, steps=steps, guidance=guidance, width=width, height=height,
+                            expand=expand, device=device.value)
+    texts = read_prompts(prompts, sys.stdin)
+    show = output.emit_jsonl if json_ else (lambda rec: typer.echo(rec["path"]))
+    run_generate(ctx.obj, texts, out, config, on_image=show, on_phase=None if json_ else output.info)
 
 
 @command()

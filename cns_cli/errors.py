@@ -62,6 +62,10 @@ class ModelMismatchError(ModelError):
     """The loaded base model is not the one the bank was built on (fingerprint differs)."""
 
 
+class TrainingError(CnsError):
+    """Training failed in a way the user can fix (diverged: lower the learning rate)."""
+
+
 class NotAvailableError(CnsError):
     """A command whose engine this build of cns does not provide."""
 

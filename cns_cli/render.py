@@ -75,3 +75,27 @@ def render_verify(report: Report) -> None:
         con.print(f"note    {n['where']}: {n['note']}")
     status = "ok" if report.ok else f"{len(report.problems)} problem(s)"
     con.print(f"{status}: {report.revisions_checked} revisions, {report.objects_checked} objects checked (HEAD {report.head})")
+
+
+def render_learn(doc: dict) -> None:
+    con = out_console()
+    plan = doc["plan"]
+    layers = plan["neurons_per_layer"]
+    con.print(f"{'plan for' if doc['dry_run'] else 'learned'} {plan['token']} ({plan['class_word']}) from "
+              f"{len(plan['images'])} image(s)" + (f", {len(plan['skipped'])} skipped" if plan["skipped"] else ""))
+    con.print(f"  neurons      {plan['neurons']:,} in {len(layers)} layers (budget {plan['budget_rows']:,}, "
+              f"{plan['general_neurons']:,} general neurons excluded)")
+    con.print(f"  trained      {plan['parameters_trained']:,} parameters; slice {plan['slice']['start']}:"
+              f"{plan['slice']['start'] + plan['slice']['rank']}")
+    con.print(f"  stored       {human_bytes(plan['bytes_to_store'])}")
+    if doc["dry_run"]:
+        t = _table("layer", "neurons")
+        for layer, k in layers.items():
+            t.add_row(layer, str(k))
+        con.print(t)
+        con.print("dry run: nothing was written")
+        return
+    s = doc["stats"]
+    con.print(f"  loss         {s['first_loss']:.4f} -> {s['final_loss']:.4f} in {s['steps_run']} steps "
+              f"({s['seconds_per_step'] * 1000:.0f} ms/step, {s['seconds']:.1f} s in all)")
+    con.print(f"revision {doc['revision']}: try `cns generate \"{plan['token']} on a beach\"`")

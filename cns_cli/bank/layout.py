@@ -6,7 +6,8 @@ Tensor names (format/SPEC.md, "Objects"):
                    "<layer>.coef"      F32 [n, rank]  trained coefficients A; dW = S^T A B^T
 - embedding:       "embedding"         F32 [k, text_dim], k >= 1 vectors for the concept's token
 - general neurons: "<layer>"           I32 [m]        strictly increasing rows
-Every object's safetensors metadata has "cns.kind" set to one of the names above.
+Every object's safetensors `__metadata__` has one entry, "cns": a JSON map whose "kind" is one of the
+names above (one entry because safetensors writes several in a random order).
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def check_embedding(tensors: dict[str, np.ndarray], rev: Revision) -> list[str]:
 
 def check_basis(tensors: dict[str, np.ndarray], dim: int) -> list[str]:
     q = tensors.get("Q")
+    if set(tensors) != {"Q"}:
+        return [f"basis must hold exactly one tensor 'Q', got {sorted(tensors)}"]
     if q is None or q.dtype != np.float32 or q.shape != (dim, dim):
         return [f"basis must hold 'Q' float32 [{dim}, {dim}]"]
     err = float(np.abs(q.T.astype(np.float64) @ q - np.eye(dim)).max())

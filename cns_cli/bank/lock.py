@@ -39,7 +39,7 @@ class WriterLock:
         self.stale_pid: int | None = None
 
     def __enter__(self) -> WriterLock:
-        if sys.platform == "win32":  # pragma: no cover - flock is POSIX; the spec allows other mechanisms
+        if sys.platform == "win32":  # pragma: no cover - every writer of a bank must use flock (SPEC: lock)
             raise CommitError("writing a bank needs a POSIX system (fcntl); use Linux, macOS or WSL")
         import fcntl
 

@@ -8,7 +8,6 @@ test keeps the two identical.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -144,7 +143,7 @@ class Revision(_Strict):
     number: Count
     parent: Count | None
     created: str = Field(
-        pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$", description="UTC time, RFC 3339 with Z."
+        pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z$", description="UTC time, RFC 3339 with Z."
     )
     operation: Operation
     base: BaseModelPointer
@@ -163,15 +162,22 @@ class Revision(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Revision:
-        if self.number == 0:
-            if self.parent is not None or self.operation.kind != "init":
-                raise ValueError("revision 0 must be the init revision with parent null")
-        elif self.parent != self.number - 1:
+        if (self.number == 0) != (self.operation.kind == "init"):
+            raise ValueError("revision 0, and only revision 0, is the init revision")
+        if self.number == 0 and (self.parent is not None or self.concepts or self.basis is not None):
+            raise ValueError("revision 0 has parent null, no basis and no concepts")
+        if self.number > 0 and self.parent != self.number - 1:
             raise ValueError(f"revision {self.number} must have parent {self.number - 1}, not {self.parent}")
+        if self.operation.kind == "undo" and not (self.operation.restores < self.operation.undone < self.number):
+            raise ValueError("an undo must restore an older revision than the one it undoes, both before itself")
+        if self.basis is not None and self.basis.dim != self.base.text_dim:
+            raise ValueError(f"basis.dim {self.basis.dim} differs from base.text_dim {self.base.text_dim}")
         tokens = [c.token for c in self.concepts.values()]
         if len(set(tokens)) != len(tokens):
             raise ValueError("two concepts share a token")
         for name, c in self.concepts.items():
+            if c.learned_in > self.number or c.learned_in == 0:
+                raise ValueError(f"concept {name!r} says it was learned in revision {c.learned_in}, not before {self.number}")
             for layer in c.neurons.per_layer:
                 if layer not in self.base.kv_layers:
                     raise ValueError(f"concept {name!r} names layer {layer!r} that the base does not have")
@@ -193,5 +199,3 @@ class Revision(_Strict):
         return refs
 
 
-def is_valid_sha256(s: str) -> bool:
-    return re.match(SHA256_PATTERN, s) is not None

@@ -130,7 +130,8 @@ def parse_revision(raw: bytes, where: str) -> Revision:
     if minor > FORMAT_MINOR:
         data = _prune_unknown(data, Revision)
     try:
-        return Revision.model_validate(data)
+        # strict: "3", true or 8.0 are not integers (the JSON Schema says so too)
+        return Revision.model_validate(data, strict=True)
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(str(p) for p in first["loc"]) or "(top level)"

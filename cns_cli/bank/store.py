@@ -9,6 +9,7 @@ are reported by verify.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import secrets
@@ -39,12 +40,24 @@ def object_ref(data: bytes) -> ObjectRef:
 
 
 def encode_object(tensors: dict[str, np.ndarray], kind: str, metadata: dict[str, str] | None = None) -> bytes:
-    """safetensors bytes of an object. safetensors sorts tensors by name, so bytes depend only on content."""
+    """safetensors bytes of an object, identical for identical content.
+
+    safetensors sorts tensors by name but writes a multi-entry `__metadata__` map in a random order, so all
+    of cns's metadata goes into ONE entry, "cns": canonical JSON of {"kind": kind, **metadata}.
+    """
     from safetensors.numpy import save
 
-    meta = {"cns.kind": kind, **(metadata or {})}
-    # reshape: np.ascontiguousarray turns a 0-d array into shape [1]; keep the shape we were given
-    return save({k: np.ascontiguousarray(v).reshape(np.shape(v)) for k, v in tensors.items()}, metadata=meta)
+    meta = {"kind": kind, **(metadata or {})}
+    blob = json.dumps(meta, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata={"cns": blob})
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 class Bank:
@@ -156,6 +169,21 @@ class Bank:
         except Exception as e:  # safetensors raises its own error type for malformed headers
             raise IntegrityError(f"object {ref.path} is not a valid safetensors file ({e})") from None
 
+    def read_object_metadata(self, ref: ObjectRef) -> dict[str, str]:
+        """The cns metadata of a verified object: the JSON map stored in its safetensors `__metadata__`
+        entry "cns" (parsed from the header with the standard library)."""
+        import struct
+
+        data = self.read_object_bytes(ref)
+        try:
+            (n,) = struct.unpack("<Q", data[:8])
+            meta = json.loads(json.loads(data[8 : 8 + n])["__metadata__"]["cns"])
+            if not isinstance(meta, dict):
+                raise ValueError
+        except (struct.error, ValueError, KeyError, TypeError):
+            raise IntegrityError(f"object {ref.path} has no valid cns metadata in its safetensors header") from None
+        return {str(k): str(v) for k, v in meta.items()}
+
     # -- writing ------------------------------------------------------------------------------------
 
     @contextmanager
@@ -184,7 +212,9 @@ class Transaction:
         data = encode_object(tensors, kind, metadata)
         ref = object_ref(data)
         path = self.bank.object_path(ref)
-        if not (path.is_file() and path.stat().st_size == ref.size):  # content-addressed: same name, same bytes
+        # Content-addressed: an existing file is kept only if its bytes really hash to its name; a corrupt
+        # one is replaced (atomically, so readers never see it half-written).
+        if not (path.is_file() and path.stat().st_size == ref.size and _sha256_file(path) == ref.sha256):
             (self.bank.root / "objects").mkdir(exist_ok=True)
             atomic_write(path, data)
         return ref

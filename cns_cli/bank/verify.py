@@ -57,20 +57,22 @@ def _check_contents(bank: Bank, rev: Revision) -> list[dict]:
     """Object contents against the revision that references them (shapes, ranges, finiteness)."""
     out = []
 
-    def check(ref: ObjectRef, fn) -> None:
+    def check(ref: ObjectRef, kind: str, fn) -> None:
         try:
-            problems = fn(bank.read_object(ref))
+            got = bank.read_object_metadata(ref).get("kind")
+            problems = [f"metadata kind is {got!r}, expected {kind!r}"] if got != kind else []
+            problems += fn(bank.read_object(ref))
         except BankFormatError as e:
             problems = [str(e)]
         out.extend({"where": ref.path, "problem": p} for p in problems)
 
     if rev.basis is not None:
-        check(rev.basis.object, lambda t: layout.check_basis(t, rev.basis.dim))
+        check(rev.basis.object, "basis", lambda t: layout.check_basis(t, rev.basis.dim))
     if rev.caches.general_neurons is not None:
-        check(rev.caches.general_neurons, lambda t: layout.check_general_neurons(t, rev))
+        check(rev.caches.general_neurons, "general_neurons", lambda t: layout.check_general_neurons(t, rev))
     for name, c in sorted(rev.concepts.items()):
-        check(c.delta, lambda t, c=c: [f"concept {name!r}: {p}" for p in layout.check_delta(t, c, rev)])
-        check(c.embedding, lambda t: [f"concept {name!r}: {p}" for p in layout.check_embedding(t, rev)])
+        check(c.delta, "delta", lambda t, c=c: [f"concept {name!r}: {p}" for p in layout.check_delta(t, c, rev)])
+        check(c.embedding, "embedding", lambda t: [f"concept {name!r}: {p}" for p in layout.check_embedding(t, rev)])
     return out
 
 
@@ -105,11 +107,13 @@ def verify(bank: Bank) -> Report:
     report.objects_checked = len(checked)
 
     for path in sorted((bank.root / "revisions").iterdir()):
-        m = re.fullmatch(r"(\d{6})\.json", path.name)
+        m = re.fullmatch(r"([0-9]{6,})\.json", path.name)
         if m and int(m.group(1)) > head:
             report.notes.append({"where": f"revisions/{path.name}", "note": "past HEAD: left by an interrupted write; ignored"})
         elif path.name.startswith(TMP_PREFIX):
             report.notes.append({"where": f"revisions/{path.name}", "note": "temp file of an interrupted write"})
+    for path in sorted(bank.root.glob(f"{TMP_PREFIX}*")):
+        report.notes.append({"where": path.name, "note": "temp file of an interrupted write"})
     objects = bank.root / "objects"
     for path in sorted(objects.iterdir()) if objects.is_dir() else []:
         rel = f"objects/{path.name}"

@@ -1,0 +1,92 @@
+"""`cns generate`: images from the base model with every concept of HEAD applied (fusion-free).
+
+The pipeline is a plain diffusers StableDiffusionPipeline with W = W0 + Σ_t ΔW_t and the concept tokens
+added; it is called exactly as a user would call diffusers, with a CPU `torch.Generator().manual_seed(seed)`,
+so the same text, seed, steps and guidance give the same pixels as diffusers itself (and the same PNG
+bytes on every run).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .bank import Bank
+from .errors import UsageError
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    n: int = 1  # images per prompt; image i uses seed + i
+    seed: int = 0
+    steps: int = 30
+    guidance: float = 7.5
+    width: int | None = None  # default: the model's native size
+    height: int | None = None
+    expand: bool = True
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise UsageError(f"-n must be at least 1, got {self.n}")
+        if self.seed < 0:
+            raise UsageError(f"--seed must be 0 or more, got {self.seed}")
+        if self.steps < 1:
+            raise UsageError(f"--steps must be at least 1, got {self.steps}")
+        if not math.isfinite(self.guidance) or self.guidance < 0:
+            raise UsageError(f"--guidance must be a finite number ≥ 0, got {self.guidance}")
+        for flag, v in (("width", self.width), ("height", self.height)):
+            if v is not None and (v < 8 or v % 8):
+                raise UsageError(f"--{flag} must be a positive multiple of 8, got {v}")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48] or "image"
+
+
+def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: GenerateConfig = GenerateConfig(),
+             on_image: Callable[[dict], None] | None = None, on_phase: Callable[[str], None] | None = None) -> list[dict]:
+    import torch
+    from PIL.PngImagePlugin import PngInfo
+
+    from .learn import resolve_device
+    from .model import loading
+    from .model.bank_apply import apply_bank
+    from .prompts import concepts_in, expand_prompt
+
+    bank = Bank.open(bank_path)
+    rev = bank.head()
+    classes = {name: c.class_word for name, c in rev.concepts.items()}
+    texts = [expand_prompt(p, classes, config.expand) for p in prompts]  # unknown concepts fail before loading
+    device = resolve_device(config.device)
+    if on_phase:
+        on_phase(f"loading the base model on {device} with {len(rev.concepts)} concept(s)")
+    pipe = loading.load_pipeline(loading.spec_of(rev.base), device)
+    loading.check_matches(rev.base, pipe)
+    apply_bank(pipe, bank, rev)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for k, (prompt, text) in enumerate(zip(prompts, texts)):
+        for i in range(config.n):
+            seed = config.seed + i
+            image = pipe(text, num_inference_steps=config.steps, guidance_scale=config.guidance, width=config.width,
+                         height=config.height, generator=torch.Generator().manual_seed(seed)).images[0]
+            record = {"prompt": prompt, "text": text, "seed": seed, "steps": config.steps, "guidance": config.guidance,
+                      "width": image.width, "height": image.height, "revision": rev.number,
+                      "concepts": concepts_in(prompt), "bank": str(bank.root)}
+            info = PngInfo()
+            for key in ("prompt", "text", "seed", "steps", "guidance", "revision", "concepts"):
+                info.add_text(f"cns:{key}", str(record[key]) if key != "concepts" else ",".join(record[key]))
+            # The A1111 "parameters" chunk, so other tools show how the image was made.
+            info.add_text("parameters", f"{text}\nSteps: {config.steps}, CFG scale: {config.guidance}, Seed: {seed}, "
+                                        f"Size: {image.width}x{image.height}, cns revision: {rev.number}")
+            path = out_dir / f"r{rev.number}-{k:03d}-{_slug(prompt)}-s{seed}.png"
+            image.save(path, pnginfo=info)
+            record["path"] = str(path)
+            results.append(record)
+            if on_image:
+                on_image(record)
+    return results

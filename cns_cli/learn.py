@@ -1,0 +1,324 @@
+"""`cns learn`: teach the bank's model one new concept (CNS steps 1-6), then commit it atomically.
+
+The writer lock is held for the whole run on an existing bank, so two learns cannot interleave and a
+second writer is told at once. Nothing is written before training ends: Ctrl-C or a crash commits nothing.
+A missing bank is created at the end, with the learn as its revision 1.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .bank import Bank, Basis, Concept, Operation, Revision
+from .bank.models import Caches, Neurons, Slice
+from .bank.names import check_class_word, check_concept_name, token_for
+from .bank.store import encode_object
+from .errors import ConceptError, UsageError
+from .reporting import NullReporter, Reporter
+
+GENERAL_CACHE_VERSION = "activation-v1"
+
+
+@dataclass(frozen=True)
+class LearnConfig:
+    """Every knob of the method, recorded in the revision so a result can be reproduced or ablated."""
+
+    steps: int = 400  # optimiser steps
+    lr: float = 1e-3  # AdamW lr of the coefficients A (rows x rank per layer)
+    lr_token: float = 5e-3  # AdamW lr of the token vector (textual-inversion scale)
+    rank: int = 4  # basis slice width r: capacity is text_dim / r concepts before slices overlap
+    budget: float = 0.0013  # share of UNet parameters a concept may train (paper: ≈0.13 %)
+    reg_lambda: float = 1.0  # weight of the self-regularisation (K/V drift on protected prompts)
+    batch_size: int = 1
+    resolution: int | None = None  # default: the model's native size (unet sample_size x vae factor)
+    score_steps: int = 16  # batches of |W ⊙ ∂L/∂W| accumulated to find the base neurons
+    general_top_fraction: float = 0.10  # per prompt, a row is "active" in its layer's top 10 %
+    general_min_share: float = 0.50  # ... and general if active for ≥ 50 % of calibration prompts
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, flag: str, what: str, value) -> None:
+            if not ok:
+                raise UsageError(f"--{flag} must be {what}, got {value}")
+
+        for flag, value in (("lr", self.lr), ("lr-token", self.lr_token), ("budget", self.budget),
+                            ("reg-lambda", self.reg_lambda), ("general-top-fraction", self.general_top_fraction),
+                            ("general-min-share", self.general_min_share)):
+            need(isinstance(value, (int, float)) and math.isfinite(value), flag, "a finite number", value)
+        need(self.steps >= 1, "steps", "at least 1", self.steps)
+        need(self.lr > 0, "lr", "positive", self.lr)
+        need(self.lr_token >= 0, "lr-token", "0 or more", self.lr_token)
+        need(self.rank >= 1, "rank", "at least 1", self.rank)
+        need(0 < self.budget <= 1, "budget", "in (0, 1]", self.budget)
+        need(self.reg_lambda >= 0, "reg-lambda", "0 or more", self.reg_lambda)
+        need(self.batch_size >= 1, "batch-size", "at least 1", self.batch_size)
+        need(self.resolution is None or self.resolution >= 8, "resolution", "at least 8", self.resolution)
+        need(self.score_steps >= 1, "score-steps", "at least 1", self.score_steps)
+        need(0 < self.general_top_fraction <= 1, "general-top-fraction", "in (0, 1]", self.general_top_fraction)
+        need(0 < self.general_min_share <= 1, "general-min-share", "in (0, 1]", self.general_min_share)
+        need(self.seed >= 0, "seed", "0 or more", self.seed)
+
+    def record(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "device"}
+
+
+@dataclass
+class LearnOutcome:
+    """What a learn (or its dry run) found and did; `revision` is None for a dry run."""
+
+    name: str
+    plan: dict
+    revision: int | None = None
+    stats: dict = field(default_factory=dict)
+
+
+def learn(bank_path: Path, name: str, images_dir: Path, *, class_word: str | None = None, base: str,
+          config: LearnConfig = LearnConfig(), replace: bool = False, dry_run: bool = False,
+          argv: list[str] | None = None, reporter: Reporter = NullReporter()) -> LearnOutcome:
+    from .images import load_images
+
+    check_concept_name(name)
+    class_word = check_class_word(class_word if class_word is not None else name)
+    load_images(Path(images_dir), 64)  # fail fast on the folder, before a model load of many seconds
+    root = Path(bank_path)
+    if not (root / "HEAD").exists():
+        from .model.loading import resolve_base
+
+        spec = resolve_base(base)
+        run = _Run(None, None, spec, name, class_word, Path(images_dir), config, reporter)
+        outcome = run.execute(dry_run)
+        if dry_run:
+            return outcome
+        bank = Bank.create(root, run.base_pointer, argv=["cns", "init", "--base", base])
+        with bank.transaction() as tx:
+            outcome.revision = run.commit(tx, argv).number
+        return outcome
+    bank = Bank.open(root)
+    if dry_run:
+        parent = bank.head()
+        _check_name_free(parent, name, replace)
+        return _Run(bank, parent, None, name, class_word, Path(images_dir), config, reporter).execute(True)
+    with bank.transaction() as tx:
+        if tx.stale_pid:
+            reporter.warn(f"took over the lock of process {tx.stale_pid}, which is gone")
+        _check_name_free(tx.parent, name, replace)
+        run = _Run(bank, tx.parent, None, name, class_word, Path(images_dir), config, reporter)
+        outcome = run.execute(False)
+        outcome.revision = run.commit(tx, argv).number
+    return outcome
+
+
+def _check_name_free(rev: Revision, name: str, replace: bool) -> None:
+    if name in rev.concepts and not replace:
+        raise ConceptError(f"concept {name!r} already exists (learned in revision {rev.concepts[name].learned_in}); "
+                           "pass --replace to learn it again, or choose another name")
+
+
+class _Run:
+    """One learn: holds the loaded pipeline and the results between `execute` and `commit`."""
+
+    def __init__(self, bank, parent, spec, name, class_word, images_dir, config: LearnConfig, reporter: Reporter):
+        self.bank, self.parent, self.spec = bank, parent, spec
+        self.name, self.class_word, self.images_dir = name, class_word, images_dir
+        self.cfg, self.reporter = config, reporter
+
+    # -- the method ---------------------------------------------------------------------------------
+
+    def execute(self, dry_run: bool) -> LearnOutcome:
+        import torch
+
+        from .images import load_images
+        from .method.basis import BASIS_SEED, allocate_slice, orthogonal_basis
+        from .method.delta import protection_gram
+        from .method.select import budget_in_rows, concept_neurons
+        from .model import kv, loading, text, tokens, train
+        from .model.bank_apply import apply_bank, basis_matrix
+        from .prompts import calibration_prompts, training_prompt
+
+        cfg, t0 = self.cfg, time.perf_counter()
+        device = resolve_device(cfg.device)
+        self.reporter.phase(f"loading the base model on {device}")
+        spec = self.spec or loading.spec_of(self.parent.base)
+        pipe = loading.load_pipeline(spec, device)
+        if self.parent is not None:
+            loading.check_matches(self.parent.base, pipe)
+            self.base_pointer = self.parent.base
+        else:
+            self.base_pointer = loading.describe_base(spec, pipe)
+        earlier = [n for n in (self.parent.concepts if self.parent else {}) if n != self.name]
+        if earlier:
+            apply_bank(pipe, self.bank, self.parent, earlier)  # W_{t-1}: the model with every earlier concept
+
+        resolution = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        images = load_images(self.images_dir, resolution)
+        text_dim = self.base_pointer.text_dim
+
+        # Step 4 first (cheap): the basis slice this concept reads the text states through.
+        if self.parent is not None and self.parent.basis is not None:
+            q, self.basis = basis_matrix(self.bank, self.parent), self.parent.basis
+        else:
+            q, self.basis = torch.from_numpy(orthogonal_basis(text_dim, BASIS_SEED)), None
+        used = [(self.parent.concepts[n].slice.start, self.parent.concepts[n].slice.rank) for n in earlier]
+        if cfg.rank > q.shape[0]:
+            raise UsageError(f"--rank {cfg.rank} is larger than the text width {q.shape[0]}; use a smaller rank")
+        start, full = allocate_slice(used, q.shape[0], cfg.rank)
+        if full:
+            self.reporter.warn(f"basis capacity reached ({q.shape[0]} columns, {len(used)} concepts): this concept's slice "
+                               "overlaps earlier ones, so their deltas are no longer orthogonal; consider a smaller --rank")
+        self.q, self.slice = q, Slice(start=start, rank=cfg.rank)
+        b = q[:, start : start + cfg.rank].to(device)
+
+        # The new token starts at its class word's embedding.
+        token = token_for(self.name)
+        init = tokens.class_word_vector(pipe.tokenizer, pipe.text_encoder, self.class_word)
+        (token_id,) = tokens.add_tokens(pipe.tokenizer, pipe.text_encoder, [(token, init)])
+        prompts = [training_prompt(self.name, self.class_word, c) for c in images.captions]
+        latents = train.encode_latents(pipe.vae, images.pixels, device)
+        scheduler = _training_scheduler(pipe)
+        gen = torch.Generator().manual_seed(cfg.seed)
+
+        # Steps 1-3: base neurons from the concept's images, minus the (cached) general neurons.
+        self.reporter.phase("encoding the calibration prompts")
+        with torch.no_grad():
+            calib = text.encode(pipe.tokenizer, pipe.text_encoder, calibration_prompts())
+        self.general_rows = self._general_rows(pipe, calib)
+        self.reporter.phase(f"scoring neurons on {len(prompts)} images ({cfg.score_steps} batches)")
+        t_score = time.perf_counter()
+        scores = train.score_rows(pipe, scheduler, latents, prompts, cfg.score_steps, cfg.batch_size, gen)
+        score_seconds = time.perf_counter() - t_score
+        layers = loading.kv_layers(pipe.unet)
+        general = {n: _mask(self.general_rows.get(n), layer.out_features) for n, layer in layers.items()}
+        unet_params = sum(p.numel() for p in pipe.unet.parameters())
+        budget_rows = budget_in_rows(cfg.budget, unet_params, text_dim)
+        self.rows = concept_neurons(scores, general, budget_rows)
+        plan = self._plan(images, budget_rows, unet_params, general)
+        if dry_run:
+            return LearnOutcome(self.name, plan)
+
+        # Steps 5-6: train A (rows x r per layer) and the token vector, protected by the regulariser.
+        with torch.no_grad():
+            protected = [calib.flatten(0, 1)]
+            gram = protection_gram(protected[0], b)
+            if earlier:
+                prev = text.encode(pipe.tokenizer, pipe.text_encoder,
+                                   [training_prompt(n, self.parent.concepts[n].class_word, None) for n in earlier])
+                gram = gram + protection_gram(prev.flatten(0, 1), b)
+        wrappers = kv.attach_trainable(pipe.unet, self.rows, b)
+        token_wrapper = tokens.attach_trainable_token(pipe.text_encoder, token_id, init)
+        self.reporter.start(cfg.steps)
+        t_train = time.perf_counter()
+        try:
+            losses = train.train(pipe, scheduler, latents, prompts, wrappers, token_wrapper, steps=cfg.steps,
+                                 batch=cfg.batch_size, lr=cfg.lr, lr_token=cfg.lr_token, reg_lambda=cfg.reg_lambda,
+                                 gram=gram, gen=gen, on_step=self.reporter.step)
+        finally:
+            self.reporter.stop()
+        train_seconds = time.perf_counter() - t_train
+        self.coef = {n: w.coef.detach().float().cpu().numpy() for n, w in wrappers.items()}
+        self.embedding = token_wrapper.vector.detach().float().cpu().numpy()[None, :]
+        tail = losses[-max(1, len(losses) // 10):]
+        self.stats = {
+            "final_loss": float(np.mean(tail)), "first_loss": losses[0], "steps_run": len(losses),
+            "seconds": round(time.perf_counter() - t0, 3), "seconds_scoring": round(score_seconds, 3),
+            "seconds_training": round(train_seconds, 3), "seconds_per_step": round(train_seconds / len(losses), 4),
+            "images": len(prompts), "device": device,
+        }
+        return LearnOutcome(self.name, plan, stats=self.stats)
+
+    def _general_rows(self, pipe, calib) -> dict[str, np.ndarray]:
+        """General neurons of this base: from the bank's cache when it was made with the same settings."""
+        from .model.text import general_neuron_masks
+        from .prompts import calibration_id
+
+        key = {"method": GENERAL_CACHE_VERSION, "calibration": calibration_id(),
+               "top_fraction": repr(self.cfg.general_top_fraction), "min_share": repr(self.cfg.general_min_share)}
+        self.general_key = key
+        cached = self.parent.caches.general_neurons if self.parent is not None else None
+        if cached is not None and all(self.bank.read_object_metadata(cached).get(k) == v for k, v in key.items()):
+            self.general_cached = True
+            return self.bank.read_object(cached)
+        self.general_cached = False
+        self.reporter.phase("finding general neurons (once per base model)")
+        masks = general_neuron_masks(pipe.unet, calib, self.cfg.general_top_fraction, self.cfg.general_min_share)
+        return {n: np.flatnonzero(m.numpy()).astype(np.int32) for n, m in masks.items()}
+
+    def _plan(self, images, budget_rows: int, unet_params: int, general) -> dict:
+        """What would be stored; sizes are exact (the objects are encoded, with zero coefficients)."""
+        per_layer = {n: int(r.numel()) for n, r in self.rows.items() if r.numel()}
+        delta_bytes = len(encode_object(self._delta_tensors({n: np.zeros((k, self.cfg.rank), np.float32)
+                                                              for n, k in per_layer.items()}), "delta"))
+        emb_bytes = len(encode_object({"embedding": np.zeros((1, self.base_pointer.text_dim), np.float32)}, "embedding"))
+        n_rows = sum(per_layer.values())
+        return {
+            "concept": self.name, "token": token_for(self.name), "class_word": self.class_word,
+            "images": [str(p) for p in images.files],
+            "skipped": [{"file": str(p), "reason": why} for p, why in images.skipped],
+            "neurons": n_rows, "neurons_per_layer": per_layer, "budget_rows": budget_rows,
+            "general_neurons": int(sum(int(g.sum()) for g in general.values())),
+            "slice": {"start": self.slice.start, "rank": self.slice.rank},
+            "parameters_trained": n_rows * self.cfg.rank + self.base_pointer.text_dim,
+            "share_of_unet": (n_rows * self.base_pointer.text_dim) / unet_params,
+            "bytes_to_store": delta_bytes + emb_bytes,
+        }
+
+    def _delta_tensors(self, coef: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = {}
+        for n, c in coef.items():
+            out[f"{n}.rows"] = self.rows[n].cpu().numpy().astype(np.int32)
+            out[f"{n}.coef"] = c.astype(np.float32)
+        return out
+
+    # -- the commit ---------------------------------------------------------------------------------
+
+    def commit(self, tx, argv: list[str] | None) -> Revision:
+        basis = self.basis or Basis(object=tx.put({"Q": self.q.numpy()}, "basis"), dim=self.q.shape[0], seed=0)
+        caches = tx.parent.caches
+        if not self.general_cached:
+            ref = tx.put(self.general_rows, "general_neurons", self.general_key)
+            caches = Caches(general_neurons=ref)
+        coef = {n: c for n, c in self.coef.items() if c.shape[0]}
+        delta = tx.put(self._delta_tensors(coef), "delta", {"concept": self.name})
+        emb = tx.put({"embedding": self.embedding.astype(np.float32)}, "embedding", {"token": token_for(self.name)})
+        per_layer = {n: int(c.shape[0]) for n, c in coef.items()}
+        concept = Concept(
+            token=token_for(self.name), class_word=self.class_word, learned_in=tx.parent.number + 1,
+            slice=self.slice, neurons=Neurons(total=sum(per_layer.values()), per_layer=per_layer),
+            delta=delta, embedding=emb, training=self.cfg.record(), stats=self.stats,
+        )
+        concepts = dict(tx.parent.concepts) | {self.name: concept}
+        return tx.commit(Operation(kind="learn", concept=self.name, argv=argv or []),
+                         concepts=concepts, basis=basis, caches=caches)
+
+
+def _mask(rows, size: int):
+    import torch
+
+    m = torch.zeros(size, dtype=torch.bool)
+    if rows is not None and len(rows):
+        m[torch.as_tensor(rows, dtype=torch.long)] = True
+    return m
+
+
+def _training_scheduler(pipe):
+    """A DDPM scheduler with the pipeline's noise schedule: the forward process used in training."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(pipe.scheduler.config)
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())}
+    if requested == "auto":
+        return "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
+    if not available.get(requested, False):
+        raise UsageError(f"--device {requested} is not available on this machine; use --device auto or cpu")
+    return requested

@@ -1,0 +1,119 @@
+"""Prompt handling (no torch): concept references, their expansion, prompts from argv/stdin, training prompts
+and the bundled calibration prompts.
+
+A concept is referenced in a prompt as `<name>`. Before the text encoder sees a prompt, each reference is
+followed by the concept's class word ("<dog>" -> "<dog> dog"), so the learned token only has to carry what
+sets this dog apart, and the prompt still reads naturally to the model.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import IO, Iterable
+
+from .errors import ConceptError, UsageError
+
+CONCEPT_REF = re.compile(r"<([a-z0-9][a-z0-9_-]{0,63})>")
+# The same shape in any case: "<Dog>" is almost surely a typo for "<dog>" (tokenizers lower-case prompts).
+_ANY_CASE_REF = re.compile(r"<([A-Za-z0-9][A-Za-z0-9_-]{0,63})>")
+_LEARN_HINT = "teach one with `cns learn NAME ./photos`"
+
+
+def concepts_in(prompt: str) -> list[str]:
+    """Names referenced in `prompt`, in order of first appearance, each once."""
+    return list(dict.fromkeys(CONCEPT_REF.findall(prompt)))
+
+
+def expand_prompt(prompt: str, concepts: dict[str, str], expand: bool = True) -> str:
+    """The exact text for the text encoder. `concepts` maps name -> class word.
+
+    Raises ConceptError for a reference to an unknown concept or one written in the wrong case. With
+    `expand`, `<name>` becomes `<name> classword` unless the class word already follows it. Other
+    angle-bracket text ("<<", "< dog>") is left alone. Whitespace is collapsed to single spaces.
+    """
+    text = " ".join(prompt.split())
+    for match in _ANY_CASE_REF.finditer(text):
+        _check_reference(match.group(1), concepts)
+    if not expand:
+        return text
+    return CONCEPT_REF.sub(lambda m: _expand_one(m, concepts[m.group(1)]), text)
+
+
+def _check_reference(name: str, concepts: dict[str, str]) -> None:
+    """Raise ConceptError unless `<name>` names a known concept exactly as written."""
+    if name in concepts:
+        return
+    if not concepts:
+        raise ConceptError(f"prompt uses <{name}> but no concepts learned yet; {_LEARN_HINT}")
+    if name.lower() in concepts:
+        raise ConceptError(f"concept names are lower case: write <{name.lower()}> instead of <{name}>")
+    known = ", ".join(f"<{n}>" for n in sorted(concepts))
+    raise ConceptError(f"unknown concept <{name}> in prompt; known: {known} (see `cns inspect`)")
+
+
+def _expand_one(match: re.Match, class_word: str) -> str:
+    """`<name>` plus its class word, unless the prompt already says it right after the reference."""
+    word = " ".join(class_word.split())
+    after = match.string[match.end() :]
+    # Case-insensitive and on a word boundary: "<dog> Dog" is already expanded, "<dog> doghouse" is not.
+    if re.match(rf" {re.escape(word)}(?!\w)", after, flags=re.IGNORECASE):
+        return match.group(0)
+    return f"{match.group(0)} {word}"
+
+
+def read_prompts(args: Iterable[str], stdin: IO[str] | None) -> list[str]:
+    """Each argument is a prompt; "-" reads one prompt per line from stdin (blank and '#' lines skipped)."""
+    prompts: list[str] = []
+    for arg in args:
+        if arg == "-":
+            prompts.extend(_stdin_prompts(stdin))
+        elif arg.strip():  # an empty argument (e.g. an unset shell variable) is not a prompt
+            prompts.append(arg.strip())
+    if not prompts:
+        raise UsageError("no prompt given; pass a prompt or '-' to read them from stdin")
+    return prompts
+
+
+def _stdin_prompts(stdin: IO[str] | None) -> list[str]:
+    if stdin is None:
+        return []
+    lines = (line.strip() for line in stdin)
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def training_prompt(name: str, class_word: str, caption: str | None) -> str:
+    """The prompt one training image is paired with.
+
+    Our choice: without a caption it is "a photo of <name> classword". A caption (kohya convention) usually
+    describes the rest of the image, so it is appended: "a photo of <name> classword, <caption>"; a caption
+    that already mentions `<name>` was written for this concept and is used as is.
+    """
+    base = f"a photo of <{name}> {class_word}"
+    if caption is None or not caption.strip():
+        return base
+    caption = caption.strip()
+    if f"<{name}>" in caption:
+        return caption
+    return f"{base}, {caption}"
+
+
+def calibration_prompts() -> list[str]:
+    """The bundled calibration set: everyday prompts used to find neurons active for almost any prompt."""
+    return list(_calibration_prompts())
+
+
+@lru_cache(maxsize=1)
+def _calibration_prompts() -> tuple[str, ...]:
+    from importlib.resources import files
+
+    text = (files("cns_cli") / "data" / "calibration_prompts.txt").read_text(encoding="utf-8")
+    lines = (line.strip() for line in text.splitlines())
+    return tuple(line for line in lines if line and not line.startswith("#"))
+
+
+def calibration_id() -> str:
+    """Names the calibration set in caches and revisions: "builtin-v1:" + the first 12 hex of its sha256."""
+    import hashlib
+
+    return "builtin-v1:" + hashlib.sha256("\n".join(_calibration_prompts()).encode()).hexdigest()[:12]
