@@ -47,14 +47,23 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48] or "image"
 
 
+def build_pipeline(bank: Bank, rev, device: str = "cpu"):
+    """The base pipeline with every concept of `rev` applied: what `cns generate` runs."""
+    from .model import loading
+    from .model.bank_apply import apply_bank
+
+    pipe = loading.load_pipeline(loading.spec_of(rev.base), device)
+    loading.check_matches(rev.base, pipe)
+    apply_bank(pipe, bank, rev)
+    return pipe
+
+
 def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: GenerateConfig = GenerateConfig(),
              on_image: Callable[[dict], None] | None = None, on_phase: Callable[[str], None] | None = None) -> list[dict]:
     import torch
     from PIL.PngImagePlugin import PngInfo
 
     from .learn import resolve_device
-    from .model import loading
-    from .model.bank_apply import apply_bank
     from .prompts import concepts_in, expand_prompt
 
     bank = Bank.open(bank_path)
@@ -64,9 +73,7 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
     device = resolve_device(config.device)
     if on_phase:
         on_phase(f"loading the base model on {device} with {len(rev.concepts)} concept(s)")
-    pipe = loading.load_pipeline(loading.spec_of(rev.base), device)
-    loading.check_matches(rev.base, pipe)
-    apply_bank(pipe, bank, rev)
+    pipe = build_pipeline(bank, rev, device)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for k, (prompt, text) in enumerate(zip(prompts, texts)):

@@ -18,3 +18,31 @@ def tiny_base(tmp_path_factory) -> str:
     from cns_cli.model.tiny import save_tiny_pipeline
 
     return str(save_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd") / "pipe", seed=0))
+
+
+def _photos(folder, colour, shape: str, n: int = 4, seed: int = 0):
+    """A few 96 px 'photos' of one made-up object at varied positions (PNG), like a user's folder."""
+    import random
+
+    from PIL import Image, ImageDraw
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    for i in range(n):
+        im = Image.new("RGB", (96, 96), tuple(rng.randrange(60, 200) for _ in range(3)))
+        d = ImageDraw.Draw(im)
+        x, y = rng.randrange(8, 40), rng.randrange(8, 40)
+        (d.ellipse if shape == "round" else d.rectangle)([x, y, x + 44, y + 44], fill=colour)
+        d.rectangle([x + 6, y + 30, x + 38, y + 36], fill=(250, 250, 250))
+        im.save(folder / f"{i:02d}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def dog_photos(tmp_path_factory):
+    return _photos(tmp_path_factory.mktemp("photos") / "dog", (140, 80, 20), "round", seed=1)
+
+
+@pytest.fixture(scope="session")
+def hat_photos(tmp_path_factory):
+    return _photos(tmp_path_factory.mktemp("photos") / "hat", (20, 40, 160), "square", seed=2)

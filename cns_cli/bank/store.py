@@ -49,7 +49,8 @@ def encode_object(tensors: dict[str, np.ndarray], kind: str, metadata: dict[str,
 
     meta = {"kind": kind, **(metadata or {})}
     blob = json.dumps(meta, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata={"cns": blob})
+    # reshape: np.ascontiguousarray turns a 0-d array into shape [1]; keep the shape we were given
+    return save({k: np.ascontiguousarray(v).reshape(np.shape(v)) for k, v in tensors.items()}, metadata={"cns": blob})
 
 
 def _sha256_file(path: Path) -> str:

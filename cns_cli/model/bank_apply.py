@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..bank import Bank, Revision
+from ..errors import BankFormatError
 from .kv import ConceptTensors, apply_deltas
 from .tokens import add_tokens
 
@@ -33,7 +34,9 @@ def concept_tensors(bank: Bank, rev: Revision, name: str, q: torch.Tensor) -> Co
 
 def concept_embedding(bank: Bank, rev: Revision, name: str) -> torch.Tensor:
     emb = torch.from_numpy(bank.read_object(rev.concepts[name].embedding)["embedding"])
-    return emb[0]  # one vector per token in format 1.0 as written by cns
+    if emb.shape[0] != 1:
+        raise BankFormatError(f"concept {name!r} has a {emb.shape[0]}-vector embedding; this cns reads one vector per token")
+    return emb[0]
 
 
 def apply_bank(pipe, bank: Bank, rev: Revision, names: list[str] | None = None) -> list[str]:

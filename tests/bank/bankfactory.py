@@ -83,8 +83,8 @@ def learn(
             basis = Basis(object=ref, dim=TEXT_DIM, seed=BASIS_SEED)
         if start is None:
             start = (len(parent.concepts) * rank) % (TEXT_DIM - rank + 1)
-        delta_ref = tx.put(delta, "delta", {"cns.concept": name})
-        emb_ref = tx.put(embedding, "embedding", {"cns.concept": name})
+        delta_ref = tx.put(delta, "delta", {"concept": name})
+        emb_ref = tx.put(embedding, "embedding", {"token": f"<{name}>"})
         concept = Concept(
             token=f"<{name}>",
             class_word="dog",

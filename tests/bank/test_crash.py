@@ -245,5 +245,5 @@ def test_objects_are_never_rewritten_in_place(bank):
     inode = os.stat(bank.object_path(ref)).st_ino
     rng = np.random.default_rng(0)
     with bank.transaction() as tx:
-        assert tx.put(bf.fake_delta(rng, 2, 3), "delta", {"cns.concept": "concept-0"}) == ref
+        assert tx.put(bf.fake_delta(rng, 2, 3), "delta", {"concept": "concept-0"}) == ref
     assert os.stat(bank.object_path(ref)).st_ino == inode

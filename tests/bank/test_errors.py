@@ -202,6 +202,18 @@ def _number_as_list(d):
     d["number"] = [2]
 
 
+def _number_as_string(d):
+    d["number"] = "2"
+
+
+def _text_dim_as_float(d):
+    d["base"]["text_dim"] = 8.0
+
+
+def _size_as_bool(d):
+    d["concepts"]["concept-0"]["delta"]["size"] = True
+
+
 def _neurons_total(d):
     d["concepts"]["concept-0"]["neurons"]["total"] += 1
 
@@ -238,6 +250,9 @@ def _bad_concept_key(d):
         (_bad_sha, r"concepts\.concept-0\.delta\.sha256: String should match pattern"),
         (_sha_path_mismatch, r"does not match its sha256"),
         (_number_as_list, r"number: Input should be a valid integer"),
+        (_number_as_string, r"number: Input should be a valid integer"),
+        (_text_dim_as_float, r"base\.text_dim: Input should be a valid integer"),
+        (_size_as_bool, r"delta\.size: Input should be a valid integer"),
         (_neurons_total, r"neurons\.total .* != sum of per_layer"),
         (_unknown_layer, r"names layer .* that the base does not have"),
         (_slice_past_basis, r"slice ends past the basis dimension 8"),
@@ -534,7 +549,34 @@ def test_object_that_is_not_safetensors(bank):
         tx.commit(Operation(kind="learn", concept="concept-0"), caches=Caches(general_neurons=ref))
     report = verify(bank)
     assert [p["where"] for p in report.problems] == [ref.path]
-    assert "not a valid safetensors file" in report.problems[0]["problem"]
+    assert f"object {ref.path} " in report.problems[0]["problem"]
     with pytest.raises(IntegrityError, match="not a valid safetensors file"):
         bank.read_object(ref)
+    with pytest.raises(IntegrityError, match="no valid cns metadata"):
+        bank.read_object_metadata(ref)
     assert good.path != ref.path
+
+
+def test_object_of_the_wrong_kind(bank):
+    head = bank.head()
+    with bank.transaction() as tx:
+        wrong = tx.put(bf.fake_embedding(np.random.default_rng(3)), "delta")  # an embedding labelled as a delta
+        c = head.concepts["concept-1"].model_copy(update={"embedding": wrong})
+        tx.commit(Operation(kind="learn", concept="concept-1"), concepts={**head.concepts, "concept-1": c})
+    report = verify(bank)
+    assert [p["where"] for p in report.problems] == [wrong.path]
+    assert report.problems[0]["problem"] == "metadata kind is 'delta', expected 'embedding'"
+
+
+def test_put_repairs_a_corrupt_object(bank):
+    # Learning the same content again must not keep a same-size corrupt file just because the name exists.
+    ref = bank.head().concepts["concept-0"].delta
+    p = bank.object_path(ref)
+    good = p.read_bytes()
+    bad = bytearray(good)
+    bad[-1] ^= 0xFF
+    p.write_bytes(bytes(bad))
+    assert not verify(bank).ok
+    with bank.transaction() as tx:
+        assert tx.put(bf.fake_delta(np.random.default_rng(0), 2, 3), "delta", {"concept": "concept-0"}) == ref
+    assert p.read_bytes() == good and verify(bank).ok

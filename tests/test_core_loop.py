@@ -1,0 +1,240 @@
+"""The core loop on a tiny random pipeline loaded from disk: learn, generate, forget, inspect.
+
+What is asserted is what users rely on: only the selected K/V rows and the new token's embedding change;
+earlier concepts' objects are never rewritten; the regulariser reduces drift on earlier prompts; images
+are deterministic and equal a plain diffusers pipeline's; forgetting restores the base exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cns_cli.bank import Bank
+from cns_cli.cli import app
+from cns_cli.generate import GenerateConfig, build_pipeline, generate
+from cns_cli.learn import LearnConfig, learn
+from cns_cli.model.loading import kv_layers, load_pipeline, resolve_base
+
+FAST = dict(steps=8, score_steps=2)
+runner = CliRunner()
+
+
+def cns(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def files_digest(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "lock"}
+
+
+@pytest.fixture(scope="module")
+def base_pipe(tiny_base):
+    return load_pipeline(resolve_base(tiny_base))
+
+
+@pytest.fixture(scope="module")
+def dog_bank(tiny_base, dog_photos, tmp_path_factory) -> Path:
+    """A bank holding only <dog>, learned through the CLI (so the CLI path is exercised once for real)."""
+    path = tmp_path_factory.mktemp("loop") / "dog.cnsbank"
+    r = cns("--bank", str(path), "learn", "dog", str(dog_photos), "--base", tiny_base, "--steps", "8",
+            "--score-steps", "2", "--json")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["revision"] == 1 and doc["plan"]["neurons"] > 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def dog_hat_bank(dog_bank, hat_photos, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("loop") / "doghat.cnsbank"
+    shutil.copytree(dog_bank, path)
+    learn(path, "hat", hat_photos, base="unused", config=LearnConfig(**FAST))
+    return path
+
+
+def test_learn_changes_exactly_the_selected_rows_and_the_new_token(dog_bank, base_pipe):
+    bank = Bank.open(dog_bank)
+    rev = bank.head()
+    dog = rev.concepts["dog"]
+    delta = bank.read_object(dog.delta)
+    pipe = build_pipeline(bank, rev)
+    base_layers, layers = kv_layers(base_pipe.unet), kv_layers(pipe.unet)
+    for name, p in pipe.unet.named_parameters():
+        b = dict(base_pipe.unet.named_parameters())[name]
+        layer = name.removesuffix(".weight")
+        if layer in layers:
+            changed = torch.nonzero((p != b).any(dim=1)).flatten().tolist()
+            expected = delta[f"{layer}.rows"].tolist() if f"{layer}.rows" in delta else []
+            assert changed == expected, layer
+        else:
+            assert torch.equal(p, b), name
+    assert sum(len(v) for k, v in delta.items() if k.endswith(".rows")) == dog.neurons.total > 0
+    for a, b in zip(pipe.vae.parameters(), base_pipe.vae.parameters()):
+        assert torch.equal(a, b)
+    new_emb = pipe.text_encoder.get_input_embeddings().weight
+    old_emb = base_pipe.text_encoder.get_input_embeddings().weight
+    assert new_emb.shape[0] == old_emb.shape[0] + 1 == len(pipe.tokenizer)
+    assert torch.equal(new_emb[: old_emb.shape[0]], old_emb)
+    token_id = pipe.tokenizer.convert_tokens_to_ids("<dog>")
+    assert token_id == old_emb.shape[0]
+    assert torch.equal(new_emb[token_id], torch.from_numpy(bank.read_object(dog.embedding)["embedding"][0]))
+    for (n, a), b in zip(pipe.text_encoder.named_parameters(), base_pipe.text_encoder.parameters()):
+        if "token_embedding" not in n:
+            assert torch.equal(a, b), n
+    assert pipe.tokenizer("a <dog> dog").input_ids.count(token_id) == 1
+
+
+def test_neurons_avoid_general_rows_and_respect_the_budget(dog_bank, base_pipe):
+    bank = Bank.open(dog_bank)
+    rev = bank.head()
+    general = bank.read_object(rev.caches.general_neurons)
+    delta = bank.read_object(rev.concepts["dog"].delta)
+    for key, rows in delta.items():
+        if key.endswith(".rows"):
+            assert not set(rows.tolist()) & set(general[key[:-5]].tolist())
+    unet_params = sum(p.numel() for p in base_pipe.unet.parameters())
+    assert rev.concepts["dog"].neurons.total <= int(0.0013 * unet_params / rev.base.text_dim)
+    assert rev.concepts["dog"].training["budget"] == 0.0013  # every knob is recorded
+
+
+def test_second_concept_leaves_the_first_bytes_identical(dog_bank, dog_hat_bank):
+    before, after = Bank.open(dog_bank).head(), Bank.open(dog_hat_bank).head()
+    assert after.concepts["dog"] == before.concepts["dog"]
+    for ref in (before.concepts["dog"].delta, before.concepts["dog"].embedding, before.basis.object):
+        assert (dog_hat_bank / ref.path).read_bytes() == (dog_bank / ref.path).read_bytes()
+    hat, dog = after.concepts["hat"].slice, after.concepts["dog"].slice
+    assert hat.start >= dog.start + dog.rank or dog.start >= hat.start + hat.rank  # disjoint slices
+
+
+def _hat_drift(bank_path: Path) -> float:
+    """Σ_l ‖ΔW_hat,l C_dog‖_F: how much <hat> moved the K/V outputs of <dog>'s prompt."""
+    from cns_cli.model.bank_apply import basis_matrix, concept_tensors
+    from cns_cli.model.text import encode
+
+    bank = Bank.open(bank_path)
+    rev = bank.head()
+    pipe = build_pipeline(bank, rev)
+    with torch.no_grad():
+        states = encode(pipe.tokenizer, pipe.text_encoder, ["a photo of <dog> dog"])[0]  # (77, d)
+    hat = concept_tensors(bank, rev, "hat", basis_matrix(bank, rev))
+    return float(sum(((hat.coef[l] @ hat.basis_slice.T) @ states.T).norm() for l in hat.coef))
+
+
+def test_regulariser_reduces_kv_drift_on_the_first_concept(dog_bank, hat_photos, tmp_path):
+    drift = {}
+    for lam in (0.0, 1.0):
+        path = tmp_path / f"lambda-{lam}.cnsbank"
+        shutil.copytree(dog_bank, path)
+        learn(path, "hat", hat_photos, base="unused", config=LearnConfig(steps=30, score_steps=2, reg_lambda=lam))
+        drift[lam] = _hat_drift(path)
+    print(f"K/V drift on '<dog>' prompt after learning <hat>: regulariser off {drift[0.0]:.4f}, on {drift[1.0]:.4f}")
+    assert drift[1.0] < 0.8 * drift[0.0]
+
+
+def _pixels(path: str) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+def test_generate_is_deterministic_and_personalised(dog_bank, base_pipe, tmp_path):
+    cfg = GenerateConfig(seed=3, steps=4)
+    a = generate(dog_bank, ["<dog> on a beach"], tmp_path / "a", cfg)[0]
+    b = generate(dog_bank, ["<dog> on a beach"], tmp_path / "b", cfg)[0]
+    assert Path(a["path"]).read_bytes() == Path(b["path"]).read_bytes()
+    assert a["text"] == "<dog> dog on a beach" and a["seed"] == 3 and a["revision"] == 1
+    base_img = base_pipe(a["text"], num_inference_steps=4, generator=torch.Generator().manual_seed(3)).images[0]
+    assert np.abs(_pixels(a["path"]) - np.asarray(base_img, dtype=np.int16)).max() > 0
+
+
+def test_generate_equals_plain_diffusers_with_the_same_weights(dog_hat_bank, tiny_base, tmp_path):
+    """The bank's weights applied by hand, from the objects and the SPEC formula, in a plain pipeline."""
+    bank = Bank.open(dog_hat_bank)
+    rev = bank.head()
+    pipe = load_pipeline(resolve_base(tiny_base))
+    q = bank.read_object(rev.basis.object)["Q"].astype(np.float64)
+    layers = kv_layers(pipe.unet)
+    with torch.no_grad():
+        total = {n: np.zeros(tuple(m.weight.shape)) for n, m in layers.items()}
+        for c in rev.concepts.values():
+            t = bank.read_object(c.delta)
+            b = q[:, c.slice.start : c.slice.start + c.slice.rank]
+            for layer in c.neurons.per_layer:
+                total[layer][t[f"{layer}.rows"]] += t[f"{layer}.coef"].astype(np.float64) @ b.T
+        for n, m in layers.items():
+            m.weight += torch.from_numpy(total[n]).float()
+        names = sorted(rev.concepts, key=lambda n: rev.concepts[n].learned_in)
+        pipe.tokenizer.add_tokens([rev.concepts[n].token for n in names])
+        pipe.text_encoder.resize_token_embeddings(len(pipe.tokenizer))
+        for n in names:
+            tid = pipe.tokenizer.convert_tokens_to_ids(rev.concepts[n].token)
+            pipe.text_encoder.get_input_embeddings().weight[tid] = torch.from_numpy(bank.read_object(rev.concepts[n].embedding)["embedding"][0])
+    rec = generate(dog_hat_bank, ["<dog> wearing a <hat>"], tmp_path, GenerateConfig(seed=5, steps=4, guidance=6.0))[0]
+    assert rec["text"] == "<dog> dog wearing a <hat> hat" and rec["concepts"] == ["dog", "hat"]
+    ref = pipe(rec["text"], num_inference_steps=4, guidance_scale=6.0, generator=torch.Generator().manual_seed(5)).images[0]
+    assert np.abs(_pixels(rec["path"]) - np.asarray(ref, dtype=np.int16)).max() <= 1
+
+
+def test_png_records_how_it_was_made(dog_bank, tmp_path):
+    from PIL import Image
+
+    rec = generate(dog_bank, ["<dog> in the snow"], tmp_path, GenerateConfig(seed=9, steps=2))[0]
+    info = Image.open(rec["path"]).text
+    assert info["cns:prompt"] == "<dog> in the snow" and info["cns:text"] == "<dog> dog in the snow"
+    assert info["cns:seed"] == "9" and info["cns:revision"] == "1" and info["cns:concepts"] == "dog"
+
+
+def test_learn_then_forget_gives_the_images_from_before(dog_bank, hat_photos, tmp_path):
+    path = tmp_path / "b.cnsbank"
+    shutil.copytree(dog_bank, path)
+    cfg = GenerateConfig(seed=1, steps=3, n=2)
+    before = [_pixels(r["path"]) for r in generate(path, ["<dog> at night"], tmp_path / "before", cfg)]
+    learn(path, "hat", hat_photos, base="unused", config=LearnConfig(**FAST))
+    assert cns("--bank", str(path), "forget", "hat").exit_code == 0
+    after = [_pixels(r["path"]) for r in generate(path, ["<dog> at night"], tmp_path / "after", cfg)]
+    assert all(np.array_equal(x, y) for x, y in zip(before, after))
+
+
+def test_forgetting_every_concept_restores_the_base_exactly(dog_hat_bank, base_pipe, tmp_path):
+    path = tmp_path / "b.cnsbank"
+    shutil.copytree(dog_hat_bank, path)
+    for name in ("dog", "hat"):
+        assert cns("--bank", str(path), "forget", name).exit_code == 0
+    bank = Bank.open(path)
+    pipe = build_pipeline(bank, bank.head())
+    for model in ("unet", "text_encoder", "vae"):
+        got, want = getattr(pipe, model).state_dict(), getattr(base_pipe, model).state_dict()
+        assert got.keys() == want.keys()
+        assert all(torch.equal(got[k], want[k]) for k in got), model
+    assert len(pipe.tokenizer) == len(base_pipe.tokenizer)
+
+
+def test_inspect_neurons_after_two_concepts(dog_hat_bank):
+    r = cns("--bank", str(dog_hat_bank), "inspect", "--neurons", "--json")
+    assert r.exit_code == 0
+    doc = json.loads(r.stdout)
+    by = {c["name"]: c for c in doc["concepts"]}
+    assert set(by) == {"dog", "hat"}
+    assert by["dog"]["overlap"]["hat"] == by["hat"]["overlap"]["dog"]
+    assert doc["capacity"]["columns_left"] == 32 - 8
+    assert doc["totals"]["bytes"] == sum(c["bytes"] for c in doc["concepts"])
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(dog_bank, hat_photos):
+    before = files_digest(dog_bank)
+    r = cns("--bank", str(dog_bank), "learn", "hat", str(hat_photos), "--dry-run", "--json", "--score-steps", "2")
+    assert r.exit_code == 0, r.stderr
+    plan = json.loads(r.stdout)["plan"]
+    assert plan["neurons"] == sum(plan["neurons_per_layer"].values()) > 0
+    assert len(plan["images"]) == 4 and plan["bytes_to_store"] > 0
+    assert plan["parameters_trained"] == plan["neurons"] * 4 + 32
+    assert files_digest(dog_bank) == before
