@@ -39,6 +39,7 @@ def render_inspect(doc: dict, neurons: bool) -> None:
     if neurons:
         for c in doc["concepts"]:
             lt = _table("layer", "neurons", "of", "shared with", title=f"{c['name']}: neurons per layer")
+            lt.columns[0].overflow = "fold"  # module paths are long; never cut them
             for row in c["per_layer"]:
                 shared = ", ".join(f"{o} {k}" for o, k in row["overlap"].items()) or "-"
                 lt.add_row(row["layer"], str(row["neurons"]), str(row["of"]), shared)
@@ -90,6 +91,7 @@ def render_learn(doc: dict) -> None:
     con.print(f"  stored       {human_bytes(plan['bytes_to_store'])}")
     if doc["dry_run"]:
         t = _table("layer", "neurons")
+        t.columns[0].overflow = "fold"
         for layer, k in layers.items():
             t.add_row(layer, str(k))
         con.print(t)

@@ -57,6 +57,9 @@ class WriterLock:
             raise BankLockedError(
                 f"bank is locked by {who}{where}; wait for it to finish (or stop it) and try again"
             ) from None
+        except OSError as e:  # e.g. ENOLCK on a network file system
+            os.close(fd)
+            raise CommitError(f"cannot lock {self.path}: {e.strerror}; put the bank on a local disk") from None
         previous = _read_holder(fd)
         if previous and previous.get("pid") != os.getpid() and not _pid_alive(int(previous["pid"])):
             self.stale_pid = int(previous["pid"])

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from .. import __version__
 from ..errors import BankExistsError, BankFormatError, BankNotFoundError, CommitError, IntegrityError
@@ -230,7 +231,10 @@ class Transaction:
             "created": now_utc(), "operation": operation,
         }
         fields.update(changes)
-        rev = Revision.model_validate(fields)
+        try:
+            rev = Revision.model_validate(fields)
+        except ValidationError as e:  # a bug in the caller, but never a half-written bank
+            raise CommitError(f"internal: refusing to commit an invalid revision ({e.errors()[0]['msg']})") from None
         for ref in rev.objects():
             if not self.bank.object_path(ref).is_file():
                 raise CommitError(f"internal: object {ref.path} was not written before the commit")

@@ -54,6 +54,9 @@ def tiny_tokenizer():
 
 def build_tiny_pipeline(seed: int = 0, text_dim: int = 32):
     """A random StableDiffusionPipeline: 32x32 images, 16x16x4 latents, 14 cross-attention K/V layers."""
+    from .loading import quiet_libraries
+
+    quiet_libraries()
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel

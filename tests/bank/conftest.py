@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -15,16 +16,27 @@ from cns_cli.bank import Bank  # noqa: E402
 from cns_cli.bank.verify import verify  # noqa: E402
 
 
+@pytest.fixture(scope="session")
+def _templates(tmp_path_factory) -> dict[str, Path]:
+    # Built once through the real API (every write fsynced), then copied per test: copying is much faster.
+    root = tmp_path_factory.mktemp("templates")
+    bf.build_bank(root / "bank", 2)
+    Bank.create(root / "empty", bf.make_base(), argv=["cns", "init"])
+    return {"bank": root / "bank", "empty": root / "empty"}
+
+
 @pytest.fixture
-def bank(tmp_path: Path) -> Bank:
+def bank(tmp_path: Path, _templates) -> Bank:
     """A bank with two concepts (concept-0 learned in revision 1, concept-1 in revision 2); HEAD is 2."""
-    return bf.build_bank(tmp_path / "bank", 2)
+    shutil.copytree(_templates["bank"], tmp_path / "bank")
+    return Bank.open(tmp_path / "bank")
 
 
 @pytest.fixture
-def empty_bank(tmp_path: Path) -> Bank:
+def empty_bank(tmp_path: Path, _templates) -> Bank:
     """A freshly initialised bank: revision 0 only, no concepts, no objects."""
-    return Bank.create(tmp_path / "empty", bf.make_base(), argv=["cns", "init"])
+    shutil.copytree(_templates["empty"], tmp_path / "empty")
+    return Bank.open(tmp_path / "empty")
 
 
 @pytest.fixture

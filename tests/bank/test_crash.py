@@ -59,12 +59,13 @@ print("committed", flush=True)
 def crash(bank: Bank, stage: str, marker: str) -> int:
     proc = bf.spawn_python(CHILD, str(bank.root), stage)
     try:
-        bf.wait_for_line(proc, marker)
-    finally:
-        if proc.poll() is not None:
-            pytest.fail(f"child exited early: {proc.communicate()[1].decode()}")
-        dead = bf.kill9(proc)
-    return dead
+        bf.wait_for_line(proc, marker)  # on failure it kills the child and reports its stderr
+    except BaseException:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        raise
+    return bf.kill9(proc)
 
 
 def new_files(before: dict, root: Path) -> set[str]:

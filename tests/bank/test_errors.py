@@ -429,6 +429,7 @@ def test_unreferenced_and_temp_files_are_notes(bank):
     (bank.root / "objects" / ("f" * 64 + ".safetensors")).write_bytes(b"x")
     (bank.root / "objects" / ".tmp-123-abcd-x.safetensors").write_bytes(b"x")
     (bank.root / "revisions" / ".tmp-123-abcd-000003.json").write_bytes(b"x")
+    (bank.root / ".tmp-123-abcd-HEAD").write_bytes(b"3\n")
     report = verify(bank)
     assert report.ok
     notes = {n["where"]: n["note"] for n in report.notes}
@@ -436,7 +437,9 @@ def test_unreferenced_and_temp_files_are_notes(bank):
         "objects/" + "f" * 64 + ".safetensors": "not referenced by any revision up to HEAD",
         "objects/.tmp-123-abcd-x.safetensors": "temp file of an interrupted write",
         "revisions/.tmp-123-abcd-000003.json": "temp file of an interrupted write",
+        ".tmp-123-abcd-HEAD": "temp file of an interrupted write",
     }
+    assert Bank.open(bank.root).head_number() == 2
 
 
 # -- object contents (bytes fine, tensors wrong): built through the API, found by verify's layout checks ----

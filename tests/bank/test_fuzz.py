@@ -15,7 +15,7 @@ from cns_cli.bank import Revision
 from cns_cli.bank.revision_io import dump_revision, parse_revision, revision_name
 from cns_cli.errors import BankFormatError
 
-FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture(scope="module")
