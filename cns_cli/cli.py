@@ -262,14 +262,16 @@ def export(
     out: Annotated[Path, typer.Argument(help="Output folder.")],
     format: Annotated[ExportFormat, typer.Option("--format", help="kohya / diffusers LoRA, embedding, or a merged pipeline.")] = ExportFormat.kohya,
     concept: Annotated[Optional[list[str]], typer.Option("--concept", help="Only these concepts (repeatable).")] = None,
-    merged: Annotated[bool, typer.Option("--merged", help="One LoRA file for all concepts (kohya).")] = False,
+    merged: Annotated[bool, typer.Option("--merged", help="One LoRA file for all concepts (kohya, diffusers).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Write into a non-empty OUT.")] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Export concepts for diffusers, ComfyUI, AUTOMATIC1111 or kohya."""
-    from .errors import NotAvailableError
+    """Export concepts for diffusers, ComfyUI, AUTOMATIC1111 or kohya (exact, not an approximation)."""
+    from .export import export as run_export
+    from .render import render_export
 
-    raise NotAvailableError("`cns export` is not in this build of cns yet; use `cns generate` meanwhile")
+    doc = run_export(ctx.obj, out, format.value, concept, merged, force)
+    output.emit_json(doc) if json_ else render_export(doc)
 
 
 if __name__ == "__main__":  # python -m cns_cli.cli

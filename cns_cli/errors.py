@@ -66,10 +66,6 @@ class TrainingError(CnsError):
     """Training failed in a way the user can fix (diverged: lower the learning rate)."""
 
 
-class NotAvailableError(CnsError):
-    """A command whose engine this build of cns does not provide."""
-
-
 # Exit codes (the CLI applies them in one place, cli.main): 0 ok; 1 a check ran and found problems
 # (cns verify); 2 any CnsError above (bad usage, bad input, bad bank); 101 anything unexpected.
 CHECK_FAILED_EXIT = 1

@@ -101,3 +101,15 @@ def render_learn(doc: dict) -> None:
     con.print(f"  loss         {s['first_loss']:.4f} -> {s['final_loss']:.4f} in {s['steps_run']} steps "
               f"({s['seconds_per_step'] * 1000:.0f} ms/step, {s['seconds']:.1f} s in all)")
     con.print(f"revision {doc['revision']}: try `cns generate \"{plan['token']} on a beach\"`")
+
+
+def render_export(doc: dict) -> None:
+    con = out_console()
+    for f in doc["files"]:
+        if f["kind"] != "pipeline":
+            con.print(f"{f['path']}  ({f['kind']}, {', '.join(f['concepts'])}, {human_bytes(f['bytes'])})")
+    if doc["format"] == "pipeline":
+        total = sum(f["bytes"] for f in doc["files"])
+        con.print(f"{doc['out']}  (diffusers pipeline with {', '.join(doc['concepts'])}, {human_bytes(total)})")
+    tokens = ", ".join(doc["tokens"].values())
+    con.print(f"exported revision {doc['revision']} as {doc['format']}; prompt tokens: {tokens}")

@@ -186,6 +186,6 @@ def test_internal_error_exit_101_and_debug_traceback(bank, monkeypatch):
     assert isinstance(r.exception, RuntimeError)
 
 
-def test_engines_not_in_this_build_fail_cleanly(bank, tmp_path):
+def test_export_of_an_empty_bank_fails_cleanly(bank, tmp_path):
     r = cns("--bank", str(bank), "export", str(tmp_path / "out"))
-    assert r.exit_code == 2 and "not in this build" in r.stderr
+    assert r.exit_code == 2 and "no concepts to export" in r.stderr

@@ -1,0 +1,188 @@
+"""`cns export`: hand concepts to diffusers, ComfyUI, AUTOMATIC1111 and kohya, exactly.
+
+A concept's delta ΔW = Sᵀ A Bᵀ *is* a rank-r LoRA: up = Sᵀ A (A scattered into the selected rows,
+(out, r)), down = Bᵀ ((r, d)), alpha = r so that the scale alpha / r is 1. Several concepts merge into one
+LoRA by stacking along the rank axis (down = [B₁ᵀ; B₂ᵀ], up = [S₁ᵀA₁, S₂ᵀA₂]), which is again exact.
+LoRA and embedding files need only numpy (no model load); `pipeline` saves a full diffusers folder.
+
+Layout of OUT (one folder per tool convention, so files can be copied as they are):
+    kohya      lora/<name>.safetensors (or lora/cns-merged.safetensors) + embeddings/<name>.safetensors
+    diffusers  <name>/pytorch_lora_weights.safetensors + <name>/learned_embeds.safetensors
+               (--merged: pytorch_lora_weights.safetensors at the top, embeddings per concept)
+    embedding  embeddings/<name>.safetensors (A1111/kohya: emb_params) + <name>/learned_embeds.safetensors
+    pipeline   a StableDiffusionPipeline folder (save_pretrained) with every concept merged in
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .bank import Bank, Revision
+from .bank.atomic import atomic_write
+from .errors import ConceptError, UsageError
+
+FORMATS = ("kohya", "diffusers", "embedding", "pipeline")
+MERGED_NAME = "cns-merged"
+
+
+def _lora_factors(bank: Bank, rev: Revision, name: str, q: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """layer -> (down (r, d), up (out, r)) of one concept, float32, exact."""
+    c = rev.concepts[name]
+    t = bank.read_object(c.delta)
+    b = q[:, c.slice.start : c.slice.start + c.slice.rank]  # (d, r)
+    out = {}
+    for layer, n in c.neurons.per_layer.items():
+        if not n:
+            continue
+        up = np.zeros((rev.base.kv_layers[layer], c.slice.rank), dtype=np.float32)
+        up[t[f"{layer}.rows"]] = t[f"{layer}.coef"]
+        out[layer] = (np.ascontiguousarray(b.T, dtype=np.float32), up)
+    return out
+
+
+def _stack(parts: list[dict[str, tuple[np.ndarray, np.ndarray]]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Sum of LoRAs as one LoRA: concatenate along the rank axis, per layer."""
+    layers = sorted({layer for p in parts for layer in p})
+    return {layer: (np.concatenate([p[layer][0] for p in parts if layer in p], axis=0),
+                    np.concatenate([p[layer][1] for p in parts if layer in p], axis=1)) for layer in layers}
+
+
+def kohya_key(layer: str) -> str:
+    """kohya/A1111 module name: the diffusers path with '_' for '.', e.g.
+    lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k."""
+    return "lora_unet_" + layer.replace(".", "_")
+
+
+def _header(rev: Revision, names: list[str]) -> dict[str, str]:
+    return {"cns.version": __version__, "cns.bank_revision": str(rev.number), "cns.concepts": ",".join(names),
+            "cns.base": rev.base.location + (f"@{rev.base.revision}" if rev.base.revision else ""),
+            "cns.base_fingerprint": f"{rev.base.fingerprint.scheme}:{rev.base.fingerprint.digest}"}
+
+
+def _kohya_metadata(rev: Revision, names: list[str], title: str, ranks: set[int]) -> dict[str, str]:
+    dim = max(ranks)
+    return {
+        **_header(rev, names),
+        "ss_network_module": "networks.lora", "ss_network_dim": str(dim), "ss_network_alpha": str(float(dim)),
+        "ss_base_model_version": "sd_v1", "ss_v2": "False", "ss_output_name": title,
+        "ss_training_comment": f"exported by cns {__version__} from bank revision {rev.number}; concepts: "
+                               + ", ".join(f"<{n}>" for n in names),
+        "ss_tag_frequency": json.dumps({n: {f"<{n}>": 1} for n in names}),
+        "modelspec.sai_model_spec": "1.0.1", "modelspec.architecture": "stable-diffusion-v1/lora",
+        "modelspec.implementation": "diffusers", "modelspec.title": title,
+        "modelspec.trigger_phrase": ", ".join(names), "modelspec.description": "Concept Neuron Selection deltas exported by cns",
+    }
+
+
+def _save(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> dict:
+    from safetensors.numpy import save
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = save(tensors, metadata=metadata)
+    atomic_write(path, data)
+    return {"path": str(path), "bytes": len(data)}
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file; give a folder for the export")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UsageError(f"{out} is not empty; choose an empty folder or pass --force to write into it")
+
+
+def select_concepts(rev: Revision, wanted: list[str] | None) -> list[str]:
+    if not rev.concepts:
+        raise ConceptError("the bank has no concepts to export; teach one first with `cns learn NAME ./photos`")
+    known = sorted(rev.concepts, key=lambda n: (rev.concepts[n].learned_in, n))
+    unknown = [n for n in wanted or [] if n not in rev.concepts]
+    if unknown:
+        raise ConceptError(f"no concept {unknown[0]!r} in this bank; known: {', '.join(known)}")
+    return [n for n in known if not wanted or n in wanted]
+
+
+def export(bank_path: Path, out: Path, fmt: str = "kohya", concepts: list[str] | None = None,
+           merged: bool = False, force: bool = False) -> dict:
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if merged and fmt not in ("kohya", "diffusers"):
+        raise UsageError(f"--merged applies to LoRA formats (kohya, diffusers), not {fmt}")
+    bank = Bank.open(bank_path)
+    rev = bank.head()
+    names = select_concepts(rev, concepts)
+    _check_out(out, force)
+    if fmt == "pipeline":
+        files = _export_pipeline(bank, rev, names, out)
+    else:
+        files = _export_files(bank, rev, names, out, fmt, merged)
+    return {"format": fmt, "revision": rev.number, "concepts": names, "out": str(out), "files": files,
+            "tokens": {n: rev.concepts[n].token for n in names}}
+
+
+def _export_files(bank: Bank, rev: Revision, names: list[str], out: Path, fmt: str, merged: bool) -> list[dict]:
+    files = []
+    if fmt in ("kohya", "diffusers"):
+        q = bank.read_object(rev.basis.object)["Q"]
+        loras = {n: _lora_factors(bank, rev, n, q) for n in names}
+        groups = [(MERGED_NAME, names)] if merged else [(n, [n]) for n in names]
+        for title, members in groups:
+            factors = _stack([loras[n] for n in members])
+            if fmt == "kohya":
+                tensors = {}
+                for layer, (down, up) in factors.items():
+                    key = kohya_key(layer)
+                    tensors[f"{key}.lora_down.weight"] = down
+                    tensors[f"{key}.lora_up.weight"] = up
+                    tensors[f"{key}.alpha"] = np.array(down.shape[0], dtype=np.float32)  # scale alpha/r = 1
+                meta = _kohya_metadata(rev, members, title, {d.shape[0] for d, _ in factors.values()})
+                files.append({**_save(out / "lora" / f"{title}.safetensors", tensors, meta), "kind": "lora", "concepts": members})
+            else:
+                tensors = {}
+                for layer, (down, up) in factors.items():
+                    tensors[f"unet.{layer}.lora_A.weight"] = down
+                    tensors[f"unet.{layer}.lora_B.weight"] = up
+                folder = out if merged else out / title
+                meta = {**_header(rev, members), "format": "pt"}
+                files.append({**_save(folder / "pytorch_lora_weights.safetensors", tensors, meta), "kind": "lora", "concepts": members})
+    for n in names:
+        emb = bank.read_object(rev.concepts[n].embedding)["embedding"]  # (k, d)
+        meta = _header(rev, [n])
+        if fmt in ("kohya", "embedding"):
+            files.append({**_save(out / "embeddings" / f"{n}.safetensors", {"emb_params": emb}, meta),
+                          "kind": "embedding", "concepts": [n], "convention": "a1111"})
+        if fmt in ("diffusers", "embedding"):
+            files.append({**_save(out / n / "learned_embeds.safetensors", {rev.concepts[n].token: emb}, meta),
+                          "kind": "embedding", "concepts": [n], "convention": "diffusers"})
+    return files
+
+
+def _export_pipeline(bank: Bank, rev: Revision, names: list[str], out: Path) -> list[dict]:
+    """save_pretrained of the base with these concepts merged in and their tokens added; built in a temp
+    folder next to OUT and moved in, so a failure leaves no half-written pipeline."""
+    from .model import loading
+    from .model.bank_apply import apply_bank
+
+    pipe = loading.load_pipeline(loading.spec_of(rev.base), "cpu")
+    loading.check_matches(rev.base, pipe)
+    apply_bank(pipe, bank, rev, names)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".cns-export-", dir=out.parent))
+    try:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "cns_export.json").write_text(json.dumps(_header(rev, names), indent=2, sort_keys=True) + "\n")
+        for item in sorted(tmp.iterdir()):
+            target = out / item.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            item.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [{"path": str(p), "bytes": p.stat().st_size, "kind": "pipeline", "concepts": names}
+            for p in sorted(out.rglob("*")) if p.is_file()]

@@ -1,0 +1,208 @@
+"""Every export reloads in a fresh diffusers pipeline built from the same base and gives the images that
+`cns generate` gives (max pixel difference ≤ 1/255), for one concept and for two in one prompt."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from typer.testing import CliRunner
+
+from cns_cli.bank import Bank
+from cns_cli.cli import app
+from cns_cli.export import export, kohya_key
+from cns_cli.generate import GenerateConfig, generate
+from cns_cli.learn import LearnConfig, learn
+from cns_cli.model.loading import load_pipeline, resolve_base
+
+runner = CliRunner()
+SEED, STEPS, GUIDANCE = 4, 4, 6.5
+ONE, TWO = "<dog> on a beach", "<dog> wearing a <hat>"
+
+
+@pytest.fixture(scope="module")
+def bank(tiny_base, dog_photos, hat_photos, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("export") / "b.cnsbank"
+    for name, photos in (("dog", dog_photos), ("hat", hat_photos)):
+        learn(path, name, photos, base=tiny_base, config=LearnConfig(steps=10, score_steps=2, lr=5e-3))
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(bank, tmp_path_factory) -> dict[str, dict]:
+    """What `cns generate` makes for both prompts."""
+    out = tmp_path_factory.mktemp("ref")
+    recs = generate(bank, [ONE, TWO], out, GenerateConfig(seed=SEED, steps=STEPS, guidance=GUIDANCE))
+    return {r["prompt"]: r for r in recs}
+
+
+def fresh(tiny_base):
+    return load_pipeline(resolve_base(tiny_base))
+
+
+def pixels(img) -> np.ndarray:
+    from PIL import Image
+
+    img = Image.open(img) if isinstance(img, (str, Path)) else img
+    return np.asarray(img.convert("RGB"), dtype=np.int16)
+
+
+def assert_same_images(pipe, reference: dict, prompts=(ONE, TWO)):
+    for prompt in prompts:
+        rec = reference[prompt]
+        img = pipe(rec["text"], num_inference_steps=STEPS, guidance_scale=GUIDANCE,
+                   generator=torch.Generator().manual_seed(SEED)).images[0]
+        diff = np.abs(pixels(img) - pixels(rec["path"])).max()
+        assert diff <= 1, f"{prompt!r}: max pixel difference {diff}/255"
+
+
+def test_reference_is_personalised(bank, reference, tiny_base):
+    """Guard: if the concepts changed nothing, every equality below would be vacuous."""
+    base = fresh(tiny_base)
+    img = base(reference[ONE]["text"], num_inference_steps=STEPS, guidance_scale=GUIDANCE,
+               generator=torch.Generator().manual_seed(SEED)).images[0]
+    assert np.abs(pixels(img) - pixels(reference[ONE]["path"])).max() > 1
+
+
+def test_kohya_per_concept_loras_and_a1111_embeddings(bank, reference, tiny_base, tmp_path):
+    doc = export(bank, tmp_path, "kohya")
+    assert {Path(f["path"]).relative_to(tmp_path).as_posix() for f in doc["files"]} == {
+        "lora/dog.safetensors", "lora/hat.safetensors", "embeddings/dog.safetensors", "embeddings/hat.safetensors"}
+    pipe = fresh(tiny_base)
+    for n in ("dog", "hat"):
+        pipe.load_lora_weights(tmp_path / "lora", weight_name=f"{n}.safetensors", adapter_name=n)
+        pipe.load_textual_inversion(tmp_path / "embeddings" / f"{n}.safetensors", token=f"<{n}>")
+    pipe.set_adapters(["dog", "hat"], [1.0, 1.0])
+    assert_same_images(pipe, reference)
+
+
+def test_kohya_merged_lora(bank, reference, tiny_base, tmp_path):
+    export(bank, tmp_path, "kohya", merged=True)
+    pipe = fresh(tiny_base)
+    pipe.load_lora_weights(tmp_path / "lora", weight_name="cns-merged.safetensors")
+    for n in ("dog", "hat"):
+        pipe.load_textual_inversion(tmp_path / "embeddings" / f"{n}.safetensors", token=f"<{n}>")
+    assert_same_images(pipe, reference)
+
+
+def test_diffusers_format(bank, reference, tiny_base, tmp_path):
+    export(bank, tmp_path, "diffusers")
+    pipe = fresh(tiny_base)
+    for n in ("dog", "hat"):
+        pipe.load_lora_weights(tmp_path / n, adapter_name=n)  # finds pytorch_lora_weights.safetensors
+        pipe.load_textual_inversion(tmp_path / n)  # learned_embeds.safetensors names its token
+    pipe.set_adapters(["dog", "hat"], [1.0, 1.0])
+    assert_same_images(pipe, reference)
+
+
+def test_diffusers_merged_format_fused(bank, reference, tiny_base, tmp_path):
+    export(bank, tmp_path, "diffusers", merged=True)
+    pipe = fresh(tiny_base)
+    pipe.load_lora_weights(tmp_path)
+    pipe.fuse_lora()
+    for n in ("dog", "hat"):
+        pipe.load_textual_inversion(tmp_path / n)
+    assert_same_images(pipe, reference)
+
+
+def test_embedding_format_has_both_conventions(bank, tmp_path):
+    export(bank, tmp_path, "embedding")
+    b = Bank.open(bank)
+    for n in ("dog", "hat"):
+        want = b.read_object(b.head().concepts[n].embedding)["embedding"]
+        with safe_open(tmp_path / "embeddings" / f"{n}.safetensors", "np") as f:
+            assert list(f.keys()) == ["emb_params"] and np.array_equal(f.get_tensor("emb_params"), want)
+        with safe_open(tmp_path / n / "learned_embeds.safetensors", "np") as f:
+            assert list(f.keys()) == [f"<{n}>"] and np.array_equal(f.get_tensor(f"<{n}>"), want)
+
+
+def test_pipeline_needs_no_cns(bank, reference, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    export(bank, tmp_path / "pipe", "pipeline")
+    pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "pipe", local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    assert "<dog>" in pipe.tokenizer.get_vocab() and "<hat>" in pipe.tokenizer.get_vocab()
+    assert_same_images(pipe, reference)
+
+
+def test_one_concept_only(bank, reference, tiny_base, tmp_path):
+    doc = export(bank, tmp_path, "kohya", concepts=["dog"])
+    assert doc["concepts"] == ["dog"] and len(doc["files"]) == 2
+    pipe = fresh(tiny_base)
+    pipe.load_lora_weights(tmp_path / "lora", weight_name="dog.safetensors")
+    pipe.load_textual_inversion(tmp_path / "embeddings" / "dog.safetensors", token="<dog>")
+    hat_free = dict(reference)
+    # The one-concept prompt of a dog-only bank: generate it from a bank without <hat>.
+    from cns_cli.bank.history import forget
+    import shutil
+
+    only_dog = tmp_path / "only-dog.cnsbank"
+    shutil.copytree(bank, only_dog)
+    forget(Bank.open(only_dog), "hat")
+    hat_free[ONE] = generate(only_dog, [ONE], tmp_path / "ref", GenerateConfig(seed=SEED, steps=STEPS, guidance=GUIDANCE))[0]
+    assert_same_images(pipe, hat_free, prompts=(ONE,))
+
+
+def test_kohya_keys_and_metadata_follow_the_convention(bank, tmp_path):
+    export(bank, tmp_path, "kohya")
+    b = Bank.open(bank)
+    rev = b.head()
+    dog = rev.concepts["dog"]
+    with safe_open(tmp_path / "lora" / "dog.safetensors", "np") as f:
+        keys, meta = set(f.keys()), f.metadata()
+        layers = [layer for layer, n in dog.neurons.per_layer.items() if n]
+        assert keys == {f"{kohya_key(l)}.{p}" for l in layers for p in ("lora_down.weight", "lora_up.weight", "alpha")}
+        for layer in layers:
+            k = kohya_key(layer)
+            assert k.startswith("lora_unet_") and "." not in k
+            down, up = f.get_tensor(f"{k}.lora_down.weight"), f.get_tensor(f"{k}.lora_up.weight")
+            assert down.shape == (dog.slice.rank, rev.base.text_dim) and up.shape == (rev.base.kv_layers[layer], dog.slice.rank)
+            assert f.get_tensor(f"{k}.alpha") == dog.slice.rank  # alpha / rank = 1: applied at full strength
+            assert np.count_nonzero(np.abs(up).sum(axis=1)) == dog.neurons.per_layer[layer]  # only owned rows
+    assert meta["ss_network_module"] == "networks.lora" and meta["ss_network_dim"] == str(dog.slice.rank)
+    assert float(meta["ss_network_alpha"]) == dog.slice.rank and meta["ss_base_model_version"] == "sd_v1"
+    assert meta["modelspec.architecture"] == "stable-diffusion-v1/lora" and meta["modelspec.sai_model_spec"]
+    assert meta["cns.bank_revision"] == str(rev.number) and meta["cns.base"] == rev.base.location
+    assert meta["cns.base_fingerprint"].endswith(rev.base.fingerprint.digest)
+
+
+def test_diffusers_own_kohya_converter_accepts_the_file(bank, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    export(bank, tmp_path, "kohya")
+    state, alphas = StableDiffusionPipeline.lora_state_dict(tmp_path / "lora", weight_name="dog.safetensors")
+    rev = Bank.open(bank).head()
+    layers = {l for l, n in rev.concepts["dog"].neurons.per_layer.items() if n}
+    # diffusers maps kohya names to its attention-processor names (…attn2.processor.to_k_lora.down.weight)
+    converted = {re.sub(r"\.processor\.(to_[kv])_lora\.(up|down)\.weight$", r".\1", k.removeprefix("unet.")) for k in state}
+    assert converted == layers, "every kohya key must map back onto its diffusers module"
+    assert all(k.startswith("unet.") for k in state)
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--concept", "cat"], "no concept 'cat'"),
+        (["--format", "pipeline", "--merged"], "--merged applies to LoRA formats"),
+    ],
+)
+def test_bad_export_requests(bank, tmp_path, args, words):
+    r = runner.invoke(app, ["--bank", str(bank), "export", str(tmp_path / "out"), *args])
+    assert r.exit_code == 2 and words in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_non_empty_out_needs_force(bank, tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    r = runner.invoke(app, ["--bank", str(bank), "export", str(tmp_path)])
+    assert r.exit_code == 2 and "--force" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+    r = runner.invoke(app, ["--bank", str(bank), "export", str(tmp_path), "--force", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["format"] == "kohya"
+    assert (tmp_path / "keep.txt").read_text() == "mine"
