@@ -67,9 +67,10 @@ def test_learn_changes_exactly_the_selected_rows_and_the_new_token(dog_bank, bas
     dog = rev.concepts["dog"]
     delta = bank.read_object(dog.delta)
     pipe = build_pipeline(bank, rev)
-    base_layers, layers = kv_layers(base_pipe.unet), kv_layers(pipe.unet)
+    layers = kv_layers(pipe.unet)
+    base_params = dict(base_pipe.unet.named_parameters())
     for name, p in pipe.unet.named_parameters():
-        b = dict(base_pipe.unet.named_parameters())[name]
+        b = base_params[name]
         layer = name.removesuffix(".weight")
         if layer in layers:
             changed = torch.nonzero((p != b).any(dim=1)).flatten().tolist()

@@ -16,9 +16,6 @@ import numpy as np
 
 from .models import Concept, Revision
 
-KINDS = ("basis", "delta", "embedding", "general_neurons")
-
-
 def _increasing_rows(rows: np.ndarray, limit: int) -> str | None:
     if rows.dtype != np.int32 or rows.ndim != 1:
         return f"rows must be a 1-d int32 tensor, got {rows.dtype} {list(rows.shape)}"

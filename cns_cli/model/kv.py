@@ -65,8 +65,3 @@ def attach_trainable(unet, rows: dict[str, torch.Tensor], basis_slice: torch.Ten
             wrappers[name] = TrainableKV(layer, rows[name], basis_slice)
             unet.set_submodule(name, wrappers[name])
     return wrappers
-
-
-def detach_trainable(unet, wrappers: dict[str, TrainableKV]) -> None:
-    for name, w in wrappers.items():
-        unet.set_submodule(name, w.base)

@@ -71,9 +71,3 @@ def attach_trainable_token(text_encoder, token_id: int, init: torch.Tensor) -> T
     wrapper = TrainableToken(emb, token_id, init)
     text_encoder.set_input_embeddings(wrapper)
     return wrapper
-
-
-def detach_trainable_token(text_encoder, wrapper: TrainableToken) -> None:
-    with torch.no_grad():
-        wrapper.base.weight[wrapper.token_id] = wrapper.vector.to(wrapper.base.weight)
-    text_encoder.set_input_embeddings(wrapper.base)
