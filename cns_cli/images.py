@@ -43,8 +43,9 @@ class _Skip(Exception):
     """One file cannot be used; `str(e)` is the reason shown to the user."""
 
 
-def load_images(folder: Path, resolution: int, min_side: int = 64) -> ImageSet:
-    """Read every image directly inside `folder` (sorted by name, hidden files and subfolders ignored)."""
+def load_images(folder: Path, resolution: int, min_side: int = 64, warn: bool = True) -> ImageSet:
+    """Read every image directly inside `folder` (sorted by name, hidden files and subfolders ignored).
+    `warn=False` for a pre-check whose skipped files will be reported by the real load."""
     folder = Path(folder)
     entries = _list_folder(folder)
     images, captions, skipped = _classify(entries)
@@ -60,7 +61,7 @@ def load_images(folder: Path, resolution: int, min_side: int = 64) -> ImageSet:
     skipped.sort(key=lambda item: item[0].name)
     if not files:
         raise UsageError(_no_usable_message(folder, skipped, min_side))
-    for path, reason in skipped:  # only warn when the run goes on; otherwise the error lists them
+    for path, reason in skipped if warn else []:  # only warn when the run goes on; else the error lists them
         output.warn(_escape(f"skipping {path.name}: {reason}"))
     return ImageSet(np.stack(arrays), files, texts, skipped)
 

@@ -85,7 +85,7 @@ def learn(bank_path: Path, name: str, images_dir: Path, *, class_word: str | Non
 
     check_concept_name(name)
     class_word = check_class_word(class_word if class_word is not None else name)
-    load_images(Path(images_dir), 64)  # fail fast on the folder, before a model load of many seconds
+    load_images(Path(images_dir), 64, warn=False)  # fail fast on the folder, before a model load of many seconds
     root = Path(bank_path)
     if not (root / "HEAD").exists():
         from .model.loading import resolve_base

@@ -239,3 +239,17 @@ def test_dry_run_prints_the_plan_and_writes_nothing(dog_bank, hat_photos):
     assert len(plan["images"]) == 4 and plan["bytes_to_store"] > 0
     assert plan["parameters_trained"] == plan["neurons"] * 4 + 32
     assert files_digest(dog_bank) == before
+
+
+def test_replace_relearns_a_concept_in_place(dog_hat_bank, dog_photos, tmp_path):
+    path = tmp_path / "b.cnsbank"
+    shutil.copytree(dog_hat_bank, path)
+    old = Bank.open(path).head().concepts
+    learn(path, "dog", dog_photos, base="unused", replace=True, config=LearnConfig(**FAST, seed=7))
+    rev = Bank.open(path).head()
+    assert rev.concepts["hat"] == old["hat"]  # the other concept is untouched
+    assert rev.concepts["dog"].learned_in == rev.number and rev.concepts["dog"].delta != old["dog"].delta
+    assert rev.concepts["dog"].training["seed"] == 7
+    # the replaced concept may reuse its own freed slice, never hat's
+    hat, dog = rev.concepts["hat"].slice, rev.concepts["dog"].slice
+    assert hat.start >= dog.start + dog.rank or dog.start >= hat.start + hat.rank

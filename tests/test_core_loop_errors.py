@@ -72,7 +72,7 @@ def test_corrupt_image_among_good_ones_is_skipped_with_a_warning(bank, dog_photo
     (d / "zz-truncated.png").write_bytes(good[: len(good) // 2])
     r = cns("--bank", bank, "learn", "cat", d, "--dry-run", "--json", "--score-steps", "1")
     assert r.exit_code == 0, r.stderr
-    assert "warning" in r.stderr and "zz-truncated.png" in r.stderr
+    assert "warning" in r.stderr and r.stderr.count("zz-truncated.png") == 1  # warned once, not per pass
     import json
 
     plan = json.loads(r.stdout)["plan"]
