@@ -186,6 +186,13 @@ class Device(str, Enum):
     mps = "mps"
 
 
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
 class ExportFormat(str, Enum):
     kohya = "kohya"
     diffusers = "diffusers"
@@ -211,6 +218,8 @@ def learn(
     score_steps: Annotated[int, typer.Option(help="Batches used to score neurons.")] = 16,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
+    precision: Annotated[Precision, typer.Option(help="auto = bf16 autocast on a GPU, fp32 on CPU.")] = Precision.auto,
+    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing", help="Less GPU memory, ~30 % slower.")] = False,
     replace: Annotated[bool, typer.Option("--replace", help="Re-learn an existing concept.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
     json_: JsonOpt = False,
@@ -222,7 +231,7 @@ def learn(
 
     config = LearnConfig(steps=steps, lr=lr, lr_token=lr_token, rank=rank, budget=budget, reg_lambda=reg_lambda,
                          batch_size=batch_size, resolution=resolution, score_steps=score_steps, seed=seed,
-                         device=device.value)
+                         device=device.value, precision=precision.value, gradient_checkpointing=gradient_checkpointing)
     outcome = run_learn(ctx.obj, name, images, class_word=class_word, base=base, config=config, replace=replace,
                         dry_run=dry_run, argv=_argv(), reporter=NullReporter() if json_ else RichReporter())
     doc = {"concept": outcome.name, "dry_run": dry_run, "revision": outcome.revision, "plan": outcome.plan,
@@ -243,6 +252,7 @@ def generate(
     out: Annotated[Path, typer.Option(help="Folder for the PNGs.")] = Path("cns-out"),
     expand: Annotated[bool, typer.Option("--expand/--no-expand", help="Expand <name> to '<name> class'.")] = True,
     device: Annotated[Device, typer.Option(help="Where to run.")] = Device.auto,
+    precision: Annotated[Precision, typer.Option(help="auto = bf16/fp16 on a GPU, fp32 on CPU (bit-exact).")] = Precision.auto,
     json_: Annotated[bool, typer.Option("--json", help="One JSON object per image per line on stdout.")] = False,
 ) -> None:
     """Generate images with any mix of the learned concepts."""
@@ -250,7 +260,7 @@ def generate(
     from .prompts import read_prompts
 
     config = GenerateConfig(n=n, seed=seed, steps=steps, guidance=guidance, width=width, height=height,
-                            expand=expand, device=device.value)
+                            expand=expand, device=device.value, precision=precision.value)
     texts = read_prompts(prompts, sys.stdin)
     show = output.emit_jsonl if json_ else (lambda rec: typer.echo(rec["path"]))
     run_generate(ctx.obj, texts, out, config, on_image=show, on_phase=None if json_ else output.info)

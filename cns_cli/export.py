@@ -167,7 +167,7 @@ def _export_pipeline(bank: Bank, rev: Revision, names: list[str], out: Path) -> 
     from .model import loading
     from .model.bank_apply import apply_bank
 
-    pipe = loading.load_pipeline(loading.spec_of(rev.base), "cpu")
+    pipe = loading.load_pipeline(loading.spec_of(rev.base))
     loading.check_matches(rev.base, pipe)
     apply_bank(pipe, bank, rev, names)
     out.mkdir(parents=True, exist_ok=True)

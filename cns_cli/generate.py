@@ -28,6 +28,7 @@ class GenerateConfig:
     height: int | None = None
     expand: bool = True
     device: str = "auto"
+    precision: str = "auto"  # fp32 on CPU/MPS (bit-identical to diffusers), bf16/fp16 on a GPU
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -47,15 +48,18 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48] or "image"
 
 
-def build_pipeline(bank: Bank, rev, device: str = "cpu"):
-    """The base pipeline with every concept of `rev` applied: what `cns generate` runs."""
+def build_pipeline(bank: Bank, rev, device: str = "cpu", dtype=None):
+    """The base pipeline with every concept of `rev` applied (in float32), then placed on `device` in
+    `dtype` (default float32): what `cns generate` runs."""
+    import torch
+
     from .model import loading
     from .model.bank_apply import apply_bank
 
-    pipe = loading.load_pipeline(loading.spec_of(rev.base), device)
+    pipe = loading.load_pipeline(loading.spec_of(rev.base))
     loading.check_matches(rev.base, pipe)
     apply_bank(pipe, bank, rev)
-    return pipe
+    return loading.place(pipe, device, dtype or torch.float32)
 
 
 def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: GenerateConfig = GenerateConfig(),
@@ -63,7 +67,7 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
     import torch
     from PIL.PngImagePlugin import PngInfo
 
-    from .learn import resolve_device
+    from .model.runtime import resolve_device, resolve_precision
     from .prompts import concepts_in, expand_prompt
 
     bank = Bank.open(bank_path)
@@ -71,9 +75,10 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
     classes = {name: c.class_word for name, c in rev.concepts.items()}
     texts = [expand_prompt(p, classes, config.expand) for p in prompts]  # unknown concepts fail before loading
     device = resolve_device(config.device)
+    dtype = resolve_precision(config.precision, device)
     if on_phase:
         on_phase(f"loading the base model on {device} with {len(rev.concepts)} concept(s)")
-    pipe = build_pipeline(bank, rev, device)
+    pipe = build_pipeline(bank, rev, device, dtype)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for k, (prompt, text) in enumerate(zip(prompts, texts)):

@@ -41,6 +41,8 @@ class LearnConfig:
     general_min_share: float = 0.50  # ... and general if active for ≥ 50 % of calibration prompts
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"  # fp32 on CPU; bf16 (fp16) autocast on a GPU, trainables kept in fp32
+    gradient_checkpointing: bool = False  # trade ~30 % more compute for much less activation memory
 
     def __post_init__(self) -> None:
         def need(ok: bool, flag: str, what: str, value) -> None:
@@ -65,7 +67,7 @@ class LearnConfig:
         need(self.seed >= 0, "seed", "0 or more", self.seed)
 
     def record(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "device"}
+        return {k: v for k, v in asdict(self).items() if k not in ("device", "precision")}
 
 
 @dataclass
@@ -137,15 +139,17 @@ class _Run:
         from .method.basis import BASIS_SEED, allocate_slice, orthogonal_basis
         from .method.delta import protection_gram
         from .method.select import budget_in_rows, concept_neurons
-        from .model import kv, loading, text, tokens, train
+        from .model import kv, loading, runtime, text, tokens, train
         from .model.bank_apply import apply_bank, basis_matrix
         from .prompts import calibration_prompts, training_prompt
 
         cfg, t0 = self.cfg, time.perf_counter()
-        device = resolve_device(cfg.device)
-        self.reporter.phase(f"loading the base model on {device}")
+        device = runtime.resolve_device(cfg.device)
+        dtype = runtime.resolve_precision(cfg.precision, device)
+        amp = lambda: runtime.autocast(device, dtype)  # noqa: E731 - a fresh context per pass
+        self.reporter.phase(f"loading the base model ({runtime.precision_name(dtype)} on {device})")
         spec = self.spec or loading.spec_of(self.parent.base)
-        pipe = loading.load_pipeline(spec, device)
+        pipe = loading.load_pipeline(spec)
         if self.parent is not None:
             loading.check_matches(self.parent.base, pipe)
             self.base_pointer = self.parent.base
@@ -154,6 +158,9 @@ class _Run:
         earlier = [n for n in (self.parent.concepts if self.parent else {}) if n != self.name]
         if earlier:
             apply_bank(pipe, self.bank, self.parent, earlier)  # W_{t-1}: the model with every earlier concept
+        loading.place(pipe, device, dtype)
+        if cfg.gradient_checkpointing:
+            pipe.unet.enable_gradient_checkpointing()
 
         resolution = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
         images = load_images(self.images_dir, resolution)
@@ -185,12 +192,12 @@ class _Run:
 
         # Steps 1-3: base neurons from the concept's images, minus the (cached) general neurons.
         self.reporter.phase("encoding the calibration prompts")
-        with torch.no_grad():
-            calib = text.encode(pipe.tokenizer, pipe.text_encoder, calibration_prompts())
+        with torch.no_grad(), amp():
+            calib = text.encode(pipe.tokenizer, pipe.text_encoder, calibration_prompts()).float()
         self.general_rows = self._general_rows(pipe, calib)
         self.reporter.phase(f"scoring neurons on {len(prompts)} images ({cfg.score_steps} batches)")
         t_score = time.perf_counter()
-        scores = train.score_rows(pipe, scheduler, latents, prompts, cfg.score_steps, cfg.batch_size, gen)
+        scores = train.score_rows(pipe, scheduler, latents, prompts, cfg.score_steps, cfg.batch_size, gen, amp)
         score_seconds = time.perf_counter() - t_score
         layers = loading.kv_layers(pipe.unet)
         general = {n: _mask(self.general_rows.get(n), layer.out_features) for n, layer in layers.items()}
@@ -206,8 +213,9 @@ class _Run:
             protected = [calib.flatten(0, 1)]
             gram = protection_gram(protected[0], b)
             if earlier:
-                prev = text.encode(pipe.tokenizer, pipe.text_encoder,
-                                   [training_prompt(n, self.parent.concepts[n].class_word, None) for n in earlier])
+                with amp():
+                    prev = text.encode(pipe.tokenizer, pipe.text_encoder,
+                                       [training_prompt(n, self.parent.concepts[n].class_word, None) for n in earlier]).float()
                 gram = gram + protection_gram(prev.flatten(0, 1), b)
         wrappers = kv.attach_trainable(pipe.unet, self.rows, b)
         token_wrapper = tokens.attach_trainable_token(pipe.text_encoder, token_id, init)
@@ -216,7 +224,7 @@ class _Run:
         try:
             losses = train.train(pipe, scheduler, latents, prompts, wrappers, token_wrapper, steps=cfg.steps,
                                  batch=cfg.batch_size, lr=cfg.lr, lr_token=cfg.lr_token, reg_lambda=cfg.reg_lambda,
-                                 gram=gram, gen=gen, on_step=self.reporter.step)
+                                 gram=gram, gen=gen, amp=amp, fp16=dtype == torch.float16, on_step=self.reporter.step)
         finally:
             self.reporter.stop()
         train_seconds = time.perf_counter() - t_train
@@ -227,7 +235,7 @@ class _Run:
             "final_loss": float(np.mean(tail)), "first_loss": losses[0], "steps_run": len(losses),
             "seconds": round(time.perf_counter() - t0, 3), "seconds_scoring": round(score_seconds, 3),
             "seconds_training": round(train_seconds, 3), "seconds_per_step": round(train_seconds / len(losses), 4),
-            "images": len(prompts), "device": device,
+            "images": len(prompts), "device": device, "precision": runtime.precision_name(dtype),
         }
         return LearnOutcome(self.name, plan, stats=self.stats)
 
@@ -310,15 +318,3 @@ def _training_scheduler(pipe):
     from diffusers import DDPMScheduler
 
     return DDPMScheduler.from_config(pipe.scheduler.config)
-
-
-def resolve_device(requested: str) -> str:
-    import torch
-
-    available = {"cpu": True, "cuda": torch.cuda.is_available(),
-                 "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())}
-    if requested == "auto":
-        return "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
-    if not available.get(requested, False):
-        raise UsageError(f"--device {requested} is not available on this machine; use --device auto or cpu")
-    return requested

@@ -66,14 +66,14 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def load_pipeline(spec: BaseSpec, device: str = "cpu", dtype=None):
-    """A StableDiffusionPipeline for `spec`, safety checker off, on `device`."""
+def load_pipeline(spec: BaseSpec):
+    """A StableDiffusionPipeline for `spec` in float32 on the CPU, safety checker off. Callers check the
+    fingerprint and apply deltas at full precision, then `place` it on the run's device and dtype."""
     quiet_libraries()
     import torch
     from diffusers import StableDiffusionPipeline
 
-    dtype = dtype or torch.float32
-    common = dict(dtype=dtype, safety_checker=None, requires_safety_checker=False)
+    common = dict(dtype=torch.float32, safety_checker=None, requires_safety_checker=False)
     try:
         if spec.kind == "single-file":
             pipe = StableDiffusionPipeline.from_single_file(spec.location, local_files_only=_offline(), **common)
@@ -100,7 +100,12 @@ def load_pipeline(spec: BaseSpec, device: str = "cpu", dtype=None):
         raise ModelError(f"the tokenizer of {spec.location} loaded with only {len(pipe.tokenizer)} tokens; "
                          "its tokenizer files are missing or unreadable")
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    return pipe
+
+
+def place(pipe, device: str, dtype):
+    """Move a loaded (and already personalised) pipeline to where it runs."""
+    return pipe.to(device, dtype)
 
 
 def kv_layers(unet) -> dict:

@@ -6,6 +6,7 @@ run on any device. Shapes: latents (N, 4, h, w); text states (B, 77, d).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -25,7 +26,7 @@ def encode_latents(vae, pixels, device) -> torch.Tensor:
     """VAE posterior means scaled like diffusers' training scripts: (N, 3, H, W) in [-1, 1] -> (N, 4, h, w)."""
     x = torch.as_tensor(pixels, dtype=vae.dtype, device=device)
     out = [vae.encode(x[i : i + 8]).latent_dist.mean for i in range(0, x.shape[0], 8)]
-    return torch.cat(out) * vae.config.scaling_factor
+    return (torch.cat(out) * vae.config.scaling_factor).float()  # noise and targets in float32
 
 
 def _batch(latents: torch.Tensor, prompts: list[str], size: int, gen: torch.Generator):
@@ -44,7 +45,8 @@ def diffusion_loss(unet, scheduler, latents: torch.Tensor, states: torch.Tensor,
     return F.mse_loss(pred.float(), target.float())
 
 
-def score_rows(pipe, scheduler, latents, prompts, steps: int, batch: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+def score_rows(pipe, scheduler, latents, prompts, steps: int, batch: int, gen: torch.Generator,
+               amp=contextlib.nullcontext) -> dict[str, torch.Tensor]:
     """CNS step (1): Σ over `steps` batches of |W ⊙ ∂L/∂W| summed per row, for every K/V layer. Only the
     K/V weights get gradients (nothing else is accumulated)."""
     layers = kv_layers(pipe.unet)
@@ -55,9 +57,10 @@ def score_rows(pipe, scheduler, latents, prompts, steps: int, batch: int, gen: t
     try:
         for _ in range(steps):
             lat, texts = _batch(latents, prompts, batch, gen)
-            with torch.no_grad():
+            with torch.no_grad(), amp():
                 states = encode(pipe.tokenizer, pipe.text_encoder, texts)
-            loss = diffusion_loss(pipe.unet, scheduler, lat, states, gen)
+            with amp():
+                loss = diffusion_loss(pipe.unet, scheduler, lat, states, gen)
             grads = torch.autograd.grad(loss, weights)
             for (name, w), g in zip(zip(layers, weights), grads):
                 scores[name] += row_attribution(w.detach().float(), g.float()).cpu()
@@ -70,25 +73,31 @@ def score_rows(pipe, scheduler, latents, prompts, steps: int, batch: int, gen: t
 def train(
     pipe, scheduler, latents, prompts, kv: dict[str, TrainableKV], token: TrainableToken, *,
     steps: int, batch: int, lr: float, lr_token: float, reg_lambda: float, gram: torch.Tensor,
-    gen: torch.Generator, on_step: Callable[[int, float], None] | None = None,
+    gen: torch.Generator, amp=contextlib.nullcontext, fp16: bool = False,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> list[float]:
     """CNS step (6): AdamW on the coefficients A of the concept's rows and on its token vector only.
-    weight_decay is 0: decay would shrink parameters that get no gradient. Returns the loss per step."""
+    weight_decay is 0: decay would shrink parameters that get no gradient. Forward passes run under
+    `amp` (autocast); the trainables and the optimiser stay float32, with loss scaling for fp16.
+    Returns the loss per step."""
     coefs = [w.coef for w in kv.values()]
     opt = torch.optim.AdamW(
         [{"params": coefs, "lr": lr}, {"params": [token.vector], "lr": lr_token}], weight_decay=0.0
     )
+    scaler = torch.amp.GradScaler(latents.device.type, enabled=fp16)
     gram = gram.to(latents.device)
     losses = []
     for step in range(steps):
         lat, texts = _batch(latents, prompts, batch, gen)
-        states = encode(pipe.tokenizer, pipe.text_encoder, texts)
-        loss = diffusion_loss(pipe.unet, scheduler, lat, states, gen)
+        with amp():
+            states = encode(pipe.tokenizer, pipe.text_encoder, texts)
+            loss = diffusion_loss(pipe.unet, scheduler, lat, states, gen)
         if reg_lambda > 0:
-            loss = loss + reg_lambda * self_regularisation(coefs, gram)
+            loss = loss + reg_lambda * self_regularisation(coefs, gram)  # float32, outside autocast
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         losses.append(float(loss.detach()))
         if not torch.isfinite(loss):
             raise TrainingError(f"training diverged at step {step + 1} (loss {losses[-1]}); lower --lr")
