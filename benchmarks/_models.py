@@ -79,8 +79,9 @@ def _loss(s: Setup, unet, states) -> torch.Tensor:
     return torch.nn.functional.mse_loss(pred.float(), noise)
 
 
-def make_step(method: str, base: Setup, rows_budget: float = 0.0013):
-    """A zero-argument callable doing one optimiser step of `method` on its own copy of the UNet."""
+def make_step(method: str, base: Setup, rows_budget: float = 0.0013, copy_model: bool = True):
+    """A zero-argument callable doing one optimiser step of `method` on its own copy of the UNet (or, with
+    copy_model=False, on `base`'s UNet itself: for a process that measures one method only)."""
     from cns_cli.method.basis import orthogonal_basis
     from cns_cli.method.delta import protection_gram, self_regularisation
     from cns_cli.method.select import budget_in_rows
@@ -89,8 +90,8 @@ def make_step(method: str, base: Setup, rows_budget: float = 0.0013):
     from cns_cli.model.tokens import attach_trainable_token
 
     s = copy.copy(base)
-    s.unet = copy.deepcopy(base.unet)
-    te = copy.deepcopy(base.text_encoder)
+    s.unet = copy.deepcopy(base.unet) if copy_model else base.unet
+    te = copy.deepcopy(base.text_encoder) if copy_model else base.text_encoder
     if method == "cns":
         layers = kv_layers(s.unet)
         d = next(iter(layers.values())).in_features
@@ -146,3 +147,60 @@ def make_step(method: str, base: Setup, rows_budget: float = 0.0013):
 
     step.trainable = trainable
     return step
+
+
+def fake_concepts(kv: dict[str, int], text_dim: int, n: int, unet_parameters: int, rank: int = 4, seed: int = 0):
+    """n concepts of the default size (budget rows spread over the layers, rank-4 coefficients, one token
+    vector): what a bank of n learned concepts costs to store and apply, without training n concepts."""
+    import numpy as np
+
+    from cns_cli.method.select import budget_in_rows
+
+    rng = np.random.default_rng(seed)
+    layers, sizes = list(kv), np.array(list(kv.values()))
+    n_rows = budget_in_rows(0.0013, unet_parameters, text_dim)
+    out = []
+    for i in range(n):
+        pick = np.sort(rng.choice(int(sizes.sum()), size=min(n_rows, int(sizes.sum())), replace=False))
+        edges = np.concatenate([[0], np.cumsum(sizes)])
+        delta = {}
+        for j, layer in enumerate(layers):
+            rows = pick[(pick >= edges[j]) & (pick < edges[j + 1])] - edges[j]
+            if rows.size:
+                delta[f"{layer}.rows"] = rows.astype(np.int32)
+                delta[f"{layer}.coef"] = (rng.standard_normal((rows.size, rank)) * 1e-3).astype(np.float32)
+        out.append((f"c{i}", delta, rng.standard_normal((1, text_dim)).astype(np.float32) * 0.01))
+    return out
+
+
+def bank_with_concepts(path, base_path: str, n: int, seed: int = 0):
+    """A bank on `base_path` holding n fake concepts (valid objects and revisions, one learn each)."""
+    import numpy as np
+
+    from cns_cli.bank import Bank, Basis, Concept, Operation
+    from cns_cli.bank.models import Neurons, Slice
+    from cns_cli.method.basis import allocate_slice, orthogonal_basis
+    from cns_cli.model.loading import describe_base, load_pipeline, resolve_base
+
+    spec = resolve_base(base_path)
+    pipe = load_pipeline(spec)
+    pointer = describe_base(spec, pipe)
+    bank = Bank.create(path, pointer)
+    if n == 0:
+        return bank
+    q = orthogonal_basis(pointer.text_dim)
+    params = sum(p.numel() for p in pipe.unet.parameters())
+    with bank.transaction() as tx:
+        basis = Basis(object=tx.put({"Q": q}, "basis"), dim=pointer.text_dim, seed=0)
+        concepts, used = {}, []
+        for name, delta, emb in fake_concepts(pointer.kv_layers, pointer.text_dim, n, params, seed=seed):
+            start, _ = allocate_slice(used, pointer.text_dim, 4)
+            used.append((start, 4))
+            per_layer = {k[:-5]: int(v.size) for k, v in delta.items() if k.endswith(".rows")}
+            concepts[name] = Concept(
+                token=f"<{name}>", class_word="thing", learned_in=1, slice=Slice(start=start, rank=4),
+                neurons=Neurons(total=sum(per_layer.values()), per_layer=per_layer),
+                delta=tx.put(delta, "delta", {"concept": name}), embedding=tx.put({"embedding": emb}, "embedding"),
+                training={"fake": True}, stats={})
+        tx.commit(Operation(kind="learn", concept=f"c{n - 1}", argv=["benchmark"]), concepts=concepts, basis=basis)
+    return bank

@@ -13,6 +13,7 @@ state already allocated by a first step), sampled every millisecond.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import statistics
@@ -64,7 +65,7 @@ def memory_of(args) -> None:
     import threading
 
     s = build(args)
-    step = make_step(args.memory_of, s)
+    step = make_step(args.memory_of, s, copy_model=False)
     step()  # allocates gradients and optimiser state (small for every method here); the peak is activations
     gc.collect()
     try:
@@ -118,6 +119,7 @@ def main() -> None:
                 torch.cuda.synchronize()
             times[m].append((time.perf_counter() - t) / args.steps)
     med = {m: statistics.median(v) for m, v in times.items()}
+    trainable = {m: fn.trainable for m, fn in steps.items()}
     memory = {}
     if args.device == "cuda":
         for m, fn in steps.items():
@@ -128,6 +130,8 @@ def main() -> None:
             memory[m] = torch.cuda.max_memory_allocated() / 2**20
         mem_kind = "cuda max_memory_allocated (MB), all models resident"
     else:
+        del steps, s  # free this process's model copies before the per-method processes load theirs
+        gc.collect()
         memory = {m: peak_rss_growth(args, m) for m in METHODS}
         mem_kind = "CPU peak RSS while stepping minus RSS before (MB; activations and temporaries), fresh process per method"
     result = {
@@ -136,7 +140,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "step_ms": {m: round(v * 1000, 2) for m, v in med.items()},
         "step_ratio_to_lora": {m: round(v / med["lora"], 3) for m, v in med.items()},
-        "trainable_parameters": {m: fn.trainable for m, fn in steps.items()},
+        "trainable_parameters": trainable,
         "peak_memory_mb": {m: round(v, 1) for m, v in memory.items()}, "memory_measure": mem_kind,
     }
     if args.json:

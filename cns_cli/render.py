@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from .bank import Bank
-from .bank.verify import Report
+from typing import TYPE_CHECKING
+
 from .output import human_bytes, out_console
+
+if TYPE_CHECKING:  # types only: importing verify would pull numpy into every `cns inspect` / `cns log`
+    from .bank import Bank
+    from .bank.verify import Report
 
 
 def _table(*columns: str, title: str | None = None):

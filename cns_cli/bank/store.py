@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 from pydantic import ValidationError
 
 from .. import __version__
@@ -27,6 +27,9 @@ from .atomic import atomic_write, fsync_dir
 from .lock import WriterLock
 from .models import FORMAT_MAJOR, FORMAT_MINOR, FORMAT_VERSION, ObjectRef, Operation, Revision
 from .revision_io import HEAD_NAME, dump_revision, parse_head, parse_revision, revision_name
+
+if TYPE_CHECKING:  # numpy is imported where tensors are handled, so `cns inspect`/`log` start faster
+    import numpy as np
 
 WRITER = f"cns {__version__}"
 
@@ -46,6 +49,7 @@ def encode_object(tensors: dict[str, np.ndarray], kind: str, metadata: dict[str,
     safetensors sorts tensors by name but writes a multi-entry `__metadata__` map in a random order, so all
     of cns's metadata goes into ONE entry, "cns": canonical JSON of {"kind": kind, **metadata}.
     """
+    import numpy as np
     from safetensors.numpy import save
 
     meta = {"kind": kind, **(metadata or {})}

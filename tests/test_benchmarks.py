@@ -1,0 +1,51 @@
+"""The benchmark scripts run end to end on tiny settings and report what they promise (their numbers are
+measured by running them, not asserted here: timing assertions in tests only measure the CI machine)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run(script: str, *args: str) -> dict:
+    out = subprocess.run([sys.executable, str(BENCH / script), *args, "--json"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout)
+
+
+def test_storage_compares_the_three_ways_of_storing_a_concept():
+    r = run("storage.py")
+    for shape in ("tiny", "sd15"):
+        assert r[shape]["cns_bytes"] < r[shape]["lora_r4_fp16_bytes"] < r[shape]["lora_r4_fp32_bytes"]
+    assert r["sd15"]["cns_rows"] == 1454 and r["sd15"]["kv_rows"] == 24960  # the paper's budget at SD 1.5 shapes
+
+
+def test_learn_step_reports_time_ratio_and_memory_for_every_method():
+    r = run("learn_step.py", "--rounds", "1", "--steps", "1")
+    assert set(r["step_ms"]) == set(r["peak_memory_mb"]) == {"cns", "lora", "kv_full"}
+    assert r["step_ratio_to_lora"]["lora"] == 1.0
+    assert r["trainable_parameters"]["cns"] < r["trainable_parameters"]["lora"]
+
+
+def test_generate_scale_covers_each_bank_size():
+    r = run("generate_scale.py", "--concepts", "0", "3", "--steps", "2", "--rounds", "1")
+    assert set(r["cns_generate_s"]) == set(r["apply_deltas_ms"]) == {"0", "3"}
+    assert r["plain_diffusers_s"] > 0
+
+
+def test_gpu_script_runs_on_the_tiny_model_on_cpu():
+    r = run("gpu_sd15.py", "--model", "tiny", "--device", "cpu", "--precision", "fp32", "--rounds", "1")
+    assert {"learn_step_ms", "generate_step_cfg_ms", "apply_100_concepts_ms"} <= set(r)
+
+
+@pytest.mark.parametrize("script, args", [("cli_latency.py", ["--concepts", "3", "--runs", "1"]),
+                                          ("learn_tiny.py", ["--concepts", "1", "--steps", "2"])])
+def test_other_benchmarks_run(script, args):
+    assert run(script, *args)
