@@ -28,7 +28,7 @@ SD15_UNET = dict(
 )
 SD15_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                  num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768)
-METHODS = ("cns", "lora", "kv_full")
+METHODS = ("cns", "cns_rows_only", "lora", "kv_full")  # cns_rows_only: `cns learn --lr-token 0`
 
 
 def sd15_unet(device: str = "meta"):
@@ -92,7 +92,7 @@ def make_step(method: str, base: Setup, rows_budget: float = 0.0013, copy_model:
     s = copy.copy(base)
     s.unet = copy.deepcopy(base.unet) if copy_model else base.unet
     te = copy.deepcopy(base.text_encoder) if copy_model else base.text_encoder
-    if method == "cns":
+    if method in ("cns", "cns_rows_only"):
         layers = kv_layers(s.unet)
         d = next(iter(layers.values())).in_features
         n_rows = budget_in_rows(rows_budget, sum(p.numel() for p in s.unet.parameters()), d)
@@ -104,13 +104,21 @@ def make_step(method: str, base: Setup, rows_budget: float = 0.0013, copy_model:
             rows[name] = sel
         b = torch.from_numpy(orthogonal_basis(d))[:, :4].to(s.device)
         wrappers = attach_trainable(s.unet, rows, b)
-        token = attach_trainable_token(te, s.token_id, te.get_input_embeddings().weight[0].float())
         gram = protection_gram(torch.randn(280 * 77, d, device=s.device), b)
-        params = [w.coef for w in wrappers.values()] + [token.vector]
+        params = [w.coef for w in wrappers.values()]
+        if method == "cns":
+            token = attach_trainable_token(te, s.token_id, te.get_input_embeddings().weight[0].float())
+            params.append(token.vector)
 
-        def states():
-            with _amp(s):
-                return te(s.ids)[0]
+            def states():
+                with _amp(s):
+                    return te(s.ids)[0]
+        else:  # token frozen: the text states are computed once, as `cns learn --lr-token 0` does
+            with torch.no_grad(), _amp(s):
+                fixed_states = te(s.ids)[0]
+
+            def states():
+                return fixed_states
 
         def extra():
             return self_regularisation([w.coef for w in wrappers.values()], gram)

@@ -29,7 +29,7 @@ def test_storage_compares_the_three_ways_of_storing_a_concept():
 
 def test_learn_step_reports_time_ratio_and_memory_for_every_method():
     r = run("learn_step.py", "--rounds", "1", "--steps", "1")
-    assert set(r["step_ms"]) == set(r["peak_memory_mb"]) == {"cns", "lora", "kv_full"}
+    assert set(r["step_ms"]) == set(r["peak_memory_mb"]) == {"cns", "cns_rows_only", "lora", "kv_full"}
     assert r["step_ratio_to_lora"]["lora"] == 1.0
     assert r["trainable_parameters"]["cns"] < r["trainable_parameters"]["lora"]
 

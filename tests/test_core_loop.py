@@ -253,3 +253,17 @@ def test_replace_relearns_a_concept_in_place(dog_hat_bank, dog_photos, tmp_path)
     # the replaced concept may reuse its own freed slice, never hat's
     hat, dog = rev.concepts["hat"].slice, rev.concepts["dog"].slice
     assert hat.start >= dog.start + dog.rank or dog.start >= hat.start + hat.rank
+
+
+def test_frozen_token_trains_rows_only(dog_bank, hat_photos, tmp_path, base_pipe):
+    """--lr-token 0: the token keeps its class-word start (and training skips the text encoder)."""
+    from cns_cli.model.tokens import class_word_vector
+
+    path = tmp_path / "b.cnsbank"
+    shutil.copytree(dog_bank, path)
+    learn(path, "hat", hat_photos, base="unused", config=LearnConfig(**FAST, lr_token=0.0))
+    bank = Bank.open(path)
+    hat = bank.head().concepts["hat"]
+    start = class_word_vector(base_pipe.tokenizer, base_pipe.text_encoder, "hat").numpy()
+    assert (bank.read_object(hat.embedding)["embedding"][0] == start).all()
+    assert any(abs(v).max() > 0 for k, v in bank.read_object(hat.delta).items() if k.endswith(".coef"))

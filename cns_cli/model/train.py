@@ -29,6 +29,14 @@ def encode_latents(vae, pixels, device) -> torch.Tensor:
     return (torch.cat(out) * vae.config.scaling_factor).float()  # noise and targets in float32
 
 
+def encode_unique(tokenizer, text_encoder, texts: list[str]) -> torch.Tensor:
+    """Text states for a batch, running the text encoder once per distinct prompt (a batch of uncaptioned
+    images shares one prompt)."""
+    unique = sorted(set(texts))
+    states = encode(tokenizer, text_encoder, unique)
+    return states[torch.tensor([unique.index(t) for t in texts], device=states.device)]
+
+
 def _batch(latents: torch.Tensor, prompts: list[str], size: int, gen: torch.Generator):
     idx = torch.randint(0, latents.shape[0], (size,), generator=gen)
     return latents[idx.to(latents.device)], [prompts[i] for i in idx.tolist()]
@@ -81,16 +89,25 @@ def train(
     `amp` (autocast); the trainables and the optimiser stay float32, with loss scaling for fp16.
     Returns the loss per step."""
     coefs = [w.coef for w in kv.values()]
-    opt = torch.optim.AdamW(
-        [{"params": coefs, "lr": lr}, {"params": [token.vector], "lr": lr_token}], weight_decay=0.0
-    )
+    groups = [{"params": coefs, "lr": lr}]
+    if lr_token > 0:
+        groups.append({"params": [token.vector], "lr": lr_token})
+    opt = torch.optim.AdamW(groups, weight_decay=0.0)
     scaler = torch.amp.GradScaler(latents.device.type, enabled=fp16)
     gram = gram.to(latents.device)
+    frozen_states = None
+    if lr_token == 0:  # the text states never change: encode each prompt once, not once per step
+        unique = sorted(set(prompts))
+        with torch.no_grad(), amp():
+            frozen_states = dict(zip(unique, encode(pipe.tokenizer, pipe.text_encoder, unique)))
     losses = []
     for step in range(steps):
         lat, texts = _batch(latents, prompts, batch, gen)
         with amp():
-            states = encode(pipe.tokenizer, pipe.text_encoder, texts)
+            if frozen_states is not None:
+                states = torch.stack([frozen_states[t] for t in texts])
+            else:
+                states = encode_unique(pipe.tokenizer, pipe.text_encoder, texts)
             loss = diffusion_loss(pipe.unet, scheduler, lat, states, gen)
         if reg_lambda > 0:
             loss = loss + reg_lambda * self_regularisation(coefs, gram)  # float32, outside autocast
