@@ -219,7 +219,7 @@ def learn(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
     precision: Annotated[Precision, typer.Option(help="auto = bf16 autocast on a GPU, fp32 on CPU.")] = Precision.auto,
-    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing", help="Less GPU memory, ~30 % slower.")] = False,
+    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute activations in the backward pass: less memory, slower steps.")] = False,
     replace: Annotated[bool, typer.Option("--replace", help="Re-learn an existing concept.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
     json_: JsonOpt = False,

@@ -42,7 +42,7 @@ class LearnConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"  # fp32 on CPU; bf16 (fp16) autocast on a GPU, trainables kept in fp32
-    gradient_checkpointing: bool = False  # trade ~30 % more compute for much less activation memory
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, slower
 
     def __post_init__(self) -> None:
         def need(ok: bool, flag: str, what: str, value) -> None:
@@ -136,50 +136,22 @@ class _Run:
         import torch
 
         from .images import load_images
-        from .method.basis import BASIS_SEED, allocate_slice, orthogonal_basis
-        from .method.delta import protection_gram
         from .method.select import budget_in_rows, concept_neurons
         from .model import kv, loading, runtime, text, tokens, train
-        from .model.bank_apply import apply_bank, basis_matrix
         from .prompts import calibration_prompts, training_prompt
 
         cfg, t0 = self.cfg, time.perf_counter()
         device = runtime.resolve_device(cfg.device)
         dtype = runtime.resolve_precision(cfg.precision, device)
         amp = lambda: runtime.autocast(device, dtype)  # noqa: E731 - a fresh context per pass
-        self.reporter.phase(f"loading the base model ({runtime.precision_name(dtype)} on {device})")
-        spec = self.spec or loading.spec_of(self.parent.base)
-        pipe = loading.load_pipeline(spec)
-        if self.parent is not None:
-            loading.check_matches(self.parent.base, pipe)
-            self.base_pointer = self.parent.base
-        else:
-            self.base_pointer = loading.describe_base(spec, pipe)
-        earlier = [n for n in (self.parent.concepts if self.parent else {}) if n != self.name]
-        if earlier:
-            apply_bank(pipe, self.bank, self.parent, earlier)  # W_{t-1}: the model with every earlier concept
-        loading.place(pipe, device, dtype)
-        if cfg.gradient_checkpointing:
-            pipe.unet.enable_gradient_checkpointing()
-
+        pipe, earlier = self._load(device, dtype)
         resolution = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
         images = load_images(self.images_dir, resolution)
         text_dim = self.base_pointer.text_dim
 
         # Step 4 first (cheap): the basis slice this concept reads the text states through.
-        if self.parent is not None and self.parent.basis is not None:
-            q, self.basis = basis_matrix(self.bank, self.parent), self.parent.basis
-        else:
-            q, self.basis = torch.from_numpy(orthogonal_basis(text_dim, BASIS_SEED)), None
-        used = [(self.parent.concepts[n].slice.start, self.parent.concepts[n].slice.rank) for n in earlier]
-        if cfg.rank > q.shape[0]:
-            raise UsageError(f"--rank {cfg.rank} is larger than the text width {q.shape[0]}; use a smaller rank")
-        start, full = allocate_slice(used, q.shape[0], cfg.rank)
-        if full:
-            self.reporter.warn(f"basis capacity reached ({q.shape[0]} columns, {len(used)} concepts): this concept's slice "
-                               "overlaps earlier ones, so their deltas are no longer orthogonal; consider a smaller --rank")
-        self.q, self.slice = q, Slice(start=start, rank=cfg.rank)
-        b = q[:, start : start + cfg.rank].to(device)
+        self._choose_slice(earlier)
+        b = self.q[:, self.slice.start : self.slice.start + cfg.rank].to(device)
 
         # The new token starts at its class word's embedding.
         token = token_for(self.name)
@@ -209,14 +181,7 @@ class _Run:
             return LearnOutcome(self.name, plan)
 
         # Steps 5-6: train A (rows x r per layer) and the token vector, protected by the regulariser.
-        with torch.no_grad():
-            protected = [calib.flatten(0, 1)]
-            gram = protection_gram(protected[0], b)
-            if earlier:
-                with amp():
-                    prev = text.encode(pipe.tokenizer, pipe.text_encoder,
-                                       [training_prompt(n, self.parent.concepts[n].class_word, None) for n in earlier]).float()
-                gram = gram + protection_gram(prev.flatten(0, 1), b)
+        gram = self._protection(pipe, calib, earlier, b, amp)
         wrappers = kv.attach_trainable(pipe.unet, self.rows, b)
         token_wrapper = tokens.attach_trainable_token(pipe.text_encoder, token_id, init)
         self.reporter.start(cfg.steps)
@@ -238,6 +203,66 @@ class _Run:
             "images": len(prompts), "device": device, "precision": runtime.precision_name(dtype),
         }
         return LearnOutcome(self.name, plan, stats=self.stats)
+
+    def _load(self, device: str, dtype):
+        """The base at W_{t-1} (every earlier concept applied in fp32), on `device` in `dtype`."""
+        from .model import loading, runtime
+        from .model.bank_apply import apply_bank
+
+        self.reporter.phase(f"loading the base model ({runtime.precision_name(dtype)} on {device})")
+        spec = self.spec or loading.spec_of(self.parent.base)
+        pipe = loading.load_pipeline(spec)
+        if self.parent is not None:
+            loading.check_matches(self.parent.base, pipe)
+            self.base_pointer = self.parent.base
+        else:
+            self.base_pointer = loading.describe_base(spec, pipe)
+        earlier = [n for n in (self.parent.concepts if self.parent else {}) if n != self.name]
+        if earlier:
+            apply_bank(pipe, self.bank, self.parent, earlier)
+        loading.place(pipe, device, dtype)
+        if self.cfg.gradient_checkpointing:
+            pipe.unet.enable_gradient_checkpointing()
+        return pipe, earlier
+
+    def _choose_slice(self, earlier: list[str]) -> None:
+        """Sets self.q (the basis, (d, d)), self.basis (its record, None if new) and self.slice."""
+        import torch
+
+        from .method.basis import BASIS_SEED, allocate_slice, orthogonal_basis
+        from .model.bank_apply import basis_matrix
+
+        if self.parent is not None and self.parent.basis is not None:
+            self.q, self.basis = basis_matrix(self.bank, self.parent), self.parent.basis
+        else:
+            self.q, self.basis = torch.from_numpy(orthogonal_basis(self.base_pointer.text_dim, BASIS_SEED)), None
+        dim, rank = self.q.shape[0], self.cfg.rank
+        if rank > dim:
+            raise UsageError(f"--rank {rank} is larger than the text width {dim}; use a smaller rank")
+        used = [(self.parent.concepts[n].slice.start, self.parent.concepts[n].slice.rank) for n in earlier]
+        start, full = allocate_slice(used, dim, rank)
+        if full:
+            self.reporter.warn(f"basis capacity reached ({dim} columns, {len(used)} concepts): this concept's slice "
+                               "overlaps earlier ones, so their deltas are no longer orthogonal; consider a smaller --rank")
+        self.slice = Slice(start=start, rank=rank)
+
+    def _protection(self, pipe, calib, earlier: list[str], b, amp):
+        """Gram matrix of the self-regulariser: calibration states + earlier concepts' prompt states, each
+        averaged over its own tokens (SPEC, method step 6)."""
+        import torch
+
+        from .method.delta import protection_gram
+        from .model.text import encode
+        from .prompts import training_prompt
+
+        with torch.no_grad():
+            gram = protection_gram(calib.flatten(0, 1), b)
+            if earlier:
+                prompts = [training_prompt(n, self.parent.concepts[n].class_word, None) for n in earlier]
+                with amp():
+                    prev = encode(pipe.tokenizer, pipe.text_encoder, prompts).float()
+                gram = gram + protection_gram(prev.flatten(0, 1), b)
+        return gram
 
     def _general_rows(self, pipe, calib) -> dict[str, np.ndarray]:
         """General neurons of this base: from the bank's cache when it was made with the same settings."""
