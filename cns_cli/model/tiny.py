@@ -31,6 +31,12 @@ def _bytes_to_unicode() -> list[str]:
 
 def tiny_tokenizer():
     """A CLIPTokenizer with a locally built byte-level vocabulary (≈560 tokens)."""
+    return word_tokenizer(_WORDS)
+
+
+def word_tokenizer(words, model_max_length: int = 77):
+    """A CLIPTokenizer over the 512 byte-level symbols plus BPE merges that build each of `words`
+    (so they tokenize to one or a few tokens); any other text still tokenizes, byte by byte."""
     from transformers import CLIPTokenizer
 
     vocab: dict[str, int] = {}
@@ -39,7 +45,7 @@ def tiny_tokenizer():
     for ch in _bytes_to_unicode():
         vocab[ch + "</w>"] = len(vocab)
     merges: list[tuple[str, str]] = []
-    for word in _WORDS:  # merge left to right: "d"+"o" -> "do", "do"+"g</w>" -> "dog</w>"
+    for word in words:  # merge left to right: "d"+"o" -> "do", "do"+"g</w>" -> "dog</w>"
         parts = list(word[:-1]) + [word[-1] + "</w>"]
         while len(parts) > 1:
             merged = parts[0] + parts[1]
@@ -49,7 +55,7 @@ def tiny_tokenizer():
             parts = [merged] + parts[2:]
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
 
 
 def build_tiny_pipeline(seed: int = 0, text_dim: int = 32):

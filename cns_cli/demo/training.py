@@ -1,0 +1,248 @@
+"""Train the demo base model: a real diffusers StableDiffusionPipeline (AutoencoderKL, CLIPTextModel with
+its own BPE vocabulary, UNet2DConditionModel) on the procedural world of `cns_cli.demo.world`, at 64 px.
+
+Reproducible: every random choice comes from `--seed`; the data is rendered, never downloaded. Phases
+(each checkpointed in OUT/checkpoints so an interrupted run resumes with `--resume`):
+  1. VAE: reconstruction (MSE + L1) with a small KL term, on world renders;
+  2. the latent scale: 1 / std of the VAE's latents (what SD's 0.18215 is for its VAE);
+  3. UNet + text encoder from scratch: noise-prediction MSE on (render, caption) pairs of the training
+     combinations only (held-out scene × class × colour triples are never shown), with 10 % empty captions
+     so that classifier-free guidance works.
+The finished pipeline is saved with `save_pretrained` in float16 (≤ 25 MB) with a `training.json`
+holding the settings, the final losses and the time taken.
+
+    python -m cns_cli.demo.training OUT [--vae-steps 3000] [--unet-steps 800] [--device auto] [--resume]
+    python -m cns_cli.demo.training OUT --quick        # minutes-free smoke run of every phase
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+IMAGE = 64
+VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64, 128), layers_per_block=1,
+           norm_num_groups=16, down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+           sample_size=IMAGE)
+# Cross-attention at every level: coarse levels carry layout words ("at the left"), the finest one the
+# details a personal concept needs (and cns can only change cross-attention K/V).
+UNET = dict(sample_size=IMAGE // 4, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(40, 80, 160),
+            down_block_types=("CrossAttnDownBlock2D",) * 3, up_block_types=("CrossAttnUpBlock2D",) * 3,
+            cross_attention_dim=128, attention_head_dim=8, norm_num_groups=8)
+TEXT = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=77)
+
+
+@dataclass
+class Settings:
+    seed: int = 0
+    vae_steps: int = 3000
+    vae_batch: int = 64
+    vae_lr: float = 1e-3
+    kl_weight: float = 1e-6
+    unet_steps: int = 800
+    unet_batch: int = 256
+    unet_lr: float = 5e-4
+    caption_dropout: float = 0.1
+    pool: int = 40_000  # renders drawn once and reused (rendering on the fly would cost ~10 % of a step)
+    checkpoint_every: int = 100
+
+
+def demo_tokenizer():
+    from ..model.tiny import word_tokenizer
+    from .world import VOCABULARY_WORDS
+
+    return word_tokenizer(sorted(VOCABULARY_WORDS))
+
+
+def build_untrained(seed: int):
+    """The demo pipeline with random weights (the shapes are the model's; training fills them in)."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = demo_tokenizer()
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                                                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                                                **TEXT))
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    return StableDiffusionPipeline(vae=AutoencoderKL(**VAE), text_encoder=text_encoder, tokenizer=tokenizer,
+                                   unet=UNet2DConditionModel(**UNET), scheduler=scheduler, safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+
+
+def _to_tensor(images_uint8, device):
+    import torch
+
+    x = torch.from_numpy(images_uint8).to(device).permute(0, 3, 1, 2).float()
+    return x / 127.5 - 1.0
+
+
+def _log(out: Path, msg: str) -> None:
+    line = f"{time.strftime('%H:%M:%S')} {msg}"
+    print(line, flush=True)
+    with open(out / "training.log", "a") as f:
+        f.write(line + "\n")
+
+
+def _cosine(step: int, total: int, lr: float, warmup: int = 50) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def _save_state(module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(path))
+
+
+def _load_state(module, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    module.load_state_dict(load_file(str(path)))
+
+
+def train_vae(pipe, pool, s: Settings, device: str, out: Path, start: int = 0, amp=None) -> float:
+    import contextlib
+
+    import torch
+    import torch.nn.functional as F
+
+    vae = pipe.vae.to(device).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=s.vae_lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(s.seed + 1)
+    loss_avg = float("nan")
+    for step in range(start, s.vae_steps):
+        for g in opt.param_groups:
+            g["lr"] = _cosine(step, s.vae_steps, s.vae_lr)
+        idx = torch.randint(0, len(pool), (s.vae_batch,), generator=gen).numpy()
+        x = _to_tensor(pool[idx], device)
+        with (amp or contextlib.nullcontext)():
+            post = vae.encode(x).latent_dist
+            rec = vae.decode(post.sample(generator=None)).sample.float()
+        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + s.kl_weight * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_avg = float(loss) if math.isnan(loss_avg) else 0.98 * loss_avg + 0.02 * float(loss)
+        if (step + 1) % s.checkpoint_every == 0 or step + 1 == s.vae_steps:
+            _save_state(vae, out / "checkpoints" / "vae.safetensors")
+            (out / "checkpoints" / "progress.json").write_text(json.dumps({"phase": "vae", "step": step + 1}))
+            _log(out, f"vae step {step + 1}/{s.vae_steps} loss {loss_avg:.5f}")
+    return loss_avg
+
+
+def latent_scale(pipe, pool, device: str, n: int = 512) -> float:
+    import torch
+
+    with torch.no_grad():
+        z = pipe.vae.to(device).eval().encode(_to_tensor(pool[:n], device)).latent_dist.mean
+    return float(1.0 / z.std())
+
+
+def train_unet(pipe, pool, captions, s: Settings, device: str, out: Path, start: int = 0, amp=None) -> float:
+    """UNet and text encoder together, on (render, caption) pairs; 10 % empty captions for CFG."""
+    import contextlib
+
+    import torch
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler
+
+    unet, te, vae = pipe.unet.to(device).train(), pipe.text_encoder.to(device).train(), pipe.vae.to(device).eval()
+    vae.requires_grad_(False)
+    noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    params = list(unet.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=s.unet_lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(s.seed + 2)
+    scale = vae.config.scaling_factor
+    loss_avg = float("nan")
+    for step in range(start, s.unet_steps):
+        for g in opt.param_groups:
+            g["lr"] = _cosine(step, s.unet_steps, s.unet_lr)
+        idx = torch.randint(0, len(pool), (s.unet_batch,), generator=gen).numpy()
+        drop = torch.rand(s.unet_batch, generator=gen) < s.caption_dropout
+        texts = ["" if d else captions[i] for i, d in zip(idx, drop.tolist())]
+        amp_ctx = amp or contextlib.nullcontext
+        with torch.no_grad(), amp_ctx():
+            lat = vae.encode(_to_tensor(pool[idx], device)).latent_dist.mean.float() * scale
+        ids = pipe.tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (s.unet_batch,), generator=gen).to(device)
+        noise = torch.randn(lat.shape, generator=gen).to(device)
+        with amp_ctx():
+            states = te(ids.to(device))[0]
+            pred = unet(noise_sched.add_noise(lat, noise, t), t, encoder_hidden_states=states).sample
+        loss = F.mse_loss(pred.float(), noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        loss_avg = float(loss) if math.isnan(loss_avg) else 0.95 * loss_avg + 0.05 * float(loss)
+        if (step + 1) % s.checkpoint_every == 0 or step + 1 == s.unet_steps:
+            _save_state(unet, out / "checkpoints" / "unet.safetensors")
+            _save_state(te, out / "checkpoints" / "text_encoder.safetensors")
+            (out / "checkpoints" / "progress.json").write_text(json.dumps({"phase": "unet", "step": step + 1}))
+            _log(out, f"unet step {step + 1}/{s.unet_steps} loss {loss_avg:.5f}")
+    return loss_avg
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", type=Path)
+    for f in Settings.__dataclass_fields__.values():
+        ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="auto", help="auto: bf16 autocast on a GPU, fp32 on CPU; bf16 also works on CPU")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="a few steps of every phase, tiny batches (smoke test)")
+    args = ap.parse_args()
+    import numpy as np
+    import torch
+
+    from ..model.loading import quiet_libraries
+    from ..model.runtime import autocast, resolve_device, resolve_precision
+    from .world import caption, render_dataset
+
+    quiet_libraries()
+    s = Settings(**{k: getattr(args, k) for k in Settings.__dataclass_fields__})
+    if args.quick:
+        s = Settings(seed=s.seed, vae_steps=3, vae_batch=4, unet_steps=3, unet_batch=4, pool=64, checkpoint_every=2)
+    device = resolve_device(args.device)
+    dtype = resolve_precision(args.precision, device)
+    amp = lambda: autocast(device, dtype)  # noqa: E731 - a fresh context per pass; weights stay fp32
+    out = args.out
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    torch.manual_seed(s.seed)
+    pipe = build_untrained(s.seed)
+    _log(out, f"rendering a pool of {s.pool} training images (seed {s.seed})")
+    pool, specs, _ = render_dataset(s.pool, seed=s.seed, held_out=False)
+    rng = np.random.default_rng(s.seed + 3)
+    captions = [caption(sp, rng) for sp in specs]
+    progress = json.loads((out / "checkpoints" / "progress.json").read_text()) if args.resume and (out / "checkpoints" / "progress.json").exists() else {}
+    vae_start = progress.get("step", 0) if progress.get("phase") == "vae" else (s.vae_steps if progress else 0)
+    if vae_start:
+        _load_state(pipe.vae, out / "checkpoints" / "vae.safetensors")
+    vae_loss = train_vae(pipe, pool, s, device, out, start=vae_start, amp=amp) if vae_start < s.vae_steps else None
+    pipe.vae.register_to_config(scaling_factor=latent_scale(pipe, pool, device))
+    unet_start = progress.get("step", 0) if progress.get("phase") == "unet" else 0
+    if unet_start:
+        _load_state(pipe.unet, out / "checkpoints" / "unet.safetensors")
+        _load_state(pipe.text_encoder, out / "checkpoints" / "text_encoder.safetensors")
+    unet_loss = train_unet(pipe, pool, captions, s, device, out, start=unet_start, amp=amp)
+    final = out / "pipeline"
+    pipe.to("cpu", torch.float16).save_pretrained(final, safe_serialization=True)
+    info = {"settings": asdict(s), "device": device, "precision": args.precision, "torch": torch.__version__, "seconds": round(time.time() - t0, 1),
+            "final_vae_loss": vae_loss, "final_unet_loss": unet_loss, "latent_scale": pipe.vae.config.scaling_factor,
+            "bytes": sum(p.stat().st_size for p in final.rglob("*") if p.is_file())}
+    (final / "training.json").write_text(json.dumps(info, indent=2) + "\n")
+    _log(out, f"saved {final} ({info['bytes'] / 1e6:.1f} MB) in {info['seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""The packaged closed-world evaluator (cns_cli/data/evaluator.safetensors): it loads without pickle, reads
+scene / class / colour of fresh renders, separates an individual from the other members of its class, and accepts
+images of any size. Fresh renders use seeds that neither training nor the packaged validation used."""
+
+from __future__ import annotations
+
+import json
+from importlib.resources import files
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cns_cli.demo import evaluator as E
+from cns_cli.demo.individuals import INDIVIDUALS
+from cns_cli.demo.world import render_dataset
+
+SEED = 424_242  # fresh: not a training or validation seed
+
+
+@pytest.fixture(scope="module")
+def ev() -> E.Evaluator:
+    import torch
+
+    torch.set_num_threads(2)
+    return E.Evaluator.load()
+
+
+@pytest.fixture(scope="module")
+def sample():
+    images, specs, _ = render_dataset(150, seed=SEED, held_out=None)
+    return images, specs
+
+
+def test_weights_are_safetensors_and_load_without_pickle(monkeypatch):
+    import pickle
+
+    path = files("cns_cli") / "data" / "evaluator.safetensors"
+    raw = path.read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8: 8 + header_len])  # a safetensors file: u64 header length + JSON header
+    assert header["__metadata__"]["format"] == E.FORMAT
+    assert len(raw) <= 2 * 1024 * 1024
+
+    def no_pickle(*a, **k):
+        raise AssertionError("pickle used")
+
+    monkeypatch.setattr(pickle, "load", no_pickle)
+    monkeypatch.setattr(pickle, "loads", no_pickle)
+    monkeypatch.setattr(pickle, "Unpickler", no_pickle)
+    ev = E.Evaluator.load()
+    assert ev.identities[: len(INDIVIDUALS)] == sorted(INDIVIDUALS)
+
+
+def test_rejects_a_foreign_safetensors_file(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not a"):
+        E.Evaluator.load(tmp_path / "other.safetensors")
+
+
+def test_packaged_report_meets_targets():
+    report = json.loads((files("cns_cli") / "data" / "evaluator.json").read_text())
+    v = report["validation"]
+    assert v["attributes"]["n"] >= 2000
+    for k in ("scene", "class", "colour"):
+        assert v["attributes"][k] >= 0.95
+    assert set(v["identity"]["per_individual"]) == set(INDIVIDUALS)
+    assert v["identity"]["min_auc"] >= 0.98
+
+
+def test_attributes_of_fresh_renders(ev, sample):
+    images, specs = sample
+    res = ev.prompt_alignment(images, specs)
+    assert res["n"] == 150
+    for k in ("scene", "class", "colour"):
+        assert res[k] >= 0.9, (k, res[k])
+    p = ev.predict(images[:5])
+    assert len(p["class"]) == 5 and p["class_probs"].shape == (5, len(ev.classes))
+    np.testing.assert_allclose(p["scene_probs"].sum(1), 1, atol=1e-5)
+
+
+def test_embeddings_are_unit_vectors(ev, sample):
+    e = ev.embed(sample[0][:8])
+    assert e.shape == (8, 64) and e.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,others", [("rex", ["bella"]), ("luna", ["milo"]), ("zoom", ["beetle"])])
+def test_identity_separates_an_individual_from_its_class(ev, name, others):
+    cls = INDIVIDUALS[name].cls
+    pos = ev.identity_similarity(E.render_individual(name, 16, seed=SEED)[0], name)
+    neg_imgs = [E.render_individual(o, 16, seed=SEED)[0] for o in others]
+    neg_imgs.append(E.render_generic_class(cls, 16, seed=SEED)[0])
+    neg = ev.identity_similarity(np.concatenate(neg_imgs), name)
+    assert pos.shape == (16,)
+    assert E.roc_auc(pos, neg) >= 0.9
+    assert pos.mean() > neg.mean() + 0.2
+
+
+def test_predict_accepts_pil_images_of_any_size(ev, sample):
+    images, specs = sample
+    small = ev.predict(images[:12])
+    pil = [Image.fromarray(a).resize((160, 160), Image.BICUBIC) for a in images[:12]]
+    big = ev.predict(pil)
+    for k in ("scene", "class", "colour"):
+        assert np.mean([a == b for a, b in zip(small[k], big[k])]) >= 0.9
+    one = ev.predict(Image.fromarray(images[0]).convert("RGBA").resize((48, 48)))
+    assert len(one["scene"]) == 1
+    assert ev.embed(np.zeros((0, 64, 64, 3), np.uint8)).shape == (0, 64)
+
+
+def test_roc_auc():
+    assert E.roc_auc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
+    assert E.roc_auc(np.array([0.0]), np.array([1.0])) == 0.0
+    assert E.roc_auc(np.array([1.0]), np.array([1.0])) == 0.5
