@@ -130,7 +130,7 @@ def train_vae(pipe, pool, s: Settings, device: str, out: Path, start: int = 0, a
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        loss_avg = float(loss) if math.isnan(loss_avg) else 0.98 * loss_avg + 0.02 * float(loss)
+        loss_avg = float(loss.detach()) if math.isnan(loss_avg) else 0.98 * loss_avg + 0.02 * float(loss.detach())
         if (step + 1) % s.checkpoint_every == 0 or step + 1 == s.vae_steps:
             _save_state(vae, out / "checkpoints" / "vae.safetensors")
             (out / "checkpoints" / "progress.json").write_text(json.dumps({"phase": "vae", "step": step + 1}))
@@ -182,7 +182,7 @@ def train_unet(pipe, pool, captions, s: Settings, device: str, out: Path, start:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        loss_avg = float(loss) if math.isnan(loss_avg) else 0.95 * loss_avg + 0.05 * float(loss)
+        loss_avg = float(loss.detach()) if math.isnan(loss_avg) else 0.95 * loss_avg + 0.05 * float(loss.detach())
         if (step + 1) % s.checkpoint_every == 0 or step + 1 == s.unet_steps:
             _save_state(unet, out / "checkpoints" / "unet.safetensors")
             _save_state(te, out / "checkpoints" / "text_encoder.safetensors")
@@ -211,7 +211,7 @@ def main() -> None:
     quiet_libraries()
     s = Settings(**{k: getattr(args, k) for k in Settings.__dataclass_fields__})
     if args.quick:
-        s = Settings(seed=s.seed, vae_steps=3, vae_batch=4, unet_steps=3, unet_batch=4, pool=64, checkpoint_every=2)
+        s = Settings(seed=s.seed, vae_steps=2, vae_batch=2, unet_steps=2, unet_batch=2, pool=16, checkpoint_every=1)
     device = resolve_device(args.device)
     dtype = resolve_precision(args.precision, device)
     amp = lambda: autocast(device, dtype)  # noqa: E731 - a fresh context per pass; weights stay fp32
