@@ -29,8 +29,23 @@ class BaseSpec:
     revision: str | None = None
 
 
+BUILTIN_MODELS = ("demo",)
+
+
+def builtin_path(name: str) -> Path:
+    """Where a model that ships inside the package lives (package data, read-only)."""
+    from importlib.resources import files
+
+    return Path(str(files("cns_cli") / "data" / f"{name}-model"))
+
+
 def resolve_base(spec: str) -> BaseSpec:
     """Classify what the user typed after --base, without loading anything."""
+    if spec in BUILTIN_MODELS:
+        if not (builtin_path(spec) / "model_index.json").is_file():
+            raise ModelError(f"the {spec} model is not bundled with this build of cns; train one with "
+                             "`python -m cns_cli.demo.training OUT` and pass --base OUT/pipeline")
+        return BaseSpec("builtin", spec)
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "model_index.json").is_file():
@@ -79,6 +94,8 @@ def load_pipeline(spec: BaseSpec):
             pipe = StableDiffusionPipeline.from_single_file(spec.location, local_files_only=_offline(), **common)
         elif spec.kind == "local-dir":
             pipe = StableDiffusionPipeline.from_pretrained(spec.location, local_files_only=True, **common)
+        elif spec.kind == "builtin":
+            pipe = StableDiffusionPipeline.from_pretrained(builtin_path(spec.location), local_files_only=True, **common)
         else:
             try:
                 pipe = StableDiffusionPipeline.from_pretrained(spec.location, revision=spec.revision, local_files_only=True, **common)

@@ -189,3 +189,21 @@ def test_internal_error_exit_101_and_debug_traceback(bank, monkeypatch):
 def test_export_of_an_empty_bank_fails_cleanly(bank, tmp_path):
     r = cns("--bank", str(bank), "export", str(tmp_path / "out"))
     assert r.exit_code == 2 and "no concepts to export" in r.stderr
+
+
+def test_builtin_demo_base_not_bundled_says_how_to_get_one(tmp_path, monkeypatch):
+    import cns_cli.model.loading as loading
+
+    monkeypatch.setattr(loading, "builtin_path", lambda name: tmp_path / "absent")
+    r = cns("--bank", str(tmp_path / "b.cnsbank"), "init", "--base", "demo")
+    assert r.exit_code == 2 and "not bundled" in r.stderr and "cns_cli.demo.training" in r.stderr
+
+
+def test_builtin_demo_base_loads_from_package_data(tiny_base, tmp_path, monkeypatch):
+    import cns_cli.model.loading as loading
+
+    monkeypatch.setattr(loading, "builtin_path", lambda name: Path(tiny_base))
+    r = cns("--bank", str(tmp_path / "b.cnsbank"), "init", "--base", "demo", "--json")
+    assert r.exit_code == 0, r.stderr
+    base = json.loads(r.stdout)["base"]
+    assert base["kind"] == "builtin" and base["location"] == "demo"  # the bank names the model, not a path
