@@ -284,5 +284,31 @@ def export(
     output.emit_json(doc) if json_ else render_export(doc)
 
 
+@command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the photos, bank, images and contact sheet.")] = Path("cns-demo"),
+    base: Annotated[str, typer.Option("--base", help="Base model (default: the bundled demo model).")] = "demo",
+    steps: Annotated[int, typer.Option(help="Training steps per concept.")] = 150,
+    device: Annotated[Device, typer.Option(help="Where to run.")] = Device.auto,
+    json_: JsonOpt = False,
+) -> None:
+    """Offline quickstart: learn two concepts of the demo world, generate, forget one, score the images."""
+    from .demo.run import DemoConfig, run_demo
+    from .reporting import NullReporter, RichReporter
+
+    doc = run_demo(out, DemoConfig(base=base, steps=steps, device=device.value),
+                   NullReporter() if json_ else RichReporter())
+    if json_:
+        output.emit_json(doc)
+        return
+    for name, s in doc["scores"].items():
+        output.out_console().print(
+            f"<{name}>  identity {s['identity_learned']:.3f} (base model's plain {name} class: "
+            f"{s['identity_base_class']:.3f})  scene {s['scene_accuracy']:.0%}  class {s['class_accuracy']:.0%}")
+    output.out_console().print(f"forgetting {doc['concepts'][1]} left <{doc['concepts'][0]}> identical: "
+                               f"{doc['forget_kept_other_identical']}")
+    typer.echo(doc["contact_sheet"])
+
+
 if __name__ == "__main__":  # python -m cns_cli.cli
     app()

@@ -1,0 +1,36 @@
+"""`cns demo` end to end at reduced steps. The bundled demo model is trained by
+`python -m cns_cli.demo.training`; until it ships, the run uses the tests' tiny pipeline as its base, which
+exercises every stage (photos, two learns, generation, forgetting, scoring, contact sheet)."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cns_cli.cli import app
+from cns_cli.demo.run import DemoConfig, run_demo
+from cns_cli.errors import UsageError
+
+
+def test_demo_runs_end_to_end(tiny_base, tmp_path):
+    cfg = DemoConfig(base=tiny_base, steps=2, photos=3, sample_steps=2)
+    doc = run_demo(tmp_path / "demo", cfg)
+    assert doc["concepts"] == ["rex", "fedora"]
+    for name in doc["concepts"]:
+        s = doc["scores"][name]
+        assert -1 <= s["identity_learned"] <= 1 and -1 <= s["identity_base_class"] <= 1
+        assert 0 <= s["scene_accuracy"] <= 1
+    assert doc["forget_kept_other_identical"] is True
+    sheet = Image.open(doc["contact_sheet"])
+    assert sheet.height == 128 * 8  # 3 rows per concept, both together, the first after forgetting
+    with pytest.raises(UsageError, match="already holds a demo run"):
+        run_demo(tmp_path / "demo", cfg)
+
+
+def test_demo_without_the_bundled_model_says_what_to_do(tmp_path, monkeypatch):
+    import cns_cli.model.loading as loading
+
+    monkeypatch.setattr(loading, "builtin_path", lambda name: tmp_path / "absent")
+    r = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo")])
+    assert r.exit_code == 2 and "not bundled" in r.stderr
