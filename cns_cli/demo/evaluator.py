@@ -21,15 +21,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 IMAGE = 64
 FORMAT = "cns-demo-evaluator"
+META_KEY = "cns_demo_evaluator"  # the safetensors metadata key holding {"format", "version", "config"}
 VERSION = 1
 REF_SEED = 12345  # default seed of the reference renders an identity is compared with
 # Validation seeds: far from every seed training draws from (training uses seed + small offsets).
@@ -37,6 +40,10 @@ VAL_ATTR_SEED = 900_001
 VAL_ID_SEED = 900_101
 TARGET_ATTR_ACC = 0.95
 TARGET_ID_AUC = 0.98
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------------- network
@@ -96,22 +103,27 @@ def _net_cls():
 
 
 def to_array(images: Any) -> np.ndarray:
-    """uint8 [N,64,64,3] from a uint8 array [N,H,W,3] / [H,W,3], a PIL image, or a list of PIL images / arrays
-    of any size (resized to 64x64 with Lanczos, converted to RGB)."""
+    """uint8 [N,64,64,3] from: an array [N,H,W,3] or [H,W,3] (uint8 0..255, or float in 0..1 as diffusers'
+    output_type="np" gives), a PIL image, or a list of PIL images / arrays, of any size (resized to 64x64 with
+    Lanczos, converted to RGB)."""
     from PIL import Image
+
+    def as_uint8(a: np.ndarray) -> np.ndarray:
+        if np.issubdtype(a.dtype, np.floating):
+            return np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)
+        return a.astype(np.uint8, copy=False)
 
     if isinstance(images, Image.Image):
         images = [images]
     if isinstance(images, np.ndarray):
-        if images.ndim == 3:
-            images = images[None]
+        images = as_uint8(images[None] if images.ndim == 3 else images)
         if images.shape[1:] == (IMAGE, IMAGE, 3):
-            return np.ascontiguousarray(images, dtype=np.uint8)
+            return np.ascontiguousarray(images)
         images = list(images)
     out = np.empty((len(images), IMAGE, IMAGE, 3), np.uint8)
     for i, im in enumerate(images):
         if not isinstance(im, Image.Image):
-            im = Image.fromarray(np.asarray(im, dtype=np.uint8))
+            im = Image.fromarray(as_uint8(np.asarray(im)))
         im = im.convert("RGB")
         if im.size != (IMAGE, IMAGE):
             im = im.resize((IMAGE, IMAGE), Image.LANCZOS)
@@ -147,6 +159,18 @@ def _world():
     return world, individuals
 
 
+def world_fingerprint() -> str:
+    """sha256 over the sources of `world.py` and `individuals.py`: the evaluator measures the world it was trained
+    on; `validate` says so when the world has changed since."""
+    import hashlib
+
+    world, ind = _world()
+    h = hashlib.sha256()
+    for mod in (world, ind):
+        h.update(Path(mod.__file__).read_bytes())
+    return h.hexdigest()
+
+
 def identity_names() -> list[str]:
     """Identity classes: every individual (sorted), then "generic <class>" for every class."""
     world, ind = _world()
@@ -178,8 +202,9 @@ def render_generic_class(cls: str, n: int, seed: int) -> tuple[np.ndarray, list]
     specs = []
     for i in range(n):
         rng = np.random.default_rng((seed, i, zlib.crc32(cls.encode())))
-        pick = lambda opts: opts[int(rng.integers(len(opts)))]  # noqa: E731
-        spec = world.Spec(pick(world.SCENES), cls, pick(world.COLOURS), pick(world.SIZES), pick(world.POSITIONS))
+        scene, colour, size, pos = (o[int(rng.integers(len(o)))] for o in (world.SCENES, world.COLOURS, world.SIZES,
+                                                                           world.POSITIONS))
+        spec = world.Spec(scene, cls, colour, size, pos)
         out[i] = world.render_array(spec, rng)[0]
         specs.append(spec)
     return out, specs
@@ -223,13 +248,13 @@ class Evaluator:
     # ---- construction / IO
 
     @classmethod
-    def build(cls, config: dict) -> "Evaluator":
+    def build(cls, config: dict) -> Evaluator:
         net = _net_cls()(len(config["scenes"]), len(config["classes"]), len(config["colours"]),
                          len(config["identities"]), tuple(config["widths"]), config["embed_dim"])
         return cls(net.eval(), dict(config))
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "Evaluator":
+    def load(cls, path: str | Path | None = None) -> Evaluator:
         """Load weights from `path` (default: the packaged `cns_cli/data/evaluator.safetensors`). Safetensors only:
         no pickle is ever involved; the architecture and label names come from the file's metadata."""
         from safetensors import safe_open
@@ -242,10 +267,12 @@ class Evaluator:
                 return cls.load(Path(p))
         path = Path(path)
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+            meta = json.loads((f.metadata() or {}).get(META_KEY, "{}"))
         if meta.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a {FORMAT} file (metadata format={meta.get('format')!r})")
-        ev = cls.build(json.loads(meta["config"]))
+            raise ValueError(f"{path} is not a {FORMAT} file (no {META_KEY!r} metadata of that format)")
+        if meta.get("version") != VERSION:
+            raise ValueError(f"{path}: {FORMAT} version {meta.get('version')}, this code reads version {VERSION}")
+        ev = cls.build(meta["config"])
         ev.net.load_state_dict(load_file(str(path)))
         ev.net.eval()
         return ev
@@ -256,7 +283,9 @@ class Evaluator:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}
-        save_file(state, str(path), metadata={"format": FORMAT, "version": str(VERSION), "config": json.dumps(self.config)})
+        # one metadata key: safetensors writes metadata in hash order, so several keys would make the bytes vary
+        meta = json.dumps({"format": FORMAT, "version": VERSION, "config": self.config}, sort_keys=True)
+        save_file(state, str(path), metadata={META_KEY: meta})
         return path
 
     # ---- inference
@@ -270,14 +299,15 @@ class Evaluator:
         with torch.inference_mode():
             for i in range(0, len(arr), batch):
                 o = self.net(_tensor(arr[i: i + batch]))
-                for k in outs:
-                    outs[k].append((o[k] if k == "embed" else o[k].softmax(1)).numpy())
+                for k, acc in outs.items():
+                    acc.append((o[k] if k == "embed" else o[k].softmax(1)).numpy())
         dims = {"scene": len(self.scenes), "class": len(self.classes), "colour": len(self.colours),
                 "embed": self.config["embed_dim"]}
         return {k: (np.concatenate(v) if v else np.zeros((0, dims[k]), np.float32)) for k, v in outs.items()}
 
     def predict(self, images: Any) -> dict[str, Any]:
-        """images: uint8 [N,64,64,3] array or (a list of) PIL images of any size.
+        """images: see `to_array` (uint8 [N,64,64,3], floats in 0..1, or PIL images of any size).
+        An individual's expected colour label is `Individual.colour` (the COLOURS word nearest its main colour).
         Returns {"scene"|"class"|"colour": list[str] of N predicted labels,
                  "scene_probs"|"class_probs"|"colour_probs": float32 [N,K] softmax over `self.scenes` etc.}"""
         o = self._forward(images)
@@ -316,7 +346,7 @@ class Evaluator:
                "class": [a == s.cls for a, s in zip(p["class"], specs)],
                "colour": [a == s.colour for a, s in zip(p["colour"], specs)]}
         allok = [a and b and c for a, b, c in zip(per["scene"], per["class"], per["colour"])]
-        mean = lambda v: float(np.mean(v)) if v else float("nan")  # noqa: E731
+        mean = lambda v: float(np.mean(v)) if v else float("nan")
         return {"n": len(specs), **{k: mean(v) for k, v in per.items()}, "all": mean(allok), "per_image": per}
 
 
@@ -326,13 +356,12 @@ class Evaluator:
 @dataclass
 class TrainSettings:
     seed: int = 0
-    steps: int = 900
+    steps: int = 700
     batch: int = 128
     lr: float = 3e-3
     weight_decay: float = 5e-4
     n_generic: int = 24_000      # generic renders in the training pool
     n_per_individual: int = 900  # renders per individual
-    n_generic_per_class: int = 0  # extra generic renders per class (hard negatives for the identity head)
     ident_weight: float = 1.0
     margin: float = 0.25          # CosFace margin
     scale: float = 16.0           # cosine-logit scale
@@ -343,15 +372,15 @@ class TrainSettings:
 
 def _augment(x, g):
     """Light augmentation of a batch [N,3,64,64] in [-1,1]: shift ±3 px, scale ±6 %, rotation ±4°, per-channel
-    gain ±4 %, brightness ±5 %, sometimes a slight blur, Gaussian noise σ ≤ 0.04 (what a generator's
-    imperfections look like). `g` is a torch.Generator, so augmentation is seeded too."""
+    gain ±4 %, brightness ±5 %, sometimes a blur, Gaussian noise σ ≤ 0.04 (what a generator's imperfections look
+    like). `g` is a torch.Generator, so augmentation is seeded too."""
     import math
 
     import torch
     from torch.nn import functional as F
 
     n = x.shape[0]
-    r = lambda *s: torch.rand(*s, generator=g)  # noqa: E731
+    r = lambda *s: torch.rand(*s, generator=g)
     ang = (r(n) * 2 - 1) * (4 * math.pi / 180)
     sc = 1 + (r(n) * 2 - 1) * 0.06
     tx, ty = (r(n) * 2 - 1) * (3 / 32), (r(n) * 2 - 1) * (3 / 32)
@@ -359,16 +388,21 @@ def _augment(x, g):
                          torch.stack([torch.sin(ang) / sc, torch.cos(ang) / sc, ty], 1)], 1)   # [N,2,3]
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    k = torch.tensor([1.0, 2.0, 1.0])
-    k = (k[:, None] * k[None, :] / 16).expand(3, 1, 3, 3)
-    blurred = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k, groups=3)
-    x = torch.where((r(n) < 0.3)[:, None, None, None], blurred, x)
+    # blur, as a generator's / VAE's softness: none (55 %), 3x3 binomial (20 %), 5x5 binomial (15 %),
+    # 2x down-and-up bilinear (10 %)
+    u = r(n)[:, None, None, None]
+    b3 = torch.tensor([1.0, 2.0, 1.0]) / 4
+    b5 = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16
+    blur3 = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), (b3[:, None] * b3[None]).expand(3, 1, 3, 3), groups=3)
+    blur5 = F.conv2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), (b5[:, None] * b5[None]).expand(3, 1, 5, 5), groups=3)
+    downup = F.interpolate(F.avg_pool2d(x, 2), scale_factor=2, mode="bilinear", align_corners=False)
+    x = torch.where(u < 0.55, x, torch.where(u < 0.75, blur3, torch.where(u < 0.9, blur5, downup)))
     x = x * (1 + (r(n, 3, 1, 1) * 2 - 1) * 0.04) + (r(n, 1, 1, 1) * 2 - 1) * 0.1
     x = x + torch.randn(x.shape, generator=g) * (r(n, 1, 1, 1) * 0.04)
     return x.clamp(-1, 1)
 
 
-def build_pool(s: TrainSettings, log=print) -> dict[str, np.ndarray]:
+def build_pool(s: TrainSettings, log=_log) -> dict[str, np.ndarray]:
     """Render the training pool (seeded): generic renders over all combos + every individual at varied scenes."""
     world, ind = _world()
     names = identity_names()
@@ -382,12 +416,6 @@ def build_pool(s: TrainSettings, log=print) -> dict[str, np.ndarray]:
         parts.append(a)
         sp_all += sp
         ident += [idx[name]] * len(sp)
-    if s.n_generic_per_class:
-        for j, c in enumerate(world.CLASSES):
-            a, sp = render_generic_class(c, s.n_generic_per_class, seed=s.seed * 1000 + 500 + j)
-            parts.append(a)
-            sp_all += sp
-            ident += [idx[f"generic {c}"]] * len(sp)
     log(f"rendered {sum(len(p) for p in parts)} training images in {time.time() - t:.1f}s")
     return {
         "images": np.concatenate(parts),
@@ -398,7 +426,7 @@ def build_pool(s: TrainSettings, log=print) -> dict[str, np.ndarray]:
     }
 
 
-def train(s: TrainSettings, log=print) -> tuple[Evaluator, dict]:
+def train(s: TrainSettings, log=_log) -> tuple[Evaluator, dict]:
     """Seeded training on renders only. Returns the evaluator and a summary of the run."""
     import torch
     from torch.nn import functional as F
@@ -411,7 +439,7 @@ def train(s: TrainSettings, log=print) -> tuple[Evaluator, dict]:
     t_render = time.time() - t0
     config = {"scenes": list(world.SCENES), "classes": list(world.CLASSES), "colours": list(world.COLOURS),
               "identities": identity_names(), "widths": list(s.widths), "embed_dim": s.embed_dim, "image": IMAGE,
-              "ref_seed": REF_SEED}
+              "ref_seed": REF_SEED, "world_sha256": world_fingerprint()}
     ev = Evaluator.build(config)
     net = ev.net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=s.lr, weight_decay=s.weight_decay)
@@ -421,7 +449,7 @@ def train(s: TrainSettings, log=print) -> tuple[Evaluator, dict]:
     n = len(pool["images"])
     labels = {k: torch.from_numpy(pool[k]).long() for k in ("scene", "class", "colour", "ident")}
     hist: list[dict] = []
-    t1 = time.time()
+    t1, c1 = time.time(), time.process_time()
     for step in range(s.steps):
         b = torch.from_numpy(rng.integers(0, n, s.batch))
         x = _augment(_tensor(pool["images"][b.numpy()]), g)                     # [B,3,64,64]
@@ -444,7 +472,8 @@ def train(s: TrainSettings, log=print) -> tuple[Evaluator, dict]:
     net.eval()
     summary = {"settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in s.__dict__.items()},
                "pool_images": int(n), "render_seconds": round(t_render, 1),
-               "train_seconds": round(time.time() - t1, 1), "total_seconds": round(time.time() - t0, 1),
+               "train_seconds": round(time.time() - t1, 1),
+               "train_cpu_seconds": round(time.process_time() - c1, 1), "total_seconds": round(time.time() - t0, 1),
                "torch": torch.__version__, "threads": s.threads, "history": hist,
                "params": int(sum(p.numel() for p in net.parameters()))}
     return ev, summary
@@ -453,40 +482,38 @@ def train(s: TrainSettings, log=print) -> tuple[Evaluator, dict]:
 # --------------------------------------------------------------------------------------------- validation
 
 
-def validate(ev: Evaluator, n_attr: int = 2400, n_pos: int = 100, n_neg_generic: int = 200,
-             n_per_other: int = 100, log=print) -> dict:
-    """Fresh renders (seeds never used in training): attribute accuracy over all combos (and the held-out combos
-    alone), and per-individual ROC-AUC of `identity_similarity` for the individual's renders (positives) vs the
-    other same-class individuals' renders and generic members of the class (negatives)."""
-    world, ind = _world()
-    t = time.time()
-    imgs, specs = render_generic(n_attr, seed=VAL_ATTR_SEED)
-    pa = ev.prompt_alignment(imgs, specs)
-    held = [i for i, sp in enumerate(specs) if (sp.scene, sp.cls, sp.colour) in world.HELD_OUT]
-    ph = ev.prompt_alignment(imgs[held], [specs[i] for i in held]) if held else None
-    # per-value accuracy, to see which labels (if any) are confused
-    pred = ev.predict(imgs)
-    per_value: dict[str, dict[str, float]] = {}
-    for k, attr in (("scene", "scene"), ("class", "cls"), ("colour", "colour")):
-        vals = sorted({getattr(sp, attr) for sp in specs})
-        per_value[k] = {v: round(float(np.mean([p == v for p, sp in zip(pred[k], specs) if getattr(sp, attr) == v])), 4)
-                        for v in vals}
-    attrs = {"n": pa["n"], **{k: round(pa[k], 4) for k in ("scene", "class", "colour", "all")},
-             "held_out_combos": ({"n": ph["n"], **{k: round(ph[k], 4) for k in ("scene", "class", "colour", "all")}}
-                                 if ph else None),
-             "per_value": per_value}
-    log(f"attributes: {json.dumps({k: attrs[k] for k in ('n', 'scene', 'class', 'colour', 'all')})}")
-    # identity
-    names = sorted(ind.INDIVIDUALS)
-    fresh = {nm: render_individual(nm, n_pos, seed=VAL_ID_SEED + j)[0] for j, nm in enumerate(names)}
-    generic = {c: render_generic_class(c, n_neg_generic, seed=VAL_ID_SEED + 500 + j)[0]
-               for j, c in enumerate(world.CLASSES)}
-    emb = {nm: ev.embed(a) for nm, a in fresh.items()}
-    gemb = {c: ev.embed(a) for c, a in generic.items() if any(ind.INDIVIDUALS[nm].cls == c for nm in names)}
+def degrade(images: np.ndarray, kind: str, seed: int = 0) -> np.ndarray:
+    """Deterministic degradations for the robustness part of the report (what generated images may look like):
+    "blur" (Gaussian σ = 1 px), "downup" (to 32 px and back, bilinear), "noise" (Gaussian σ = 12 of 255)."""
+    from PIL import Image, ImageFilter
+
+    if kind == "noise":
+        rng = np.random.default_rng(seed)
+        return np.clip(images + rng.normal(0, 12, images.shape), 0, 255).astype(np.uint8)
+    out = np.empty_like(images)
+    for i, a in enumerate(images):
+        im = Image.fromarray(a)
+        if kind == "blur":
+            im = im.filter(ImageFilter.GaussianBlur(1.0))
+        elif kind == "downup":
+            im = im.resize((IMAGE // 2, IMAGE // 2), Image.BILINEAR).resize((IMAGE, IMAGE), Image.BILINEAR)
+        else:
+            raise ValueError(f"unknown degradation {kind!r}")
+        out[i] = np.asarray(im)
+    return out
+
+
+def _identity_aucs(ev: Evaluator, fresh: dict[str, np.ndarray], generic: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Per individual: ROC-AUC of identity_similarity, its renders (positives) vs the other same-class individuals'
+    renders + generic members of the class (negatives)."""
+    _, ind = _world()
+    names = sorted(fresh)
+    emb = {nm: ev.embed(a) for nm, a in fresh.items()}                 # name -> [n_pos,64]
+    gemb = {c: ev.embed(a) for c, a in generic.items()}               # class -> [n_gen,64]
     per: dict[str, dict] = {}
     for nm in names:
         c = ind.INDIVIDUALS[nm].cls
-        ref = ev.reference_embedding(nm)
+        ref = ev.reference_embedding(nm)                               # [64]; references are never degraded
         others = [o for o in names if o != nm and ind.INDIVIDUALS[o].cls == c]
         pos = emb[nm] @ ref
         neg_o = np.concatenate([emb[o] for o in others]) @ ref if others else np.zeros(0)
@@ -496,15 +523,61 @@ def validate(ev: Evaluator, n_attr: int = 2400, n_pos: int = 100, n_neg_generic:
                    "auc_vs_individuals": round(roc_auc(pos, neg_o), 4) if len(neg_o) else None,
                    "auc_vs_generic": round(roc_auc(pos, neg_g), 4),
                    "mean_sim_pos": round(float(pos.mean()), 4), "mean_sim_neg": round(float(neg.mean()), 4),
-                   "n_pos": int(len(pos)), "n_neg": int(len(neg)), "other_individuals": others}
+                   "max_sim_neg": round(float(neg.max()), 4), "min_sim_pos": round(float(pos.min()), 4),
+                   "n_pos": len(pos), "n_neg": len(neg), "other_individuals": others}
+    return per
+
+
+def validate(ev: Evaluator, n_attr: int = 2400, n_pos: int = 100, n_neg_generic: int = 200,
+             n_robust: int = 40, log=_log) -> dict:
+    """Fresh renders (seeds never used in training): attribute accuracy over all combos (and the held-out combos
+    alone), and per-individual ROC-AUC of `identity_similarity` for the individual's renders (positives) vs the
+    other same-class individuals' renders and generic members of the class (negatives). Then the same measures on
+    degraded copies of part of those renders (blur / down-up / noise): informative, no targets."""
+    world, ind = _world()
+    t = time.time()
+    imgs, specs = render_generic(n_attr, seed=VAL_ATTR_SEED)
+    pa = ev.prompt_alignment(imgs, specs)
+    held = [i for i, sp in enumerate(specs) if world.is_held_out(sp)]
+    ph = ev.prompt_alignment(imgs[held], [specs[i] for i in held]) if held else None
+    # per-value accuracy, to see which labels (if any) are confused
+    pred = ev.predict(imgs)
+    per_value: dict[str, dict[str, float]] = {}
+    for k, attr in (("scene", "scene"), ("class", "cls"), ("colour", "colour")):
+        vals = sorted({getattr(sp, attr) for sp in specs})
+        per_value[k] = {v: round(float(np.mean([p == v for p, sp in zip(pred[k], specs) if getattr(sp, attr) == v])), 4)
+                        for v in vals}
+    keys = ("scene", "class", "colour", "all")
+    attrs = {"n": pa["n"], **{k: round(pa[k], 4) for k in keys},
+             "held_out_combos": ({"n": ph["n"], **{k: round(ph[k], 4) for k in keys}} if ph else None),
+             "per_value": per_value}
+    log(f"attributes: {json.dumps({k: attrs[k] for k in ('n', *keys)})}")
+    # identity
+    names = sorted(ind.INDIVIDUALS)
+    fresh = {nm: render_individual(nm, n_pos, seed=VAL_ID_SEED + j)[0] for j, nm in enumerate(names)}
+    classes = sorted({ind.INDIVIDUALS[nm].cls for nm in names}, key=world.CLASSES.index)
+    generic = {c: render_generic_class(c, n_neg_generic, seed=VAL_ID_SEED + 500 + world.CLASSES.index(c))[0]
+               for c in classes}
+    per = _identity_aucs(ev, fresh, generic)
     aucs = [v["auc"] for v in per.values()]
     ident = {"per_individual": per, "min_auc": min(aucs), "mean_auc": round(float(np.mean(aucs)), 4),
-             "reference": {"n_ref": 32, "seed": REF_SEED}}
+             "reference": {"n_ref": 32, "seed": REF_SEED, "function": "individuals.reference_renders"}}
     log(f"identity: min AUC {ident['min_auc']}, mean {ident['mean_auc']}; "
         + ", ".join(f"{k}={v['auc']}" for k, v in per.items()))
+    # robustness: degraded copies of the first renders of each set
+    robust: dict[str, dict] = {}
+    for kind in ("blur", "downup", "noise"):
+        k_attr = ev.prompt_alignment(degrade(imgs[: 15 * n_robust], kind), specs[: 15 * n_robust])
+        k_per = _identity_aucs(ev, {nm: degrade(a[:n_robust], kind) for nm, a in fresh.items()},
+                               {c: degrade(a[: 2 * n_robust], kind) for c, a in generic.items()})
+        k_aucs = {nm: v["auc"] for nm, v in k_per.items()}
+        robust[kind] = {"n_attr": k_attr["n"], **{k: round(k_attr[k], 4) for k in keys},
+                        "min_auc": min(k_aucs.values()), "mean_auc": round(float(np.mean(list(k_aucs.values()))), 4),
+                        "auc": k_aucs}
+        log(f"robustness {kind}: {json.dumps({k: v for k, v in robust[kind].items() if k != 'auc'})}")
     met = {"scene": attrs["scene"] >= TARGET_ATTR_ACC, "class": attrs["class"] >= TARGET_ATTR_ACC,
            "colour": attrs["colour"] >= TARGET_ATTR_ACC, "identity": ident["min_auc"] >= TARGET_ID_AUC}
-    return {"attributes": attrs, "identity": ident,
+    return {"attributes": attrs, "identity": ident, "robustness": robust,
             "targets": {"attribute_accuracy": TARGET_ATTR_ACC, "identity_auc": TARGET_ID_AUC, "met": met,
                         "all_met": all(met.values())},
             "seeds": {"attributes": VAL_ATTR_SEED, "identity": VAL_ID_SEED}, "seconds": round(time.time() - t, 1)}
@@ -533,8 +606,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.quick:
             s = TrainSettings(seed=args.seed, steps=5, batch=16, n_generic=200, n_per_individual=10, threads=args.threads)
         ev, summary = train(s)
-        report = {"format": FORMAT, "version": VERSION, "training": summary, "validation": validate(ev),
-                  "weights": "evaluator.safetensors"}
+        report = {"format": FORMAT, "version": VERSION, "world_sha256": ev.config["world_sha256"],
+                  "training": summary, "validation": validate(ev), "weights": "evaluator.safetensors"}
         path = ev.save(args.out / "evaluator.safetensors")
         import hashlib
 
@@ -546,7 +619,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if report["validation"]["targets"]["all_met"] else 1
     torch.set_num_threads(args.threads)
     ev = Evaluator.load(args.weights)
+    if ev.config.get("world_sha256") != world_fingerprint():
+        _log("note: world.py / individuals.py changed since these weights were trained; retrain with `train`")
     report = validate(ev)
+    report["world_matches_training"] = ev.config.get("world_sha256") == world_fingerprint()
     print(json.dumps(report, indent=1))
     return 0 if report["targets"]["all_met"] else 1
 

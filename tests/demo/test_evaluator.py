@@ -39,7 +39,7 @@ def test_weights_are_safetensors_and_load_without_pickle(monkeypatch):
     raw = path.read_bytes()
     header_len = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8: 8 + header_len])  # a safetensors file: u64 header length + JSON header
-    assert header["__metadata__"]["format"] == E.FORMAT
+    assert json.loads(header["__metadata__"][E.META_KEY])["format"] == E.FORMAT
     assert len(raw) <= 2 * 1024 * 1024
 
     def no_pickle(*a, **k):
@@ -101,12 +101,14 @@ def test_identity_separates_an_individual_from_its_class(ev, name, others):
 
 
 def test_predict_accepts_pil_images_of_any_size(ev, sample):
-    images, specs = sample
+    images = sample[0]
     small = ev.predict(images[:12])
     pil = [Image.fromarray(a).resize((160, 160), Image.BICUBIC) for a in images[:12]]
     big = ev.predict(pil)
     for k in ("scene", "class", "colour"):
         assert np.mean([a == b for a, b in zip(small[k], big[k])]) >= 0.9
+    floats = ev.predict(images[:12].astype(np.float32) / 255.0)  # diffusers' output_type="np"
+    assert floats["class"] == small["class"]
     one = ev.predict(Image.fromarray(images[0]).convert("RGBA").resize((48, 48)))
     assert len(one["scene"]) == 1
     assert ev.embed(np.zeros((0, 64, 64, 3), np.uint8)).shape == (0, 64)
