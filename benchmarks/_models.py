@@ -183,7 +183,6 @@ def fake_concepts(kv: dict[str, int], text_dim: int, n: int, unet_parameters: in
 
 def bank_with_concepts(path, base_path: str, n: int, seed: int = 0):
     """A bank on `base_path` holding n fake concepts (valid objects and revisions, one learn each)."""
-    import numpy as np
 
     from cns_cli.bank import Bank, Basis, Concept, Operation
     from cns_cli.bank.models import Neurons, Slice

@@ -13,6 +13,10 @@ holding the settings, the final losses and the time taken.
 
     python -m cns_cli.demo.training OUT [--vae-steps 3000] [--unet-steps 800] [--device auto] [--resume]
     python -m cns_cli.demo.training OUT --quick        # minutes-free smoke run of every phase
+
+Cost (measured 2026-11-26 on the project's 2-core CPU machine): one VAE step at batch 64 takes ~10 s in
+fp32, and bf16 autocast is far slower on a CPU without native bf16 — so the default schedule is hours of
+CPU there. Run it on a GPU (`--device cuda`, bf16 by default), or shrink the steps and batches.
 """
 
 from __future__ import annotations
