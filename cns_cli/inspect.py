@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from .bank import Bank, Revision
 
-BYTES_PER_COEF = 4  # float32 coefficients, int32 row indices
-
-
 def _concept_summary(bank: Bank, rev: Revision, name: str) -> dict:
     c = rev.concepts[name]
     stored = c.delta.size + c.embedding.size

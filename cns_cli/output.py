@@ -47,8 +47,9 @@ def error(msg: str) -> None:
 
 
 def human_bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+    if n < 1000:
+        return f"{n} B"
+    for unit in ("KB", "MB", "GB"):
         n /= 1000
-    return f"{n} B"
+        if n < 1000 or unit == "GB":
+            return f"{n:.1f} {unit}"

@@ -64,8 +64,11 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
         if alone is None:  # the first concept on its own: what forgetting the second must give back exactly
             alone = generate(bank_path, [p for p, _ in prompts[PAIR[0]]], out / "images-first-alone", gen_cfg)
     reporter.phase("generating")
-    learned = {name: generate(bank_path, [p for p, _ in prompts[name]], out / "images", gen_cfg) for name in PAIR}
-    both = generate(bank_path, [together], out / "images", gen_cfg)
+    texts = [p for name in PAIR for p, _ in prompts[name]] + [together]
+    records = generate(bank_path, texts, out / "images", gen_cfg)  # one pipeline load for every prompt
+    per = len(SHOWN_SCENES)
+    learned = {name: records[i * per : (i + 1) * per] for i, name in enumerate(PAIR)}
+    both = records[-1:]
 
     # The base model drawing the plain class in the same scenes: what identity similarity is compared to.
     bank = Bank.open(bank_path)
