@@ -1,22 +1,28 @@
 """Train the demo base model: a real diffusers StableDiffusionPipeline (AutoencoderKL, CLIPTextModel with
 its own BPE vocabulary, UNet2DConditionModel) on the procedural world of `cns_cli.demo.world`, at 64 px.
 
-Reproducible: every random choice comes from `--seed`; the data is rendered, never downloaded. Phases
+Reproducible: every random choice comes from `--seed`; the data is rendered, never downloaded
+(`pairs.training_set`: single-object world renders of the training combinations, a fifth of them two-object
+images "a red dog and a blue hat on grass"; held-out scene × class × colour triples are never shown). Phases
 (each checkpointed in OUT/checkpoints so an interrupted run resumes with `--resume`):
-  1. VAE: reconstruction (MSE + L1) with a small KL term, on world renders;
-  2. the latent scale: 1 / std of the VAE's latents (what SD's 0.18215 is for its VAE);
-  3. UNet + text encoder from scratch: noise-prediction MSE on (render, caption) pairs of the training
-     combinations only (held-out scene × class × colour triples are never shown), with 10 % empty captions
-     so that classifier-free guidance works.
-The finished pipeline is saved with `save_pretrained` in float16 (≤ 25 MB) with a `training.json`
-holding the settings, the final losses and the time taken.
+  1. VAE: reconstruction (MSE + L1) with a small KL term, on random 32 px crops of the renders. The VAE has
+     no attention block, so it is fully convolutional and crops teach it exactly what full images need —
+     at a seventh of the cost of 64 px batches on a CPU (1.2 s vs 8.5 s per batch-64 step, measured);
+  2. the latent scale: 1 / std of the VAE's latents (what SD's 0.18215 is for its VAE), then the latents
+     of the whole pool, encoded once (the VAE is frozen from here on);
+  3. UNet + text encoder from scratch: noise-prediction MSE on (latent, caption) pairs, with 10 % empty
+     captions so that classifier-free guidance works. The tokenizer pads to 32 tokens, not CLIP's 77: the
+     longest caption is 12, and cross-attention over 32 keys makes a step 18 % cheaper.
+Every UNet checkpoint also writes OUT/latest (a loadable fp16 pipeline) so a run can be looked at while it
+trains. The finished pipeline is saved with `save_pretrained` in float16 (≤ 25 MB) with a `training.json`
+holding the settings, the final losses and the time taken per phase.
 
-    python -m cns_cli.demo.training OUT [--vae-steps 3000] [--unet-steps 800] [--device auto] [--resume]
+    python -m cns_cli.demo.training OUT [--vae-steps N] [--unet-steps N] [--device auto] [--resume]
     python -m cns_cli.demo.training OUT --quick        # minutes-free smoke run of every phase
 
-Cost (measured 2026-11-26 on the project's 2-core CPU machine): one VAE step at batch 64 takes ~10 s in
-fp32, and bf16 autocast is far slower on a CPU without native bf16 — so the default schedule is hours of
-CPU there. Run it on a GPU (`--device cuda`, bf16 by default), or shrink the steps and batches.
+Cost on the project's 2-core CPU machine (measured 2026-11-26, fp32; bf16 autocast is far slower on a CPU
+without native bf16): VAE ≈1.2 s per batch-64 step at 32 px, encoding the pool ≈0.55 s per 64 images,
+UNet + text encoder ≈1.9 s per batch-64 step — the defaults are ≈1.7 h. On a GPU use `--device cuda`.
 """
 
 from __future__ import annotations
@@ -31,25 +37,27 @@ from pathlib import Path
 IMAGE = 64
 VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64, 128), layers_per_block=1,
            norm_num_groups=16, down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-           sample_size=IMAGE)
+           sample_size=IMAGE, mid_block_add_attention=False)
+TOKENS = 32  # the tokenizer's model_max_length and the text encoder's positions (captions are ≤ 12 tokens)
 # Cross-attention at every level: coarse levels carry layout words ("at the left"), the finest one the
 # details a personal concept needs (and cns can only change cross-attention K/V).
 UNET = dict(sample_size=IMAGE // 4, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(40, 80, 160),
             down_block_types=("CrossAttnDownBlock2D",) * 3, up_block_types=("CrossAttnUpBlock2D",) * 3,
             cross_attention_dim=128, attention_head_dim=8, norm_num_groups=8)
-TEXT = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=77)
+TEXT = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=TOKENS)
 
 
 @dataclass
 class Settings:
     seed: int = 0
-    vae_steps: int = 3000
+    vae_steps: int = 1200
     vae_batch: int = 64
+    vae_crop: int = 32
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6
-    unet_steps: int = 800
-    unet_batch: int = 256
-    unet_lr: float = 5e-4
+    unet_steps: int = 1800
+    unet_batch: int = 64
+    unet_lr: float = 8e-4
     caption_dropout: float = 0.1
     pool: int = 40_000  # renders drawn once and reused (rendering on the fly would cost ~10 % of a step)
     checkpoint_every: int = 100
@@ -57,9 +65,10 @@ class Settings:
 
 def demo_tokenizer():
     from ..model.tiny import word_tokenizer
+    from .pairs import PAIR_WORDS
     from .world import VOCABULARY_WORDS
 
-    return word_tokenizer(sorted(VOCABULARY_WORDS))
+    return word_tokenizer(sorted({*VOCABULARY_WORDS, *PAIR_WORDS}), model_max_length=TOKENS)
 
 
 def build_untrained(seed: int):
@@ -126,7 +135,8 @@ def train_vae(pipe, pool, s: Settings, device: str, out: Path, start: int = 0, a
         for g in opt.param_groups:
             g["lr"] = _cosine(step, s.vae_steps, s.vae_lr)
         idx = torch.randint(0, len(pool), (s.vae_batch,), generator=gen).numpy()
-        x = _to_tensor(pool[idx], device)
+        y0, x0 = torch.randint(0, IMAGE - s.vae_crop + 1, (2,), generator=gen).tolist()  # one crop per batch
+        x = _to_tensor(pool[idx, y0 : y0 + s.vae_crop, x0 : x0 + s.vae_crop], device)
         with (amp or contextlib.nullcontext)():
             post = vae.encode(x).latent_dist
             rec = vae.decode(post.sample(generator=None)).sample.float()
@@ -142,40 +152,47 @@ def train_vae(pipe, pool, s: Settings, device: str, out: Path, start: int = 0, a
     return loss_avg
 
 
-def latent_scale(pipe, pool, device: str, n: int = 512) -> float:
+def encode_pool(pipe, pool, device: str, batch: int = 256):
+    """The latent means of every pool image, float32 [N, 4, 16, 16] on the CPU (unscaled)."""
     import torch
 
+    vae = pipe.vae.to(device).eval()
     with torch.no_grad():
-        z = pipe.vae.to(device).eval().encode(_to_tensor(pool[:n], device)).latent_dist.mean
-    return float(1.0 / z.std())
+        parts = [vae.encode(_to_tensor(pool[i : i + batch], device)).latent_dist.mean.float().cpu()
+                 for i in range(0, len(pool), batch)]
+    return torch.cat(parts)
 
 
-def train_unet(pipe, pool, captions, s: Settings, device: str, out: Path, start: int = 0, amp=None) -> float:
-    """UNet and text encoder together, on (render, caption) pairs; 10 % empty captions for CFG."""
+def latent_scale(latents) -> float:
+    return float(1.0 / latents[:4096].std())
+
+
+def train_unet(pipe, latents, captions, s: Settings, device: str, out: Path, start: int = 0, amp=None) -> float:
+    """UNet and text encoder together, on (latent, caption) pairs; 10 % empty captions for CFG. `latents`:
+    the pool's unscaled latent means [N, 4, 16, 16]."""
     import contextlib
 
     import torch
     import torch.nn.functional as F
     from diffusers import DDPMScheduler
 
-    unet, te, vae = pipe.unet.to(device).train(), pipe.text_encoder.to(device).train(), pipe.vae.to(device).eval()
-    vae.requires_grad_(False)
+    unet, te = pipe.unet.to(device).train(), pipe.text_encoder.to(device).train()
     noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
     params = list(unet.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr=s.unet_lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(s.seed + 2)
-    scale = vae.config.scaling_factor
+    scale = pipe.vae.config.scaling_factor
     loss_avg = float("nan")
     for step in range(start, s.unet_steps):
         for g in opt.param_groups:
             g["lr"] = _cosine(step, s.unet_steps, s.unet_lr)
-        idx = torch.randint(0, len(pool), (s.unet_batch,), generator=gen).numpy()
+        idx = torch.randint(0, len(latents), (s.unet_batch,), generator=gen).numpy()
         drop = torch.rand(s.unet_batch, generator=gen) < s.caption_dropout
         texts = ["" if d else captions[i] for i, d in zip(idx, drop.tolist())]
         amp_ctx = amp or contextlib.nullcontext
-        with torch.no_grad(), amp_ctx():
-            lat = vae.encode(_to_tensor(pool[idx], device)).latent_dist.mean.float() * scale
-        ids = pipe.tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+        lat = latents[idx].to(device) * scale
+        ids = pipe.tokenizer(texts, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True,
+                             return_tensors="pt").input_ids
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (s.unet_batch,), generator=gen).to(device)
         noise = torch.randn(lat.shape, generator=gen).to(device)
         with amp_ctx():
@@ -191,8 +208,19 @@ def train_unet(pipe, pool, captions, s: Settings, device: str, out: Path, start:
             _save_state(unet, out / "checkpoints" / "unet.safetensors")
             _save_state(te, out / "checkpoints" / "text_encoder.safetensors")
             (out / "checkpoints" / "progress.json").write_text(json.dumps({"phase": "unet", "step": step + 1}))
+            save_pipeline(pipe, out / "latest")
             _log(out, f"unet step {step + 1}/{s.unet_steps} loss {loss_avg:.5f}")
     return loss_avg
+
+
+def save_pipeline(pipe, path: Path) -> int:
+    """Save an fp16 copy of `pipe` (left untouched, still training) with `save_pretrained`; returns its bytes."""
+    import copy
+
+    import torch
+
+    copy.deepcopy(pipe).to("cpu", torch.float16).save_pretrained(path, safe_serialization=True)
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def main() -> None:
@@ -205,17 +233,17 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--quick", action="store_true", help="a few steps of every phase, tiny batches (smoke test)")
     args = ap.parse_args()
-    import numpy as np
     import torch
 
     from ..model.loading import quiet_libraries
     from ..model.runtime import autocast, resolve_device, resolve_precision
-    from .world import caption, render_dataset
+    from .pairs import training_set
 
     quiet_libraries()
     s = Settings(**{k: getattr(args, k) for k in Settings.__dataclass_fields__})
     if args.quick:
         s = Settings(seed=s.seed, vae_steps=2, vae_batch=2, unet_steps=2, unet_batch=2, pool=16, checkpoint_every=1)
+    times: dict[str, float] = {}
     device = resolve_device(args.device)
     dtype = resolve_precision(args.precision, device)
     amp = lambda: autocast(device, dtype)  # noqa: E731 - a fresh context per pass; weights stay fp32
@@ -225,25 +253,33 @@ def main() -> None:
     torch.manual_seed(s.seed)
     pipe = build_untrained(s.seed)
     _log(out, f"rendering a pool of {s.pool} training images (seed {s.seed})")
-    pool, specs, _ = render_dataset(s.pool, seed=s.seed, held_out=False)
-    rng = np.random.default_rng(s.seed + 3)
-    captions = [caption(sp, rng) for sp in specs]
+    pool, captions = training_set(s.pool, seed=s.seed)
+    times["render"] = time.time() - t0
     progress = json.loads((out / "checkpoints" / "progress.json").read_text()) if args.resume and (out / "checkpoints" / "progress.json").exists() else {}
     vae_start = progress.get("step", 0) if progress.get("phase") == "vae" else (s.vae_steps if progress else 0)
     if vae_start:
         _load_state(pipe.vae, out / "checkpoints" / "vae.safetensors")
+    t = time.time()
     vae_loss = train_vae(pipe, pool, s, device, out, start=vae_start, amp=amp) if vae_start < s.vae_steps else None
-    pipe.vae.register_to_config(scaling_factor=latent_scale(pipe, pool, device))
+    times["vae"] = time.time() - t
+    t = time.time()
+    latents = encode_pool(pipe, pool, device)
+    pipe.vae.register_to_config(scaling_factor=latent_scale(latents))
+    times["encode"] = time.time() - t
+    _log(out, f"encoded {len(latents)} latents in {times['encode']:.0f} s; scale {pipe.vae.config.scaling_factor:.4f}")
     unet_start = progress.get("step", 0) if progress.get("phase") == "unet" else 0
     if unet_start:
         _load_state(pipe.unet, out / "checkpoints" / "unet.safetensors")
         _load_state(pipe.text_encoder, out / "checkpoints" / "text_encoder.safetensors")
-    unet_loss = train_unet(pipe, pool, captions, s, device, out, start=unet_start, amp=amp)
+    t = time.time()
+    unet_loss = train_unet(pipe, latents, captions, s, device, out, start=unet_start, amp=amp)
+    times["unet"] = time.time() - t
     final = out / "pipeline"
-    pipe.to("cpu", torch.float16).save_pretrained(final, safe_serialization=True)
-    info = {"settings": asdict(s), "device": device, "precision": args.precision, "torch": torch.__version__, "seconds": round(time.time() - t0, 1),
-            "final_vae_loss": vae_loss, "final_unet_loss": unet_loss, "latent_scale": pipe.vae.config.scaling_factor,
-            "bytes": sum(p.stat().st_size for p in final.rglob("*") if p.is_file())}
+    size = save_pipeline(pipe, final)
+    info = {"settings": asdict(s), "device": device, "precision": args.precision, "torch": torch.__version__,
+            "seconds": round(time.time() - t0, 1), "phase_seconds": {k: round(v, 1) for k, v in times.items()},
+            "resumed": bool(progress), "final_vae_loss": vae_loss, "final_unet_loss": unet_loss,
+            "latent_scale": pipe.vae.config.scaling_factor, "bytes": size}
     (final / "training.json").write_text(json.dumps(info, indent=2) + "\n")
     _log(out, f"saved {final} ({info['bytes'] / 1e6:.1f} MB) in {info['seconds']:.0f} s")
 

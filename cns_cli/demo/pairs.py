@@ -1,0 +1,85 @@
+"""Two objects in one image: "a red dog and a blue hat on grass".
+
+The demo base model is trained on a share of these, so that a prompt with two concepts
+("a <rex> and a <fedora> on grass") has a layout the model knows. Kept apart from `world.py` on purpose:
+the evaluator's weights record a fingerprint of world.py and individuals.py, and pairs are composed from
+their single-object renders without changing either.
+
+A pair is always "first at the left, second at the right", both small, in one scene; neither object's
+(scene, class, colour) triple may be a held-out one when the pair is for training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from .world import (
+    CAPTION_PREFIXES,
+    IMAGE_SIZE,
+    SCENE_PHRASES,
+    Spec,
+    caption,
+    is_held_out,
+    render_array,
+    sample_specs,
+)
+
+AND = "and"
+PAIR_SHARE = 0.2  # share of two-object images in the demo model's training data
+PAIR_WORDS: tuple[str, ...] = (AND,)  # words pair captions add to world.VOCABULARY_WORDS
+
+
+def pair_caption(first: Spec, second: Spec, rng: np.random.Generator | None = None) -> str:
+    """ "a red dog and a blue hat on grass" (one in five starts "a photo of a" when `rng` is given).
+    Both specs must share the scene; the first is the left object."""
+    if first.scene != second.scene:
+        raise ValueError(f"a pair shares one scene; got {first.scene!r} and {second.scene!r}")
+    prefix = CAPTION_PREFIXES[1] if rng is not None and rng.random() < 0.2 else CAPTION_PREFIXES[0]
+    return f"{prefix} {first.colour} {first.cls} {AND} a {second.colour} {second.cls} {SCENE_PHRASES[first.scene]}"
+
+
+def render_pair(first: Spec, second: Spec, rng: np.random.Generator) -> np.ndarray:
+    """uint8 [64, 64, 3]: `first` small at the left and `second` small at the right of `first`'s scene.
+
+    Each object is rendered on its own by `world.render_array` (individuals included); the second is
+    composited over the first render with its coverage mask (its soft outline blends with its own scene's
+    pixels, which is invisible at this size)."""
+    if first.scene != second.scene:
+        raise ValueError(f"a pair shares one scene; got {first.scene!r} and {second.scene!r}")
+    left = replace(first, size="small", position="left")
+    right = replace(second, size="small", position="right")
+    img, _ = render_array(left, rng)
+    top, cover = render_array(right, rng)
+    a = cover[..., None]
+    out = img.astype(np.float32) * (1 - a) + top.astype(np.float32) * a
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def sample_pair(rng: np.random.Generator) -> tuple[Spec, Spec]:
+    """Two training specs (no held-out triple) in one scene."""
+    first = sample_specs(1, rng, held_out=False)[0]
+    while True:
+        second = replace(sample_specs(1, rng, held_out=False)[0], scene=first.scene)
+        if not is_held_out(second):
+            return first, second
+
+
+def training_set(n: int, seed: int, pair_share: float = PAIR_SHARE) -> tuple[np.ndarray, list[str]]:
+    """The demo model's training data: `n` images (uint8 [n, 64, 64, 3]) and captions, a `pair_share` of
+    them two-object images, the rest `world` single-object renders of training combinations. Item i depends
+    only on (seed, i)."""
+    images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    captions: list[str] = []
+    for i in range(n):
+        rng = np.random.default_rng((seed, i))
+        if rng.random() < pair_share:
+            first, second = sample_pair(rng)
+            images[i] = render_pair(first, second, rng)
+            captions.append(pair_caption(first, second, rng))
+        else:
+            spec = sample_specs(1, rng, held_out=False)[0]
+            images[i] = render_array(spec, rng)[0]
+            captions.append(caption(spec, rng))
+    return images, captions
