@@ -303,10 +303,13 @@ def demo(
         return
     for name, s in doc["scores"].items():
         output.out_console().print(
-            f"<{name}>  identity {s['identity_learned']:.3f} (base model's plain {name} class: "
+            f"<{name}>  identity {s['identity_learned']:.3f} (base model, \"{s['base_class_prompt']}\": "
             f"{s['identity_base_class']:.3f})  scene {s['scene_accuracy']:.0%}  class {s['class_accuracy']:.0%}")
     output.out_console().print(f"forgetting {doc['concepts'][1]} left <{doc['concepts'][0]}> identical: "
                                f"{doc['forget_kept_other_identical']}")
+    together = doc["together"]["identity"]
+    output.out_console().print("both in one image (left / right half): " + ", ".join(
+        f"<{n}> {v:.3f}" for n, v in together.items()))
     typer.echo(doc["contact_sheet"])
 
 

@@ -295,10 +295,14 @@ def _stream(name: str, seed: int, purpose: int) -> tuple[int, int, int]:
     return (seed, purpose, zlib.crc32(name.encode()))
 
 
-def render_photos(name: str, folder: Path, n: int = 6, seed: int = 0) -> list[Path]:
+def render_photos(name: str, folder: Path, n: int = 6, seed: int = 0, captions: bool = False) -> list[Path]:
     """Write `n` PNG "photos" of the individual into `folder` (created if needed), like a user's photo
     folder: varied scenes (the first min(n, 5) all differ), positions, sizes (two in three big) and poses.
-    Returns the paths, named `{name}-{i:02d}.png`."""
+    Returns the paths, named `{name}-{i:02d}.png`. With `captions`, each photo gets a kohya-style caption
+    file `{name}-{i:02d}.txt` naming the concept and the scene ("a <rex> dog on the beach"), so that
+    training attributes the scene to its words and the rest to `<name>`."""
+    from .world import SCENE_PHRASES
+
     _get(name)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -310,6 +314,8 @@ def render_photos(name: str, folder: Path, n: int = 6, seed: int = 0) -> list[Pa
         spec = individual_spec(name, rng, scene=order[i % len(order)], size=size)
         path = folder / f"{name}-{i:02d}.png"
         Image.fromarray(render_array(spec, rng)[0], "RGB").save(path)
+        if captions:
+            path.with_suffix(".txt").write_text(f"a <{name}> {spec.cls} {SCENE_PHRASES[spec.scene]}\n")
         paths.append(path)
     return paths
 

@@ -31,9 +31,27 @@ class DemoConfig:
 
 
 def _prompts(name: str) -> list[tuple[str, str]]:
+    """(prompt, scene) per shown scene, in the words of the world's captions: "a <rex> on the beach"."""
     from .world import SCENE_PHRASES
 
-    return [(f"<{name}> {SCENE_PHRASES[s]}", s) for s in SHOWN_SCENES]
+    return [(f"a <{name}> {SCENE_PHRASES[s]}", s) for s in SHOWN_SCENES]
+
+
+def _together_prompts() -> list[tuple[str, str]]:
+    """Both concepts in one image, the first at the left (the order the base model learned for "a red dog and
+    a blue hat on grass")."""
+    from .world import SCENE_PHRASES
+
+    return [(f"a <{PAIR[0]}> and a <{PAIR[1]}> {SCENE_PHRASES[s]}", s) for s in SHOWN_SCENES]
+
+
+def halves(image: np.ndarray) -> list[np.ndarray]:
+    """The left and right halves of a 64 px two-object image, each centred on a 64 px canvas padded with its
+    own edge pixels: what the single-object evaluator can score (one object per image)."""
+    w = image.shape[1]
+    q = w // 4
+    return [np.pad(image[:, :w // 2], ((0, 0), (q, q), (0, 0)), mode="edge"),
+            np.pad(image[:, w // 2:], ((0, 0), (q, q), (0, 0)), mode="edge")]
 
 
 def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = NullReporter()) -> dict:
@@ -47,16 +65,14 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
 
     out = Path(out)
     bank_path = out / "demo.cnsbank"
-    if bank_path.exists():
-        raise UsageError(f"{out} already holds a demo run; choose another --out or delete {bank_path}")
-    out.mkdir(parents=True, exist_ok=True)
+    _claim(out)
     photos = {}
     for name in PAIR:
         reporter.phase(f"rendering {config.photos} photos of {name} ({INDIVIDUALS[name].description or INDIVIDUALS[name].cls})")
-        photos[name] = render_photos(name, out / "photos" / name, n=config.photos, seed=config.seed)
+        photos[name] = render_photos(name, out / "photos" / name, n=config.photos, seed=config.seed, captions=True)
     gen_cfg = GenerateConfig(seed=config.seed, steps=config.sample_steps, device=config.device)
     prompts = {name: _prompts(name) for name in PAIR}
-    together = f"<{PAIR[0]}> and <{PAIR[1]}> on grass"
+    together = _together_prompts()
     alone = None
     for name in PAIR:
         learn(bank_path, name, out / "photos" / name, class_word=INDIVIDUALS[name].cls, base=config.base,
@@ -64,11 +80,11 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
         if alone is None:  # the first concept on its own: what forgetting the second must give back exactly
             alone = generate(bank_path, [p for p, _ in prompts[PAIR[0]]], out / "images-first-alone", gen_cfg)
     reporter.phase("generating")
-    texts = [p for name in PAIR for p, _ in prompts[name]] + [together]
+    texts = [p for name in PAIR for p, _ in prompts[name]] + [p for p, _ in together]
     records = generate(bank_path, texts, out / "images", gen_cfg)  # one pipeline load for every prompt
     per = len(SHOWN_SCENES)
     learned = {name: records[i * per : (i + 1) * per] for i, name in enumerate(PAIR)}
-    both = records[-1:]
+    both = records[len(PAIR) * per :]
 
     # The base model drawing the plain class in the same scenes: what identity similarity is compared to.
     bank = Bank.open(bank_path)
@@ -93,14 +109,35 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
         scores[name] = {
             "identity_learned": float(np.mean(ev.identity_similarity(imgs, name))),
             "identity_base_class": float(np.mean(ev.identity_similarity(base_images[name], name))),
+            "base_class_prompt": f"a {ind.colour} {ind.cls}",
             "scene_accuracy": float(np.mean([p == s for p, (_, s) in zip(pred["scene"], prompts[name])])),
             "class_accuracy": float(np.mean([p == ind.cls for p in pred["class"]])),
         }
-    sim_both = {name: float(ev.identity_similarity([_pixels(both[0]["path"])], name)[0]) for name in PAIR}
+    split = [halves(_pixels(r["path"])) for r in both]  # [scene][left, right]
+    sim_both = {name: float(np.mean(ev.identity_similarity([h[i] for h in split], name))) for i, name in enumerate(PAIR)}
     sheet = _contact_sheet(out / "contact-sheet.png", photos, base_images, learned, both, after)
     return {"out": str(out), "bank": str(bank_path), "contact_sheet": str(sheet), "concepts": list(PAIR),
-            "scores": scores, "together": {"prompt": together, "identity": sim_both},
+            "scores": scores, "together": {"prompts": [p for p, _ in together], "identity": sim_both},
             "forget_kept_other_identical": kept_identical}
+
+
+MARKER = "cns-demo.json"  # written first into the demo's folder: the folder is the demo's to replace
+
+
+def _claim(out: Path) -> None:
+    """Make `out` an empty demo folder. A previous demo run there (it has MARKER) is replaced, so the README's
+    first command can be run again; any other non-empty folder is refused untouched."""
+    import json
+    import shutil
+
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; pass a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARKER).is_file():
+            raise UsageError(f"{out} is not empty and holds no earlier cns demo run; choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text(json.dumps({"what": "cns demo output; replaced by the next `cns demo --out` here"}) + "\n")
 
 
 def _sample(pipe, text: str, cfg) -> np.ndarray:
@@ -127,7 +164,7 @@ def _contact_sheet(path: Path, photos, base_images, learned, both, after) -> Pat
         rows.append((f"{name}: photos", [_pixels(p) for p in photos[name]]))
         rows.append((f"{name}: base", base_images[name]))
         rows.append((f"<{name}>", [_pixels(r["path"]) for r in learned[name]]))
-    rows.append(("both", [_pixels(both[0]["path"])]))
+    rows.append(("both", [_pixels(r["path"]) for r in both]))
     rows.append((f"<{PAIR[0]}> after forget", [_pixels(r["path"]) for r in after]))
     tile, label_w = 128, 150
     width = label_w + tile * max(len(r[1]) for r in rows)

@@ -24,8 +24,17 @@ def test_demo_runs_end_to_end(tiny_base, tmp_path):
     assert doc["forget_kept_other_identical"] is True
     sheet = Image.open(doc["contact_sheet"])
     assert sheet.height == 128 * 8  # 3 rows per concept, both together, the first after forgetting
-    with pytest.raises(UsageError, match="already holds a demo run"):
-        run_demo(tmp_path / "demo", cfg)
+    # running it again replaces the earlier run (README's first command can be re-run) ...
+    (tmp_path / "demo" / "stale.txt").write_text("from the first run")
+    again = run_demo(tmp_path / "demo", cfg)
+    assert again["scores"] == doc["scores"] and not (tmp_path / "demo" / "stale.txt").exists()
+    # ... but a folder that is not a demo run is never touched
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "keep.txt").write_text("precious")
+    with pytest.raises(UsageError, match="not empty"):
+        run_demo(other, cfg)
+    assert (other / "keep.txt").read_text() == "precious"
 
 
 def test_demo_without_the_bundled_model_says_what_to_do(tmp_path, monkeypatch):

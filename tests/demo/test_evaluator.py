@@ -71,6 +71,21 @@ def test_packaged_report_meets_targets():
     assert v["identity"]["min_auc"] >= 0.98
 
 
+def test_packaged_weights_were_trained_on_this_world(ev):
+    """Any change to the world's pixels (a colour, a shape, a scene) must come with retrained evaluator weights:
+    `python -m cns_cli.demo.evaluator train`."""
+    report = json.loads((files("cns_cli") / "data" / "evaluator.json").read_text())
+    assert ev.config["world_sha256"] == report["world_sha256"] == E.world_fingerprint()
+
+
+def test_world_fingerprint_follows_the_pixels(monkeypatch):
+    from cns_cli.demo import world
+
+    before = E.world_fingerprint()
+    monkeypatch.setitem(world.COLOUR_RGB, "red", (200, 30, 30))
+    assert E.world_fingerprint() != before
+
+
 def test_attributes_of_fresh_renders(ev, sample):
     images, specs = sample
     res = ev.prompt_alignment(images, specs)

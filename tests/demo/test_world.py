@@ -335,3 +335,20 @@ def test_world_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_photo_captions_name_the_concept_and_the_scene_each_photo_shows(tmp_path):
+    from cns_cli.demo.evaluator import Evaluator
+    from cns_cli.prompts import training_prompt
+
+    folder = tmp_path / "rex"
+    paths = render_photos("rex", folder, n=6, seed=0, captions=True)
+    plain = render_photos("rex", tmp_path / "plain", n=6, seed=0)
+    # the captions do not change the photos
+    assert [Image.open(p).tobytes() for p in paths] == [Image.open(p).tobytes() for p in plain]
+    loaded = load_images(folder, 64)
+    assert len(loaded) == 6 and all(c is not None for c in loaded.captions)
+    scenes = Evaluator.load().predict([np.asarray(Image.open(p).convert("RGB")) for p in paths])["scene"]
+    for caption, scene in zip(loaded.captions, scenes):
+        assert caption == f"a <rex> dog {world.SCENE_PHRASES[scene]}"
+        assert training_prompt("rex", "dog", caption) == caption  # used as written: it names <rex>
