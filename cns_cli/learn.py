@@ -165,7 +165,7 @@ class _Run:
         # Steps 1-3: base neurons from the concept's images, minus the (cached) general neurons.
         self.reporter.phase("encoding the calibration prompts")
         with torch.no_grad(), amp():
-            calib = text.encode(pipe.tokenizer, pipe.text_encoder, calibration_prompts()).float()
+            calib = text.encode(pipe.tokenizer, pipe.text_encoder, calibration_prompts(self.model_dir)).float()
         self.general_rows = self._general_rows(pipe, calib)
         self.reporter.phase(f"scoring neurons on {len(prompts)} images ({cfg.score_steps} batches)")
         t_score = time.perf_counter()
@@ -211,6 +211,7 @@ class _Run:
 
         self.reporter.phase(f"loading the base model ({runtime.precision_name(dtype)} on {device})")
         spec = self.spec or loading.spec_of(self.parent.base)
+        self.model_dir = loading.model_dir(spec)  # where the base may keep its own calibration prompts
         pipe = loading.load_pipeline(spec)
         if self.parent is not None:
             loading.check_matches(self.parent.base, pipe)
@@ -269,7 +270,7 @@ class _Run:
         from .model.text import general_neuron_masks
         from .prompts import calibration_id
 
-        key = {"method": GENERAL_CACHE_VERSION, "calibration": calibration_id(),
+        key = {"method": GENERAL_CACHE_VERSION, "calibration": calibration_id(self.model_dir),
                "top_fraction": repr(self.cfg.general_top_fraction), "min_share": repr(self.cfg.general_min_share)}
         self.general_key = key
         cached = self.parent.caches.general_neurons if self.parent is not None else None
@@ -294,6 +295,7 @@ class _Run:
             "skipped": [{"file": str(p), "reason": why} for p, why in images.skipped],
             "neurons": n_rows, "neurons_per_layer": per_layer, "budget_rows": budget_rows,
             "general_neurons": int(sum(int(g.sum()) for g in general.values())),
+            "calibration": self.general_key["calibration"],
             "slice": {"start": self.slice.start, "rank": self.slice.rank},
             "parameters_trained": n_rows * self.cfg.rank + self.base_pointer.text_dim,
             "share_of_unet": (n_rows * self.base_pointer.text_dim) / unet_params,

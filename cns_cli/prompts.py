@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from pathlib import Path
 from typing import IO, Iterable
 
 from .errors import ConceptError, UsageError
@@ -98,22 +99,54 @@ def training_prompt(name: str, class_word: str, caption: str | None) -> str:
     return f"{base}, {caption}"
 
 
-def calibration_prompts() -> list[str]:
-    """The bundled calibration set: everyday prompts used to find neurons active for almost any prompt."""
-    return list(_calibration_prompts())
+# A base model folder may carry its own calibration set: prompts in its domain and its vocabulary (the demo
+# model's captions, say), used instead of the bundled everyday prompts, which such a model cannot read.
+MODEL_CALIBRATION_FILE = "cns_calibration_prompts.txt"
+MIN_CALIBRATION_PROMPTS = 16
 
 
-@lru_cache(maxsize=1)
-def _calibration_prompts() -> tuple[str, ...]:
-    from importlib.resources import files
-
-    text = (files("cns_cli") / "data" / "calibration_prompts.txt").read_text(encoding="utf-8")
-    lines = (line.strip() for line in text.splitlines())
-    return tuple(line for line in lines if line and not line.startswith("#"))
+def calibration_prompts(model_dir: Path | None = None) -> list[str]:
+    """The calibration set: prompts used to find neurons active for almost any prompt (and protected by the
+    self-regulariser). The base model's own `cns_calibration_prompts.txt` when its folder has one, else the
+    bundled everyday set."""
+    return list(_calibration_set(_own_file(model_dir))[0])
 
 
-def calibration_id() -> str:
-    """Names the calibration set in caches and revisions: "builtin-v1:" + the first 12 hex of its sha256."""
+def calibration_id(model_dir: Path | None = None) -> str:
+    """Names the calibration set in caches and revisions: "builtin-v1:" (bundled) or "model-v1:" (the base
+    model's file) + the first 12 hex of the sha256 of its prompts joined by newlines."""
+    return _calibration_set(_own_file(model_dir))[1]
+
+
+def _own_file(model_dir: Path | None) -> tuple[str, int, int] | None:
+    """(path, mtime_ns, size) of the model's calibration file, if any: the cache key of its parsed set, so an
+    edited file is read again."""
+    if model_dir is None:
+        return None
+    path = Path(model_dir) / MODEL_CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    st = path.stat()
+    return str(path), st.st_mtime_ns, st.st_size
+
+
+@lru_cache(maxsize=4)
+def _calibration_set(key: tuple[str, int, int] | None) -> tuple[tuple[str, ...], str]:
     import hashlib
 
-    return "builtin-v1:" + hashlib.sha256("\n".join(_calibration_prompts()).encode()).hexdigest()[:12]
+    own = key[0] if key else None
+    if own is None:
+        from importlib.resources import files
+
+        text, kind = (files("cns_cli") / "data" / "calibration_prompts.txt").read_text(encoding="utf-8"), "builtin-v1"
+    else:
+        try:
+            text, kind = Path(own).read_text(encoding="utf-8"), "model-v1"
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read the base model's calibration prompts {own}: {e}") from None
+    lines = (line.strip() for line in text.splitlines())
+    prompts = tuple(line for line in lines if line and not line.startswith("#"))
+    if len(prompts) < MIN_CALIBRATION_PROMPTS:
+        raise UsageError(f"{own} has {len(prompts)} calibration prompts; it needs at least "
+                         f"{MIN_CALIBRATION_PROMPTS} (one per line), or delete it to use the bundled set")
+    return prompts, f"{kind}:" + hashlib.sha256("\n".join(prompts).encode()).hexdigest()[:12]

@@ -267,3 +267,30 @@ def test_frozen_token_trains_rows_only(dog_bank, hat_photos, tmp_path, base_pipe
     start = class_word_vector(base_pipe.tokenizer, base_pipe.text_encoder, "hat").numpy()
     assert (bank.read_object(hat.embedding)["embedding"][0] == start).all()
     assert any(abs(v).max() > 0 for k, v in bank.read_object(hat.delta).items() if k.endswith(".coef"))
+
+
+def test_a_base_model_may_bring_its_own_calibration_prompts(tiny_base, dog_photos, dog_bank, tmp_path):
+    """A base folder with cns_calibration_prompts.txt (prompts in its own domain) is scanned with those
+    prompts: the general-neuron cache names that set, and the rows it finds follow the prompts."""
+    from cns_cli.prompts import MODEL_CALIBRATION_FILE, calibration_id
+
+    own = tmp_path / "tiny-own"
+    shutil.copytree(tiny_base, own)
+    prompts = [f"a {c} {o} on the {s}" for c in ("red", "blue") for o in ("dog", "hat", "cat", "car")
+               for s in ("beach", "snow")]
+    (own / MODEL_CALIBRATION_FILE).write_text("# the model's domain\n" + "\n".join(prompts) + "\n")
+    path = tmp_path / "own.cnsbank"
+    out = learn(path, "dog", dog_photos, base=str(own), config=LearnConfig(**FAST))
+    assert out.plan["calibration"] == calibration_id(own) and out.plan["calibration"].startswith("model-v1:")
+    bank = Bank.open(path)
+    meta = bank.read_object_metadata(bank.head().caches.general_neurons)
+    assert meta["calibration"] == calibration_id(own)
+    builtin = Bank.open(dog_bank)
+    assert Bank.open(dog_bank).read_object_metadata(builtin.head().caches.general_neurons)["calibration"].startswith("builtin-v1:")
+    general_own = bank.read_object(bank.head().caches.general_neurons)
+    general_builtin = builtin.read_object(builtin.head().caches.general_neurons)
+    assert any(not np.array_equal(general_own[k], general_builtin[k]) for k in general_own)
+
+    (own / MODEL_CALIBRATION_FILE).write_text("too few\n")
+    r = cns("--bank", str(tmp_path / "few.cnsbank"), "learn", "dog", str(dog_photos), "--base", str(own))
+    assert r.exit_code == 2 and "at least 16" in r.stderr and "Traceback" not in r.stderr

@@ -172,5 +172,15 @@ def check_matches(pointer: BaseModelPointer, pipe) -> None:
         )
 
 
+def model_dir(spec: BaseSpec) -> Path | None:
+    """The base model's folder on disk when it has one we may read extra files from (bundled or a local
+    diffusers folder); None for hub ids and single files."""
+    if spec.kind == "builtin":
+        return builtin_path(spec.location)
+    if spec.kind == "local-dir":
+        return Path(spec.location)
+    return None
+
+
 def spec_of(pointer: BaseModelPointer) -> BaseSpec:
     return BaseSpec(pointer.kind, pointer.location, pointer.revision)
