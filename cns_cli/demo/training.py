@@ -213,13 +213,40 @@ def train_unet(pipe, latents, captions, s: Settings, device: str, out: Path, sta
     return loss_avg
 
 
+CALIBRATION_SEED = 5_000
+
+
+def calibration_captions(n: int = 280, seed: int = CALIBRATION_SEED) -> list[str]:
+    """`n` distinct captions of the demo world (any combination, a fifth of them pairs): the demo model's own
+    calibration set for `cns learn` (`prompts.MODEL_CALIBRATION_FILE`) — the bundled everyday English prompts
+    are byte soup to its 600-token vocabulary."""
+    import numpy as np
+
+    from .pairs import PAIR_SHARE, pair_caption, sample_pair
+    from .world import caption, sample_specs
+
+    rng = np.random.default_rng(seed)
+    out: dict[str, None] = {}
+    while len(out) < n:
+        if rng.random() < PAIR_SHARE:
+            out[pair_caption(*sample_pair(rng), rng)] = None
+        else:
+            out[caption(sample_specs(1, rng, held_out=None)[0], rng)] = None
+    return list(out)
+
+
 def save_pipeline(pipe, path: Path) -> int:
-    """Save an fp16 copy of `pipe` (left untouched, still training) with `save_pretrained`; returns its bytes."""
+    """Save an fp16 copy of `pipe` (left untouched, still training) with `save_pretrained`, plus its calibration
+    prompts; returns the folder's bytes."""
     import copy
 
     import torch
 
+    from ..prompts import MODEL_CALIBRATION_FILE
+
     copy.deepcopy(pipe).to("cpu", torch.float16).save_pretrained(path, safe_serialization=True)
+    (path / MODEL_CALIBRATION_FILE).write_text("# captions of the demo world (cns_cli.demo.training.calibration_captions)\n"
+                                               + "\n".join(calibration_captions()) + "\n")
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 

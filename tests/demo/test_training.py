@@ -18,6 +18,11 @@ def test_quick_training_run_gives_a_loadable_pipeline(tmp_path):
     info = json.loads((out / "pipeline" / "training.json").read_text())
     assert info["bytes"] <= 25_000_000  # committed as package data: ≤ 25 MB
     assert info["latent_scale"] > 0
+    from cns_cli.prompts import calibration_id, calibration_prompts
+
+    own = calibration_prompts(out / "pipeline")  # the model's own calibration set, in its vocabulary
+    assert len(own) == 280 and len(set(own)) == 280 and calibration_id(out / "pipeline").startswith("model-v1:")
+    assert sum(" and " in p for p in own) > 20  # two-object captions too
     pipe = load_pipeline(resolve_base(str(out / "pipeline")))
     pointer = describe_base(resolve_base(str(out / "pipeline")), pipe)
     assert pointer.text_dim == 128 and len(pointer.kv_layers) == 20
