@@ -43,3 +43,16 @@ def test_demo_without_the_bundled_model_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setattr(loading, "builtin_path", lambda name: tmp_path / "absent")
     r = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo")])
     assert r.exit_code == 2 and "not bundled" in r.stderr
+
+
+def test_demo_on_the_bundled_model_at_reduced_steps(tmp_path):
+    """The real quickstart path (`--base demo`), shortened: photos with captions, two learns on the bundled
+    model, generation, exact forgetting, scores and the sheet."""
+    cfg = DemoConfig(steps=10, photos=4, sample_steps=6)
+    doc = run_demo(tmp_path / "demo", cfg)
+    assert doc["forget_kept_other_identical"] is True
+    assert len(doc["together"]["prompts"]) == 4 and set(doc["together"]["identity"]) == {"rex", "fedora"}
+    assert (tmp_path / "demo" / "photos" / "rex" / "rex-00.txt").read_text().startswith("a <rex> dog ")
+    for name in ("rex", "fedora"):
+        assert 0 <= doc["scores"][name]["class_accuracy"] <= 1
+    assert Image.open(doc["contact_sheet"]).size[1] == 128 * 8
