@@ -20,9 +20,11 @@ holding the settings, the final losses and the time taken per phase.
     python -m cns_cli.demo.training OUT [--vae-steps N] [--unet-steps N] [--device auto] [--resume]
     python -m cns_cli.demo.training OUT --quick        # minutes-free smoke run of every phase
 
-Cost on the project's 2-core CPU machine (measured 2026-11-26, fp32; bf16 autocast is far slower on a CPU
-without native bf16): VAE ≈1.2 s per batch-64 step at 32 px, encoding the pool ≈0.55 s per 64 images,
-UNet + text encoder ≈1.9 s per batch-64 step — the defaults are ≈1.7 h. On a GPU use `--device cuda`.
+Cost on the project's 2-core CPU machine (measured in the run that made the bundled model, 2026-11-26, fp32;
+bf16 autocast is far slower on a CPU without native bf16): VAE ≈1.4 s per batch-64 step at 32 px, encoding
+the 40,000-image pool ≈6-8 min, UNet + text encoder ≈2.5 s per batch-64 step — the defaults take ≈2 h. The
+bundled model was made by a 1200-step VAE run resumed to 2000 steps (see its training.json). On a GPU use
+`--device cuda`.
 """
 
 from __future__ import annotations
@@ -50,12 +52,12 @@ TEXT = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_att
 @dataclass
 class Settings:
     seed: int = 0
-    vae_steps: int = 1200
+    vae_steps: int = 2000
     vae_batch: int = 64
     vae_crop: int = 32
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6
-    unet_steps: int = 1800
+    unet_steps: int = 1600
     unet_batch: int = 64
     unet_lr: float = 8e-4
     caption_dropout: float = 0.1
