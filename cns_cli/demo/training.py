@@ -165,6 +165,28 @@ def encode_pool(pipe, pool, device: str, batch: int = 256):
     return torch.cat(parts)
 
 
+def cached_latents(pipe, pool, s: Settings, device: str, folder: Path):
+    """The pool's latents, from `folder/latents.safetensors` when it was made by these exact VAE weights for the
+    same pool (seed, size), else encoded and saved there — so `--resume` into the UNet phase does not spend
+    minutes re-encoding. The VAE weights are identified by the sha256 of their checkpoint file."""
+    import hashlib
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    _save_state(pipe.vae, folder / "vae.safetensors")  # what the key below names (a no-op change after training)
+    key = {"vae_sha256": hashlib.sha256((folder / "vae.safetensors").read_bytes()).hexdigest(),
+           "pool": str(s.pool), "seed": str(s.seed)}
+    path = folder / "latents.safetensors"
+    if path.is_file():
+        with safe_open(str(path), framework="pt") as f:
+            if f.metadata() == key:
+                return f.get_tensor("latents")
+    latents = encode_pool(pipe, pool, device)
+    save_file({"latents": latents.contiguous()}, str(path), metadata=key)
+    return latents
+
+
 def latent_scale(latents) -> float:
     return float(1.0 / latents[:4096].std())
 
@@ -292,7 +314,7 @@ def main() -> None:
     vae_loss = train_vae(pipe, pool, s, device, out, start=vae_start, amp=amp) if vae_start < s.vae_steps else None
     times["vae"] = time.time() - t
     t = time.time()
-    latents = encode_pool(pipe, pool, device)
+    latents = cached_latents(pipe, pool, s, device, out / "checkpoints")
     pipe.vae.register_to_config(scaling_factor=latent_scale(latents))
     times["encode"] = time.time() - t
     _log(out, f"encoded {len(latents)} latents in {times['encode']:.0f} s; scale {pipe.vae.config.scaling_factor:.4f}")

@@ -30,3 +30,12 @@ def test_quick_training_run_gives_a_loadable_pipeline(tmp_path):
     assert len(pipe.tokenizer) > 500
     image = pipe("a red dog on the beach", num_inference_steps=2, output_type="np").images[0]
     assert image.shape == (64, 64, 3)
+
+    # --resume after the VAE phase reuses the encoded latents instead of encoding the pool again
+    cache = out / "checkpoints" / "latents.safetensors"
+    stamp = cache.stat().st_mtime_ns
+    r = subprocess.run([sys.executable, "-m", "cns_cli.demo.training", str(out), "--quick", "--resume"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert cache.stat().st_mtime_ns == stamp
+    assert json.loads((out / "pipeline" / "training.json").read_text())["latent_scale"] == info["latent_scale"]
