@@ -22,9 +22,9 @@ holding the settings, the final losses and the time taken per phase.
 
 Cost on the project's 2-core CPU machine (measured in the run that made the bundled model, 2026-11-26, fp32;
 bf16 autocast is far slower on a CPU without native bf16): VAE ≈1.4 s per batch-64 step at 32 px, encoding
-the 40,000-image pool ≈6-8 min, UNet + text encoder ≈2.5 s per batch-64 step — the defaults take ≈2 h. The
-bundled model was made by a 1200-step VAE run resumed to 2000 steps (see its training.json). On a GPU use
-`--device cuda`.
+the 40,000-image pool ≈6-8 min, UNet + text encoder ≈2.5 s per batch-64 step (1.8 s with nothing else on
+the CPU) — the defaults take ≈2 h. A first run stopped at UNet step 1300 (≈83 k samples) drew scene and colour
+but not object shapes (class accuracy 0.25): budget ≥ 200 k samples. On a GPU use `--device cuda`.
 """
 
 from __future__ import annotations
