@@ -31,11 +31,15 @@ PAIR_SHARE = 0.2  # share of two-object images in the demo model's training data
 PAIR_WORDS: tuple[str, ...] = (AND,)  # words pair captions add to world.VOCABULARY_WORDS
 
 
+def _check_same_scene(first: Spec, second: Spec) -> None:
+    if first.scene != second.scene:
+        raise ValueError(f"a pair shares one scene; got {first.scene!r} and {second.scene!r}")
+
+
 def pair_caption(first: Spec, second: Spec, rng: np.random.Generator | None = None) -> str:
     """ "a red dog and a blue hat on grass" (one in five starts "a photo of a" when `rng` is given).
     Both specs must share the scene; the first is the left object."""
-    if first.scene != second.scene:
-        raise ValueError(f"a pair shares one scene; got {first.scene!r} and {second.scene!r}")
+    _check_same_scene(first, second)
     prefix = CAPTION_PREFIXES[1] if rng is not None and rng.random() < 0.2 else CAPTION_PREFIXES[0]
     return f"{prefix} {first.colour} {first.cls} {AND} a {second.colour} {second.cls} {SCENE_PHRASES[first.scene]}"
 
@@ -46,8 +50,7 @@ def render_pair(first: Spec, second: Spec, rng: np.random.Generator) -> np.ndarr
     Each object is rendered on its own by `world.render_array` (individuals included); the second is
     composited over the first render with its coverage mask (its soft outline blends with its own scene's
     pixels, which is invisible at this size)."""
-    if first.scene != second.scene:
-        raise ValueError(f"a pair shares one scene; got {first.scene!r} and {second.scene!r}")
+    _check_same_scene(first, second)
     left = replace(first, size="small", position="left")
     right = replace(second, size="small", position="right")
     img, _ = render_array(left, rng)

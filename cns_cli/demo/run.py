@@ -59,6 +59,7 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
     from ..bank.history import forget
     from ..generate import GenerateConfig, build_pipeline, generate
     from ..learn import LearnConfig, learn
+    from .assess import generate as generate_images
     from .evaluator import Evaluator
     from .individuals import INDIVIDUALS, render_photos
     from .world import SCENE_PHRASES
@@ -93,7 +94,8 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
     for name in PAIR:
         ind = INDIVIDUALS[name]
         texts = [f"a {ind.colour} {ind.cls} {SCENE_PHRASES[s]}" for s in SHOWN_SCENES]
-        base_images[name] = [_sample(base_pipe, t, gen_cfg) for t in texts]
+        base_images[name] = list(generate_images(base_pipe, texts, seed=gen_cfg.seed, steps=gen_cfg.steps,
+                                                 guidance=gen_cfg.guidance))
 
     reporter.phase(f"forgetting {PAIR[1]}")
     forget(Bank.open(bank_path), PAIR[1])
@@ -138,14 +140,6 @@ def _claim(out: Path) -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text(json.dumps({"what": "cns demo output; replaced by the next `cns demo --out` here"}) + "\n")
-
-
-def _sample(pipe, text: str, cfg) -> np.ndarray:
-    import torch
-
-    img = pipe(text, num_inference_steps=cfg.steps, guidance_scale=cfg.guidance,
-               generator=torch.Generator().manual_seed(cfg.seed)).images[0]
-    return np.asarray(img.convert("RGB"))
 
 
 def _pixels(path) -> np.ndarray:
