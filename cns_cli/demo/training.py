@@ -282,6 +282,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto", help="auto: bf16 autocast on a GPU, fp32 on CPU; bf16 also works on CPU")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--init", type=Path, help="start from this earlier demo pipeline folder (VAE phase skipped; see warm_start.py)")
     ap.add_argument("--quick", action="store_true", help="a few steps of every phase, tiny batches (smoke test)")
     args = ap.parse_args()
     import torch
@@ -307,6 +308,17 @@ def main() -> None:
     pool, captions = training_set(s.pool, seed=s.seed)
     times["render"] = time.time() - t0
     progress = json.loads((out / "checkpoints" / "progress.json").read_text()) if args.resume and (out / "checkpoints" / "progress.json").exists() else {}
+    resumed = bool(progress)
+    if args.init and not progress:  # the earlier model's VAE is kept: go straight to the UNet phase
+        from .warm_start import warm_start
+
+        embedding_rows = warm_start(pipe, args.init)
+        _log(out, f"warm start from {args.init}: token embeddings {embedding_rows}")
+        _save_state(pipe.vae, out / "checkpoints" / "vae.safetensors")
+        _save_state(pipe.unet, out / "checkpoints" / "unet.safetensors")
+        _save_state(pipe.text_encoder, out / "checkpoints" / "text_encoder.safetensors")
+        progress = {"phase": "unet", "step": 0}
+        (out / "checkpoints" / "progress.json").write_text(json.dumps(progress))
     vae_start = progress.get("step", 0) if progress.get("phase") == "vae" else (s.vae_steps if progress else 0)
     if vae_start:
         _load_state(pipe.vae, out / "checkpoints" / "vae.safetensors")
@@ -319,7 +331,7 @@ def main() -> None:
     times["encode"] = time.time() - t
     _log(out, f"encoded {len(latents)} latents in {times['encode']:.0f} s; scale {pipe.vae.config.scaling_factor:.4f}")
     unet_start = progress.get("step", 0) if progress.get("phase") == "unet" else 0
-    if unet_start:
+    if unet_start or args.init:
         _load_state(pipe.unet, out / "checkpoints" / "unet.safetensors")
         _load_state(pipe.text_encoder, out / "checkpoints" / "text_encoder.safetensors")
     t = time.time()
@@ -329,7 +341,7 @@ def main() -> None:
     size = save_pipeline(pipe, final)
     info = {"settings": asdict(s), "device": device, "precision": args.precision, "torch": torch.__version__,
             "seconds": round(time.time() - t0, 1), "phase_seconds": {k: round(v, 1) for k, v in times.items()},
-            "resumed": bool(progress), "final_vae_loss": vae_loss, "final_unet_loss": unet_loss,
+            "resumed": resumed, "init": str(args.init) if args.init else None, "final_vae_loss": vae_loss, "final_unet_loss": unet_loss,
             "latent_scale": pipe.vae.config.scaling_factor, "bytes": size}
     (final / "training.json").write_text(json.dumps(info, indent=2) + "\n")
     _log(out, f"saved {final} ({info['bytes'] / 1e6:.1f} MB) in {info['seconds']:.0f} s")

@@ -34,9 +34,34 @@ def tiny_tokenizer():
     return word_tokenizer(_WORDS)
 
 
+def _bpe(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
+    """CLIP's BPE on one lower-case word (as `CLIPTokenizer.bpe` does it): repeatedly merge every occurrence
+    of the adjacent pair with the lowest merge rank until no pair has a rank."""
+    parts = list(word[:-1]) + [word[-1] + "</w>"]
+    while len(parts) > 1:
+        pair = min(zip(parts, parts[1:]), key=lambda p: ranks.get(p, float("inf")))
+        if pair not in ranks:
+            break
+        merged, i = [], 0
+        while i < len(parts):
+            if i + 1 < len(parts) and (parts[i], parts[i + 1]) == pair:
+                merged.append(parts[i] + parts[i + 1])
+                i += 2
+            else:
+                merged.append(parts[i])
+                i += 1
+        parts = merged
+    return parts
+
+
 def word_tokenizer(words, model_max_length: int = 77):
-    """A CLIPTokenizer over the 512 byte-level symbols plus BPE merges that build each of `words`
-    (so they tokenize to one or a few tokens); any other text still tokenizes, byte by byte."""
+    """A CLIPTokenizer over the 512 byte-level symbols plus BPE merges that make each of `words` exactly one
+    token; any other text still tokenizes, byte by byte.
+
+    Merges are applied by rank, so a word's left-to-right chain can be pre-empted by an earlier word's merge
+    ("t"+"o</w>" from "to" splits "photo"). Each word therefore gets merges for the parts BPE actually leaves
+    it with, appended after all existing ones: a later merge can never change how an earlier word tokenizes
+    (BPE only reaches a later-ranked pair when no earlier one applies, and a finished word has no pairs)."""
     from transformers import CLIPTokenizer
 
     vocab: dict[str, int] = {}
@@ -44,18 +69,15 @@ def word_tokenizer(words, model_max_length: int = 77):
         vocab[ch] = len(vocab)
     for ch in _bytes_to_unicode():
         vocab[ch + "</w>"] = len(vocab)
-    merges: list[tuple[str, str]] = []
-    for word in words:  # merge left to right: "d"+"o" -> "do", "do"+"g</w>" -> "dog</w>"
-        parts = list(word[:-1]) + [word[-1] + "</w>"]
-        while len(parts) > 1:
-            merged = parts[0] + parts[1]
-            if (parts[0], parts[1]) not in merges:
-                merges.append((parts[0], parts[1]))
-            vocab.setdefault(merged, len(vocab))
-            parts = [merged] + parts[2:]
+    ranks: dict[tuple[str, str], int] = {}
+    for word in words:
+        while len(parts := _bpe(word, ranks)) > 1:
+            ranks[(parts[0], parts[1])] = len(ranks)
+            vocab.setdefault(parts[0] + parts[1], len(vocab))
+        vocab.setdefault(parts[0], len(vocab))  # one-letter words ("a</w>") are already byte symbols
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
+    return CLIPTokenizer(vocab=vocab, merges=list(ranks), model_max_length=model_max_length)
 
 
 def build_tiny_pipeline(seed: int = 0, text_dim: int = 32):
