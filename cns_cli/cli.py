@@ -186,6 +186,11 @@ class Device(str, Enum):
     mps = "mps"
 
 
+class Selection(str, Enum):
+    attribution = "attribution"
+    random = "random"
+
+
 class Precision(str, Enum):
     auto = "auto"
     fp32 = "fp32"
@@ -216,6 +221,8 @@ def learn(
     batch_size: Annotated[int, typer.Option(help="Images per training step.")] = 1,
     resolution: Annotated[Optional[int], typer.Option(help="Training resolution (default: the model's).")] = None,
     score_steps: Annotated[int, typer.Option(help="Batches used to score neurons.")] = 16,
+    selection: Annotated[Selection, typer.Option(help="How concept neurons are chosen: attribution (CNS) or random (an ablation).")] = Selection.attribution,
+    keep_general: Annotated[bool, typer.Option("--keep-general-neurons", help="Ablation: leave general neurons among the candidates.")] = False,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
     precision: Annotated[Precision, typer.Option(help="auto = bf16 autocast on a GPU, fp32 on CPU.")] = Precision.auto,
@@ -231,6 +238,7 @@ def learn(
 
     config = LearnConfig(steps=steps, lr=lr, lr_token=lr_token, rank=rank, budget=budget, reg_lambda=reg_lambda,
                          batch_size=batch_size, resolution=resolution, score_steps=score_steps, seed=seed,
+                         selection=selection.value, remove_general=not keep_general,
                          device=device.value, precision=precision.value, gradient_checkpointing=gradient_checkpointing)
     outcome = run_learn(ctx.obj, name, images, class_word=class_word, base=base, config=config, replace=replace,
                         dry_run=dry_run, argv=_argv(), reporter=NullReporter() if json_ else RichReporter())
@@ -311,6 +319,41 @@ def demo(
     output.out_console().print("both in one image (left / right half): " + ", ".join(
         f"<{n}> {v:.3f}" for n, v in together.items()))
     typer.echo(doc["contact_sheet"])
+
+
+@command()
+def bench(
+    out: Annotated[Path, typer.Option(help="Folder for bench.json, table.md, forgetting.png, contact-sheet.png.")] = Path("cns-bench"),
+    concepts: Annotated[int, typer.Option(help="Personal concepts learned one after another (1-12).")] = 10,
+    methods: Annotated[Optional[str], typer.Option(help="Comma-separated methods (default: all): cns, cns-keep-general, cns-random, cns-dense, cns-no-reg, kv-finetune, lora-seq, lora-merge, ti.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Training steps per concept, every method (default 150; --quick 8).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="2 concepts, few steps and images: checks the pipeline, not the numbers.")] = False,
+    base: Annotated[str, typer.Option("--base", help="Base model (default: the bundled demo model).")] = "demo",
+    device: Annotated[Device, typer.Option(help="Where to run.")] = Device.auto,
+    json_: JsonOpt = False,
+) -> None:
+    """Continual-personalization benchmark on the demo world: cns vs its ablations and the usual baselines."""
+    from .bench.protocol import BenchConfig, run_bench
+    from .reporting import NullReporter, RichReporter
+
+    kw: dict = {"base": base, "device": device.value}
+    if methods:
+        kw["methods"] = tuple(m.strip() for m in methods.split(",") if m.strip())
+    if steps is not None:
+        kw["steps"] = steps
+    if quick:
+        config = BenchConfig.quick(**kw)
+    else:
+        config = BenchConfig(concepts=concepts, **kw)
+    doc = run_bench(out, config, NullReporter() if json_ else RichReporter())
+    if json_:
+        output.emit_json(doc)
+        return
+    from .bench.report import table_markdown
+
+    typer.echo(table_markdown(doc))
+    for what, path in doc["files"].items():
+        typer.echo(f"{what}: {path}")
 
 
 if __name__ == "__main__":  # python -m cns_cli.cli

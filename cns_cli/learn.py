@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from .errors import ConceptError, UsageError
 from .reporting import NullReporter, Reporter
 
 GENERAL_CACHE_VERSION = "activation-v1"
+SELECTIONS = ("attribution", "random")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,10 @@ class LearnConfig:
     score_steps: int = 16  # batches of |W ⊙ ∂L/∂W| accumulated to find the base neurons
     general_top_fraction: float = 0.10  # per prompt, a row is "active" in its layer's top 10 %
     general_min_share: float = 0.50  # ... and general if active for ≥ 50 % of calibration prompts
+    # Ablations (cns bench): "random" takes the same number of rows uniformly at random (seeded) instead of the
+    # highest-attribution ones; remove_general=False keeps general neurons eligible (skips CNS step 3's subtraction).
+    selection: str = "attribution"
+    remove_general: bool = True
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"  # fp32 on CPU; bf16 (fp16) autocast on a GPU, trainables kept in fp32
@@ -64,6 +70,7 @@ class LearnConfig:
         need(self.score_steps >= 1, "score-steps", "at least 1", self.score_steps)
         need(0 < self.general_top_fraction <= 1, "general-top-fraction", "in (0, 1]", self.general_top_fraction)
         need(0 < self.general_min_share <= 1, "general-min-share", "in (0, 1]", self.general_min_share)
+        need(self.selection in SELECTIONS, "selection", " or ".join(SELECTIONS), self.selection)
         need(self.seed >= 0, "seed", "0 or more", self.seed)
 
     def record(self) -> dict:
@@ -136,7 +143,7 @@ class _Run:
         import torch
 
         from .images import load_images
-        from .method.select import budget_in_rows, concept_neurons
+        from .method.select import budget_in_rows, concept_neurons, random_neurons
         from .model import kv, loading, runtime, text, tokens, train
         from .prompts import calibration_prompts, training_prompt
 
@@ -167,15 +174,22 @@ class _Run:
         with torch.no_grad(), amp():
             calib = text.encode(pipe.tokenizer, pipe.text_encoder, calibration_prompts(self.model_dir)).float()
         self.general_rows = self._general_rows(pipe, calib)
-        self.reporter.phase(f"scoring neurons on {len(prompts)} images ({cfg.score_steps} batches)")
-        t_score = time.perf_counter()
-        scores = train.score_rows(pipe, scheduler, latents, prompts, cfg.score_steps, cfg.batch_size, gen, amp)
-        score_seconds = time.perf_counter() - t_score
         layers = loading.kv_layers(pipe.unet)
-        general = {n: _mask(self.general_rows.get(n), layer.out_features) for n, layer in layers.items()}
+        general = {n: _mask(self.general_rows.get(n) if cfg.remove_general else None, layer.out_features)
+                   for n, layer in layers.items()}
         unet_params = sum(p.numel() for p in pipe.unet.parameters())
         budget_rows = budget_in_rows(cfg.budget, unet_params, text_dim)
-        self.rows = concept_neurons(scores, general, budget_rows)
+        score_seconds = 0.0
+        if cfg.selection == "random":  # ablation: no scoring pass at all
+            # seeded per concept name too: one --seed must not give every concept the same rows
+            stream = torch.Generator().manual_seed(cfg.seed * 1_000_003 + zlib.crc32(self.name.encode()))
+            self.rows = random_neurons(general, budget_rows, stream)
+        else:
+            self.reporter.phase(f"scoring neurons on {len(prompts)} images ({cfg.score_steps} batches)")
+            t_score = time.perf_counter()
+            scores = train.score_rows(pipe, scheduler, latents, prompts, cfg.score_steps, cfg.batch_size, gen, amp)
+            score_seconds = time.perf_counter() - t_score
+            self.rows = concept_neurons(scores, general, budget_rows)
         plan = self._plan(images, budget_rows, unet_params, general)
         if dry_run:
             return LearnOutcome(self.name, plan)

@@ -20,17 +20,22 @@ import numpy as np
 ASSESS_SEED = 7_000  # spec/caption stream, far from the training seeds (0..3)
 
 
-def generate(pipe, prompts: list[str], seed: int, steps: int = 25, guidance: float = 7.5, batch: int = 32) -> np.ndarray:
-    """uint8 [N, H, W, 3]; image i is drawn from torch seed `seed + i` (independent of batching)."""
+def generate(pipe, prompts: list[str], seed: int = 0, steps: int = 25, guidance: float = 7.5, batch: int = 32,
+             seeds: list[int] | None = None) -> np.ndarray:
+    """uint8 [N, H, W, 3]; image i is drawn from torch seed `seeds[i]` (default `seed + i`), independent of
+    batching."""
     import torch
 
+    seeds = list(seeds) if seeds is not None else [seed + i for i in range(len(prompts))]
+    if len(seeds) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     out = []
     for i in range(0, len(prompts), batch):
         chunk = prompts[i : i + batch]
-        gens = [torch.Generator().manual_seed(seed + i + j) for j in range(len(chunk))]
+        gens = [torch.Generator().manual_seed(s) for s in seeds[i : i + batch]]
         res = pipe(chunk, num_inference_steps=steps, guidance_scale=guidance, generator=gens, output_type="np")
         out.append(np.clip(np.rint(res.images * 255), 0, 255).astype(np.uint8))
-    return np.concatenate(out)
+    return np.concatenate(out) if out else np.zeros((0, 64, 64, 3), np.uint8)
 
 
 def alignment_specs(n: int, held_out: bool, seed: int = ASSESS_SEED) -> tuple[list, list[str]]:

@@ -66,7 +66,7 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
 
     out = Path(out)
     bank_path = out / "demo.cnsbank"
-    _claim(out)
+    claim_folder(out)
     photos = {}
     for name in PAIR:
         reporter.phase(f"rendering {config.photos} photos of {name} ({INDIVIDUALS[name].description or INDIVIDUALS[name].cls})")
@@ -126,20 +126,20 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
 MARKER = "cns-demo.json"  # written first into the demo's folder: the folder is the demo's to replace
 
 
-def _claim(out: Path) -> None:
-    """Make `out` an empty demo folder. A previous demo run there (it has MARKER) is replaced, so the README's
-    first command can be run again; any other non-empty folder is refused untouched."""
+def claim_folder(out: Path, marker: str = MARKER, what: str = "cns demo") -> None:
+    """Make `out` an empty output folder of `what`. An earlier run there (it has `marker`) is replaced, so a
+    command can be run again; any other non-empty folder is refused untouched."""
     import json
     import shutil
 
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; pass a folder")
     if out.is_dir() and any(out.iterdir()):
-        if not (out / MARKER).is_file():
-            raise UsageError(f"{out} is not empty and holds no earlier cns demo run; choose another --out")
+        if not (out / marker).is_file():
+            raise UsageError(f"{out} is not empty and holds no earlier {what} run; choose another --out")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text(json.dumps({"what": "cns demo output; replaced by the next `cns demo --out` here"}) + "\n")
+    (out / marker).write_text(json.dumps({"what": f"{what} output; replaced by the next `{what} --out` here"}) + "\n")
 
 
 def _pixels(path) -> np.ndarray:

@@ -65,6 +65,22 @@ def concept_neurons(base: Scores, general: dict[str, torch.Tensor], budget_rows:
     return out
 
 
+def random_neurons(general: dict[str, torch.Tensor], budget_rows: int, gen: torch.Generator) -> Rows:
+    """Ablation of CNS step (1): `budget_rows` non-general rows drawn uniformly over all layers together
+    (the same budget and layer set as `concept_neurons`, without looking at the concept)."""
+    names = sorted(general)
+    eligible = torch.nonzero(~torch.cat([general[n] for n in names])).flatten()
+    pick = eligible[torch.randperm(eligible.numel(), generator=gen)[:budget_rows]]
+    chosen = torch.zeros(sum(general[n].numel() for n in names), dtype=torch.bool)
+    chosen[pick] = True
+    out, offset = {}, 0
+    for n in names:
+        size = general[n].numel()
+        out[n] = torch.nonzero(chosen[offset : offset + size]).flatten()
+        offset += size
+    return out
+
+
 def budget_in_rows(budget: float, unet_parameters: int, row_width: int) -> int:
     """The paper's budget (≈0.13 % of UNet parameters per concept) as a number of K/V rows."""
     return max(1, int(budget * unet_parameters / row_width))

@@ -10,6 +10,7 @@ here). It is saved with `save_pretrained` and loaded back through the same code 
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 
 # Words given their own BPE merges so that test prompts tokenize to a handful of tokens.
@@ -39,7 +40,7 @@ def _bpe(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
     of the adjacent pair with the lowest merge rank until no pair has a rank."""
     parts = list(word[:-1]) + [word[-1] + "</w>"]
     while len(parts) > 1:
-        pair = min(zip(parts, parts[1:]), key=lambda p: ranks.get(p, float("inf")))
+        pair = min(itertools.pairwise(parts), key=lambda p: ranks.get(p, float("inf")))
         if pair not in ranks:
             break
         merged, i = [], 0

@@ -37,7 +37,7 @@ def encode_unique(tokenizer, text_encoder, texts: list[str]) -> torch.Tensor:
     return states[torch.tensor([unique.index(t) for t in texts], device=states.device)]
 
 
-def _batch(latents: torch.Tensor, prompts: list[str], size: int, gen: torch.Generator):
+def sample_batch(latents: torch.Tensor, prompts: list[str], size: int, gen: torch.Generator):
     idx = torch.randint(0, latents.shape[0], (size,), generator=gen)
     return latents[idx.to(latents.device)], [prompts[i] for i in idx.tolist()]
 
@@ -64,7 +64,7 @@ def score_rows(pipe, scheduler, latents, prompts, steps: int, batch: int, gen: t
         w.requires_grad_(True)
     try:
         for _ in range(steps):
-            lat, texts = _batch(latents, prompts, batch, gen)
+            lat, texts = sample_batch(latents, prompts, batch, gen)
             with torch.no_grad(), amp():
                 states = encode(pipe.tokenizer, pipe.text_encoder, texts)
             with amp():
@@ -102,7 +102,7 @@ def train(
             frozen_states = dict(zip(unique, encode(pipe.tokenizer, pipe.text_encoder, unique)))
     losses = []
     for step in range(steps):
-        lat, texts = _batch(latents, prompts, batch, gen)
+        lat, texts = sample_batch(latents, prompts, batch, gen)
         with amp():
             if frozen_states is not None:
                 states = torch.stack([frozen_states[t] for t in texts])

@@ -16,7 +16,7 @@ from cns_cli.cli import app
 from tests.bank import bankfactory as bf
 
 runner = CliRunner()
-COMMANDS = ["init", "learn", "generate", "forget", "inspect", "log", "verify", "undo", "export"]
+COMMANDS = ["init", "learn", "generate", "forget", "inspect", "log", "verify", "undo", "export", "demo", "bench"]
 
 
 def make_bank(path: Path, concepts: list[str]) -> Path:
@@ -207,3 +207,16 @@ def test_builtin_demo_base_loads_from_package_data(tiny_base, tmp_path, monkeypa
     assert r.exit_code == 0, r.stderr
     base = json.loads(r.stdout)["base"]
     assert base["kind"] == "builtin" and base["location"] == "demo"  # the bank names the model, not a path
+
+
+def test_ablation_flags_reach_the_revision(tiny_base, tmp_path, dog_photos):
+    path = tmp_path / "a.cnsbank"
+    r = cns("--bank", str(path), "learn", "dog", str(dog_photos), "--base", tiny_base, "--steps", "1",
+            "--selection", "random", "--keep-general-neurons", "--json")
+    assert r.exit_code == 0, r.output
+    from cns_cli.bank import Bank
+
+    training = Bank.open(path).head().concepts["dog"].training
+    assert training["selection"] == "random" and training["remove_general"] is False
+    r = cns("--bank", str(path), "learn", "hat", str(dog_photos), "--selection", "best")
+    assert r.exit_code == 2 and "best" in r.output

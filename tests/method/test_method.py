@@ -115,3 +115,32 @@ def test_regulariser_is_zero_when_protected_states_are_orthogonal_to_the_slice()
 def test_allocate_slice_rejects_impossible_ranks(rank):
     with pytest.raises(ValueError):
         allocate_slice([], 16, rank)
+
+
+def test_random_neurons_take_the_budget_from_non_general_rows_only():
+    import torch
+
+    from cns_cli.method.select import random_neurons
+
+    general = {"a": torch.tensor([True, False, False, True, False]), "b": torch.tensor([False, False, True])}
+    eligible = {("a", 1), ("a", 2), ("a", 4), ("b", 0), ("b", 1)}
+    picks = []
+    for seed in range(6):
+        rows = random_neurons(general, 3, torch.Generator().manual_seed(seed))
+        chosen = {(n, int(r)) for n, rs in rows.items() for r in rs}
+        assert len(chosen) == 3 and chosen <= eligible
+        assert all(torch.equal(rs, torch.sort(rs).values) for rs in rows.values())
+        picks.append(frozenset(chosen))
+    assert len(set(picks)) > 1  # the stream matters
+    everything = random_neurons(general, 100, torch.Generator().manual_seed(0))
+    assert {(n, int(r)) for n, rs in everything.items() for r in rs} == eligible
+
+
+def test_the_selection_knob_is_checked():
+    import pytest
+
+    from cns_cli.errors import UsageError
+    from cns_cli.learn import LearnConfig
+
+    with pytest.raises(UsageError, match="--selection must be attribution or random"):
+        LearnConfig(selection="best")

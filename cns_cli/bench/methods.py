@@ -1,0 +1,272 @@
+"""The methods `cns bench` compares. Each learns concepts one at a time (`learn`) and hands out the model as it
+stands (`pipeline`: a float32 StableDiffusionPipeline with every concept learned so far).
+
+cns and its ablations run the real `cns learn` into a bank of their own, so their bytes are the bank's and
+their images are `cns generate`'s. The baselines run in memory with `trainer.train_concept`. Every method
+learns one new token per concept (started at its class word's embedding, lr_token as cns), so they differ only
+in what they change in the UNet:
+
+  kv-finetune   every cross-attention K/V weight, carried from concept to concept (Custom Diffusion, continual)
+  lora-seq      one LoRA (rank 4 on to_q/to_k/to_v/to_out.0 of every attention, the diffusers DreamBooth-LoRA
+                default), trained on concept after concept
+  lora-merge    one LoRA per concept trained on the base, all summed into the weights (merge)
+  ti            nothing: textual inversion alone
+
+Storage ("bytes") is what a user must keep after k concepts, float32: the bank's objects for cns; the K/V
+weights for kv-finetune; the adapter for lora-seq; every adapter for lora-merge; plus the token vectors.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .trainer import ConceptData, prepare, train_concept
+
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    key: str
+    group: str  # "cns", "ablation" or "baseline"
+    label: str
+    learn_overrides: dict = field(default_factory=dict)  # LearnConfig fields (cns and ablations)
+
+
+METHODS: dict[str, MethodInfo] = {m.key: m for m in (
+    MethodInfo("cns", "cns", "CNS (defaults)"),
+    MethodInfo("cns-keep-general", "ablation", "no general-neuron removal", {"remove_general": False}),
+    MethodInfo("cns-random", "ablation", "random neurons, same budget", {"selection": "random"}),
+    MethodInfo("cns-dense", "ablation", "dense rows (rank = text width, no slices)", {"rank": "text_dim"}),
+    MethodInfo("cns-no-reg", "ablation", "no self-regularisation", {"reg_lambda": 0.0}),
+    MethodInfo("kv-finetune", "baseline", "continual K/V fine-tuning (Custom Diffusion)"),
+    MethodInfo("lora-seq", "baseline", "one LoRA r4, trained sequentially"),
+    MethodInfo("lora-merge", "baseline", "a LoRA r4 per concept, summed"),
+    MethodInfo("ti", "baseline", "textual inversion only"),
+)}
+
+# Learning rates of the baselines' UNet parameters. LoRA: the DreamBooth-LoRA script's 1e-4 is tuned for SD's
+# 400+ steps; at the bench's step budget we use 1e-3 (a LoRA's B starts at 0, so it needs the larger step).
+# K/V fine-tuning moves every row, so it gets cns's row-coefficient lr / 10 (Custom Diffusion: 1e-5 at SD scale).
+BASELINE_LR = {"kv-finetune": 1e-4, "lora-seq": 1e-3, "lora-merge": 1e-3, "ti": 0.0}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What every method gets: the same steps per concept, seed, token lr, base model and device."""
+
+    base: str
+    steps: int
+    seed: int
+    lr_token: float = 5e-3
+    device: str = "cpu"
+
+
+def make_method(key: str, budget: Budget, workdir: Path):
+    info = METHODS[key]
+    if info.group in ("cns", "ablation"):
+        return BankMethod(info, budget, workdir / f"{key}.cnsbank")
+    return {"kv-finetune": KVFinetune, "lora-seq": LoraSequential, "lora-merge": LoraMerge,
+            "ti": TextualInversion}[key](info, budget)
+
+
+class BankMethod:
+    """cns (or an ablation): `cns learn` into its own bank; the model is `cns generate`'s pipeline."""
+
+    def __init__(self, info: MethodInfo, budget: Budget, bank_path: Path):
+        self.info, self.budget, self.bank_path = info, budget, bank_path
+        self.bytes_total = 0
+
+    def learn(self, c: ConceptData) -> dict:
+        from ..learn import LearnConfig, learn
+
+        overrides = dict(self.info.learn_overrides)
+        if overrides.get("rank") == "text_dim":
+            overrides["rank"] = self._text_dim()
+        cfg = LearnConfig(steps=self.budget.steps, seed=self.budget.seed, lr_token=self.budget.lr_token,
+                          device=self.budget.device, **overrides)
+        outcome = learn(self.bank_path, c.name, c.photos, class_word=c.cls, base=self.budget.base, config=cfg)
+        plan = outcome.plan
+        self.bytes_total += plan["bytes_to_store"]
+        text_dim = self._text_dim()
+        return {"seconds": outcome.stats["seconds"], "params_trained": plan["parameters_trained"],
+                "weights_changed": plan["neurons"] * text_dim + text_dim, "bytes_total": self.bytes_total,
+                "final_loss": outcome.stats["final_loss"]}
+
+    def _text_dim(self) -> int:
+        from ..model.loading import load_pipeline, resolve_base
+
+        if not hasattr(self, "_dim"):
+            self._dim = load_pipeline(resolve_base(self.budget.base)).text_encoder.config.hidden_size
+        return self._dim
+
+    def pipeline(self):
+        from ..bank import Bank
+        from ..generate import build_pipeline
+
+        bank = Bank.open(self.bank_path)
+        return build_pipeline(bank, bank.head(), self.budget.device)
+
+
+class InMemoryMethod:
+    """A baseline: one live float32 pipeline; `unet_params` / `after` say what it trains and keeps."""
+
+    def __init__(self, info: MethodInfo, budget: Budget):
+        from ..model.loading import load_pipeline, resolve_base
+
+        self.info, self.budget = info, budget
+        self.pipe = load_pipeline(resolve_base(budget.base)).to(budget.device)
+        self.pipe.unet.requires_grad_(False)
+        self.pipe.text_encoder.requires_grad_(False)
+        self.pipe.vae.requires_grad_(False)
+        self.text_dim = self.pipe.text_encoder.config.hidden_size
+        self.count = 0
+
+    def learn(self, c: ConceptData) -> dict:
+        import time
+
+        import torch
+
+        from ..bank.names import token_for
+        from ..model import tokens
+
+        t0 = time.perf_counter()
+        pipe = self.pipe
+        init = tokens.class_word_vector(pipe.tokenizer, pipe.text_encoder, c.cls)
+        (token_id,) = tokens.add_tokens(pipe.tokenizer, pipe.text_encoder, [(token_for(c.name), init)])
+        latents, prompts = prepare(pipe, c)
+        wrapper = tokens.attach_trainable_token(pipe.text_encoder, token_id, init)
+        unet, params = self.trainable_unet()
+        unet.train()
+        try:
+            losses = train_concept(unet, pipe, latents, prompts, params, wrapper.vector, steps=self.budget.steps,
+                                   lr=BASELINE_LR[self.info.key], lr_token=self.budget.lr_token,
+                                   seed=self.budget.seed)
+        finally:
+            unet.eval()
+            pipe.text_encoder.set_input_embeddings(wrapper.base)
+            with torch.no_grad():
+                wrapper.base.weight[token_id] = wrapper.vector.detach().to(wrapper.base.weight)
+            for p in params:
+                p.requires_grad_(False)
+        self.count += 1
+        self.after(unet)
+        tail = losses[-max(1, len(losses) // 10):]
+        return {"seconds": round(time.perf_counter() - t0, 3), "params_trained": sum(p.numel() for p in params) + self.text_dim,
+                "weights_changed": self.weights_changed() + self.text_dim,
+                "bytes_total": 4 * (self.stored_values() + self.text_dim * self.count),
+                "final_loss": sum(tail) / len(tail)}
+
+    def pipeline(self):
+        return self.pipe
+
+    # hooks ---------------------------------------------------------------------------------------------
+    def trainable_unet(self):
+        """(the UNet to train with, its trainable tensors (requires_grad set))."""
+        return self.pipe.unet, []
+
+    def after(self, unet) -> None:
+        """Called after each concept's training."""
+
+    def weights_changed(self) -> int:
+        return 0
+
+    def stored_values(self) -> int:
+        return 0
+
+
+class TextualInversion(InMemoryMethod):
+    pass
+
+
+class KVFinetune(InMemoryMethod):
+    def _weights(self):
+        from ..model.loading import kv_layers
+
+        return [layer.weight for layer in kv_layers(self.pipe.unet).values()]
+
+    def trainable_unet(self):
+        params = self._weights()
+        for p in params:
+            p.requires_grad_(True)
+        return self.pipe.unet, params
+
+    def weights_changed(self) -> int:
+        return sum(w.numel() for w in self._weights())
+
+    def stored_values(self) -> int:
+        return self.weights_changed()
+
+
+def _lora_config():
+    from peft import LoraConfig
+
+    return LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=LORA_TARGETS)
+
+
+def _lora_params(unet) -> list:
+    params = []
+    for name, p in unet.named_parameters():
+        p.requires_grad_("lora_" in name)
+        if "lora_" in name:
+            params.append(p)
+    return params
+
+
+def _target_weights(unet) -> int:
+    import torch
+
+    return sum(m.weight.numel() for n, m in unet.named_modules()
+               if isinstance(m, torch.nn.Linear) and n.endswith(tuple("." + t for t in LORA_TARGETS)) and "lora_" not in n)
+
+
+class LoraSequential(InMemoryMethod):
+    """One adapter on the live UNet, kept and trained further on every concept (never merged)."""
+
+    def trainable_unet(self):
+        if self.count == 0:
+            self.targets = _target_weights(self.pipe.unet)
+            self.pipe.unet.add_adapter(_lora_config())
+        return self.pipe.unet, _lora_params(self.pipe.unet)
+
+    def weights_changed(self) -> int:
+        return self.targets
+
+    def stored_values(self) -> int:
+        return sum(p.numel() for n, p in self.pipe.unet.named_parameters() if "lora_" in n)
+
+
+class LoraMerge(InMemoryMethod):
+    """A fresh adapter per concept on a copy of the base UNet; the live UNet is base + Σ ΔW of all of them."""
+
+    def __init__(self, info: MethodInfo, budget: Budget):
+        super().__init__(info, budget)
+        self.base_unet = copy.deepcopy(self.pipe.unet)
+        self.targets = _target_weights(self.base_unet)
+        self.adapter_values = 0
+
+    def trainable_unet(self):
+        unet = copy.deepcopy(self.base_unet)
+        unet.add_adapter(_lora_config())
+        params = _lora_params(unet)
+        self.adapter_values = sum(p.numel() for p in params)
+        return unet, params
+
+    def after(self, unet) -> None:
+        import torch
+        from peft.tuners.lora import LoraLayer
+
+        live = dict(self.pipe.unet.named_modules())
+        with torch.no_grad():
+            for name, module in unet.named_modules():
+                if isinstance(module, LoraLayer):
+                    target = live[name]
+                    target.weight += module.get_delta_weight("default").to(target.weight)
+
+    def weights_changed(self) -> int:
+        return self.targets
+
+    def stored_values(self) -> int:
+        return self.adapter_values * self.count

@@ -1,0 +1,160 @@
+"""The benchmark loop: for each method, learn the concepts in a fixed order and score after every step.
+
+Returns (and writes as OUT/bench.json) one document with every number:
+  {"config", "base": {"zero_shot", "identity_base_class"}, "concepts": [...],
+   "methods": {key: {"label", "group", "steps": [{"learned", "learn", "concepts": {name: scores}, "zero_shot"}],
+                     "pairs", "summary"}}}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UsageError
+from ..reporting import NullReporter, Reporter
+from .methods import METHODS, Budget, make_method
+from .scoring import Sampling, score_concepts, score_pairs, zero_shot
+from .trainer import ConceptData
+
+# The order concepts are learned in: classes alternate, and each class's second individual comes later
+# (bella after rex, cap after fedora), so interference between look-alikes shows up in the curves.
+ORDER = ("rex", "fedora", "milo", "beetle", "globe", "cottage", "bella", "cap", "bloom", "zoom", "luna", "stripy")
+MARKER = "cns-bench.json"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    base: str = "demo"
+    concepts: int = 10
+    methods: tuple[str, ...] = tuple(METHODS)
+    steps: int = 150  # per concept, every method (cns demo's default)
+    photos: int = 6
+    scenes: tuple[str, ...] = ("beach", "grass", "snow", "night")
+    seeds: int = 2
+    sample_steps: int = 20
+    guidance: float = 7.5
+    zero_shot_n: int = 48
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise UsageError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+        if not self.methods:
+            raise UsageError("--methods is empty; name at least one of " + ", ".join(METHODS))
+        if not 1 <= self.concepts <= len(ORDER):
+            raise UsageError(f"--concepts must be 1..{len(ORDER)} (the demo world's individuals), got {self.concepts}")
+        if self.steps < 1:
+            raise UsageError(f"--steps must be at least 1, got {self.steps}")
+
+    @classmethod
+    def quick(cls, **kw) -> BenchConfig:
+        """2 concepts, few steps and images: checks the whole pipeline, not the numbers."""
+        return cls(**{"concepts": 2, "steps": 8, "photos": 4, "scenes": ("beach", "snow"), "seeds": 1,
+                      "sample_steps": 4, "zero_shot_n": 6, **kw})
+
+    def sampling(self) -> Sampling:
+        return Sampling(self.scenes, self.seeds, self.sample_steps, self.guidance, self.zero_shot_n)
+
+
+def run_bench(out: Path, config: BenchConfig = BenchConfig(), reporter: Reporter = NullReporter()) -> dict:
+    from ..demo.evaluator import Evaluator
+    from ..demo.individuals import INDIVIDUALS, render_photos
+    from ..demo.run import claim_folder
+    from ..model.loading import load_pipeline, resolve_base
+    from ..model.runtime import resolve_device
+    from .report import write_reports
+
+    out = Path(out)
+    resolve_base(config.base)  # a missing model fails before anything is written
+    claim_folder(out, MARKER, "cns bench")
+    device = resolve_device(config.device)
+    concepts = []
+    for name in ORDER[: config.concepts]:
+        ind = INDIVIDUALS[name]
+        render_photos(name, out / "photos" / name, n=config.photos, seed=config.seed, captions=True)
+        concepts.append(ConceptData(name, ind.cls, out / "photos" / name))
+    ev, s = Evaluator.load(), config.sampling()
+
+    reporter.phase("scoring the base model")
+    base_pipe = load_pipeline(resolve_base(config.base)).to(device)
+    doc: dict = {"config": {**asdict(config), "device": device}, "concepts": [c.name for c in concepts],
+                 "base": {"zero_shot": zero_shot(base_pipe, ev, s),
+                          "identity_base_class": _base_class_identity(base_pipe, ev, concepts, s)},
+                 "methods": {}}
+    del base_pipe
+    budget = Budget(base=config.base, steps=config.steps, seed=config.seed, device=device)
+    sheet_images: dict[str, dict] = {}
+    for key in config.methods:
+        info = METHODS[key]
+        method = make_method(key, budget, out / "banks")
+        steps, images = [], {}
+        for k, c in enumerate(concepts):
+            reporter.phase(f"{key}: learning <{c.name}> ({k + 1}/{len(concepts)})")
+            learn = method.learn(c)
+            pipe = method.pipeline()
+            scores, images = score_concepts(pipe, ev, concepts[: k + 1], s)
+            steps.append({"learned": c.name, "learn": learn, "concepts": scores, "zero_shot": zero_shot(pipe, ev, s)})
+        pairs, pair_images = score_pairs(pipe, ev, concepts, s)
+        entry = {"label": info.label, "group": info.group, "steps": steps, "pairs": pairs}
+        entry["summary"] = summarise(entry, doc["base"]["zero_shot"], len(concepts))
+        doc["methods"][key] = entry
+        sheet_images[key] = {"concepts": images, "pairs": pair_images}
+        del method, pipe
+        _write_json(out / "bench.json", doc)  # after every method: a long run can be looked at while it runs
+    doc["files"] = write_reports(out, doc, sheet_images, concepts)
+    _write_json(out / "bench.json", doc)
+    return doc
+
+
+def _base_class_identity(pipe, ev, concepts, s: Sampling) -> dict:
+    """Identity of each concept's plain description drawn by the base model ("a brown dog on the beach"): the
+    floor a learned concept has to rise above."""
+    from ..demo.assess import generate
+    from ..demo.individuals import INDIVIDUALS
+    from .scoring import concept_prompts
+
+    out = {}
+    for c in concepts:
+        ind = INDIVIDUALS[c.name]
+        prompts, seeds, _ = concept_prompts(c.name, s)
+        texts = [p.replace(f"<{c.name}>", f"{ind.colour} {ind.cls}") for p in prompts]
+        out[c.name] = float(np.mean(ev.identity_similarity(generate(pipe, texts, seeds=seeds, steps=s.steps,
+                                                                    guidance=s.guidance), c.name)))
+    return out
+
+
+def summarise(entry: dict, base_zero_shot: dict, n: int) -> dict:
+    """The table's numbers. Forgetting of a concept = its identity just after it was learned minus at the end
+    (mean over every concept but the last, which has nothing learned after it)."""
+    steps = entry["steps"]
+    final = steps[-1]["concepts"]
+    names = list(final)
+    just_after = {st["learned"]: st["concepts"][st["learned"]]["identity"] for st in steps}
+    forgetting = [just_after[m] - final[m]["identity"] for m in names[:-1]]
+    mean = lambda key: float(np.mean([final[m][key] for m in names]))  # noqa: E731
+    learns = [st["learn"] for st in steps]
+    return {
+        "final_identity": mean("identity"), "final_recognised": mean("recognised"),
+        "identity_just_after": float(np.mean(list(just_after.values()))),
+        "mean_forgetting": float(np.mean(forgetting)) if forgetting else 0.0,
+        "zero_shot_accuracy": steps[-1]["zero_shot"]["accuracy"],
+        "zero_shot_change_points": 100 * (steps[-1]["zero_shot"]["accuracy"] - base_zero_shot["accuracy"]),
+        "scene_alignment": mean("scene"), "class_alignment": mean("class"),
+        "pairs_both_recognised": entry["pairs"].get("both_recognised"),
+        "params_trained_per_concept": float(np.mean([x["params_trained"] for x in learns])),
+        "weights_changed_per_concept": float(np.mean([x["weights_changed"] for x in learns])),
+        "bytes_per_concept": learns[-1]["bytes_total"] / n,
+        "learn_seconds_per_concept": float(np.mean([x["seconds"] for x in learns])),
+    }
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,78 @@
+"""What each benchmark method changes in the model: the point of the comparison is which weights move."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cns_cli.bench.methods import Budget, make_method
+from cns_cli.bench.trainer import ConceptData
+from cns_cli.demo.individuals import render_photos
+from cns_cli.model.loading import kv_layers, load_pipeline, resolve_base
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def concept(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench-photos") / "rex"
+    render_photos("rex", folder, n=3, seed=0, captions=True)
+    return ConceptData("rex", "dog", folder)
+
+
+def _changed(tiny_base, unet) -> set[str]:
+    base = load_pipeline(resolve_base(tiny_base)).unet.state_dict()
+    now = {k.replace(".base_layer", ""): v for k, v in unet.state_dict().items() if "lora_" not in k}
+    assert set(now) == set(base)
+    return {k for k, v in now.items() if not torch.equal(v, base[k])}
+
+
+def _budget(tiny_base) -> Budget:
+    return Budget(base=tiny_base, steps=3, seed=0, device="cpu")
+
+
+def test_textual_inversion_leaves_the_unet_alone_and_adds_one_vector(tiny_base, concept):
+    m = make_method("ti", _budget(tiny_base), None)
+    rec = m.learn(concept)
+    assert _changed(tiny_base, m.pipeline().unet) == set()
+    assert rec["params_trained"] == rec["weights_changed"] == 32 and rec["bytes_total"] == 4 * 32
+    assert "<rex>" in m.pipeline().tokenizer.get_vocab()
+
+
+def test_kv_finetune_moves_every_cross_attention_kv_weight_and_nothing_else(tiny_base, concept):
+    m = make_method("kv-finetune", _budget(tiny_base), None)
+    rec = m.learn(concept)
+    kv = {f"{name}.weight" for name in kv_layers(m.pipeline().unet)}
+    assert _changed(tiny_base, m.pipeline().unet) == kv
+    n = sum(layer.weight.numel() for layer in kv_layers(m.pipeline().unet).values())
+    assert rec["params_trained"] == n + 32 and rec["bytes_total"] == 4 * (n + 32)
+
+
+def test_lora_merge_sums_per_concept_adapters_into_the_attention_weights(tiny_base, concept, tmp_path):
+    m = make_method("lora-merge", _budget(tiny_base), None)
+    m.learn(concept)
+    changed = _changed(tiny_base, m.pipeline().unet)
+    assert changed and all(k.endswith((".to_q.weight", ".to_k.weight", ".to_v.weight", ".to_out.0.weight")) for k in changed)
+    assert not any("lora" in k for k in m.pipeline().unet.state_dict())  # merged: a plain UNet, no adapter
+    # the second concept is trained on the base again, and its delta is added on top of the first one's
+    first = {k: v.clone() for k, v in m.pipeline().unet.state_dict().items()}
+    other = tmp_path / "fedora"
+    render_photos("fedora", other, n=3, seed=0, captions=True)
+    rec = m.learn(ConceptData("fedora", "hat", other))
+    assert rec["bytes_total"] == 4 * (2 * m.adapter_values + 2 * 32)
+    assert not torch.equal(first[next(iter(sorted(changed)))], m.pipeline().unet.state_dict()[next(iter(sorted(changed)))])
+
+
+def test_lora_seq_keeps_one_adapter_and_never_touches_the_base_weights(tiny_base, concept, tmp_path):
+    m = make_method("lora-seq", _budget(tiny_base), None)
+    m.learn(concept)
+    unet = m.pipeline().unet
+    assert _changed(tiny_base, unet) == set()
+    lora = {k: v.clone() for k, v in unet.state_dict().items() if "lora_" in k}
+    assert lora
+    other = tmp_path / "fedora"
+    render_photos("fedora", other, n=3, seed=0, captions=True)
+    rec = m.learn(ConceptData("fedora", "hat", other))
+    now = {k: v for k, v in unet.state_dict().items() if "lora_" in k}
+    assert now.keys() == lora.keys() and any(not torch.equal(now[k], lora[k]) for k in now)  # the same adapter, trained on
+    assert rec["bytes_total"] == 4 * (sum(v.numel() for v in now.values()) + 2 * 32)

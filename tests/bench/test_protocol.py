@@ -1,0 +1,121 @@
+"""`cns bench --quick` end to end on the tests' tiny pipeline: the output, not the numbers (a random model
+draws noise). The full benchmark on the demo model is a long run (README)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cns_cli.bank import Bank
+from cns_cli.bench.methods import METHODS
+from cns_cli.bench.protocol import BenchConfig, run_bench, summarise
+from cns_cli.cli import app
+from cns_cli.errors import UsageError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def bench(tiny_base, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "out"
+    return out, run_bench(out, BenchConfig.quick(base=tiny_base, steps=3))
+
+
+def _numbers(x):
+    if isinstance(x, dict):
+        for v in x.values():
+            yield from _numbers(v)
+    elif isinstance(x, list):
+        for v in x:
+            yield from _numbers(v)
+    elif isinstance(x, float):
+        yield x
+
+
+def test_every_method_scores_every_learned_concept_after_every_step(bench):
+    out, doc = bench
+    assert list(doc["methods"]) == list(METHODS) and doc["concepts"] == ["rex", "fedora"]
+    for key, m in doc["methods"].items():
+        assert [st["learned"] for st in m["steps"]] == ["rex", "fedora"]
+        assert [list(st["concepts"]) for st in m["steps"]] == [["rex"], ["rex", "fedora"]]
+        assert m["pairs"]["n"] == 2 and len(m["pairs"]["prompts"]) == 2
+        assert all(math.isfinite(v) for v in _numbers(m)), key
+    assert json.loads((out / "bench.json").read_text()) == json.loads(json.dumps(doc))
+
+
+def test_textual_inversion_keeps_the_base_zero_shot_score_exactly(bench):
+    """TI changes no UNet weight and held-out base captions contain no concept token: the same pixels."""
+    _, doc = bench
+    assert doc["methods"]["ti"]["steps"][-1]["zero_shot"] == doc["base"]["zero_shot"]
+    assert doc["methods"]["ti"]["summary"]["zero_shot_change_points"] == 0
+
+
+def test_cns_trains_and_stores_a_fraction_of_what_the_baselines_do(bench):
+    _, doc = bench
+    s = {k: m["summary"] for k, m in doc["methods"].items()}
+    for baseline in ("kv-finetune", "lora-seq", "lora-merge"):
+        assert s["cns"]["params_trained_per_concept"] < s[baseline]["params_trained_per_concept"] / 10
+        assert s["cns"]["bytes_per_concept"] < s[baseline]["bytes_per_concept"] / 10
+    assert s["cns-dense"]["params_trained_per_concept"] > s["cns"]["params_trained_per_concept"]
+
+
+def test_each_ablation_is_recorded_in_its_bank_and_changes_what_it_says(bench):
+    out, _ = bench
+    heads = {k: Bank.open(out / "banks" / f"{k}.cnsbank").head() for k in METHODS if METHODS[k].group != "baseline"}
+    training = {k: h.concepts["rex"].training for k, h in heads.items()}
+    assert training["cns"]["selection"] == "attribution" and training["cns"]["remove_general"] is True
+    assert training["cns-random"]["selection"] == "random"
+    assert training["cns-keep-general"]["remove_general"] is False
+    assert training["cns-no-reg"]["reg_lambda"] == 0
+    assert heads["cns-dense"].concepts["rex"].slice.rank == 32  # the tiny text width: full rows
+    assert heads["cns"].concepts["rex"].neurons.per_layer != heads["cns-random"].concepts["rex"].neurons.per_layer \
+        or heads["cns"].concepts["rex"].delta != heads["cns-random"].concepts["rex"].delta
+
+
+def test_it_writes_the_table_plot_and_contact_sheet(bench):
+    out, doc = bench
+    table = (out / "table.md").read_text()
+    assert all(f"`{k}`" in table for k in METHODS)
+    assert Image.open(doc["files"]["plot"]).size[0] > 400
+    sheet = Image.open(doc["files"]["contact_sheet"])
+    assert sheet.height == 20 + 96 * (1 + len(METHODS))  # photos row + one row per method
+
+
+def test_forgetting_is_identity_just_after_learning_minus_at_the_end():
+    step = lambda learned, ids: {"learned": learned, "concepts": {n: {"identity": v, "recognised": 1.0, "scene": 1.0, "class": 1.0}  # noqa: E731
+                                                                    for n, v in ids.items()},
+                                 "zero_shot": {"accuracy": 0.5}, "learn": {"params_trained": 1, "weights_changed": 1,
+                                                                            "bytes_total": 10, "seconds": 1.0}}
+    entry = {"steps": [step("a", {"a": 0.9}), step("b", {"a": 0.7, "b": 0.8}), step("c", {"a": 0.6, "b": 0.8, "c": 0.5})],
+             "pairs": {"both_recognised": 0.5}}
+    s = summarise(entry, {"accuracy": 0.6}, 3)
+    assert s["mean_forgetting"] == pytest.approx(((0.9 - 0.6) + (0.8 - 0.8)) / 2)
+    assert s["final_identity"] == pytest.approx((0.6 + 0.8 + 0.5) / 3)
+    assert s["zero_shot_change_points"] == pytest.approx(-10)
+    assert s["bytes_per_concept"] == pytest.approx(10 / 3)
+
+
+def test_bad_input_is_one_line_and_never_touches_a_foreign_folder(tiny_base, tmp_path):
+    with pytest.raises(UsageError, match="unknown method 'dreambooth'"):
+        BenchConfig(methods=("cns", "dreambooth"))
+    with pytest.raises(UsageError, match="--concepts must be 1..12"):
+        BenchConfig(concepts=13)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("precious")
+    r = CliRunner().invoke(app, ["bench", "--quick", "--base", tiny_base, "--out", str(mine)])
+    assert r.exit_code == 2 and "not empty" in r.output and (mine / "keep.txt").read_text() == "precious"
+    r = CliRunner().invoke(app, ["bench", "--quick", "--methods", "cns,nope", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "unknown method 'nope'" in r.output and not (tmp_path / "x").exists()
+
+
+def test_the_cli_prints_one_json_document(tiny_base, tmp_path):
+    r = CliRunner().invoke(app, ["bench", "--quick", "--methods", "ti", "--steps", "1", "--base", tiny_base,
+                                 "--out", str(tmp_path / "b"), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert list(doc["methods"]) == ["ti"] and (tmp_path / "b" / "forgetting.png").is_file()
