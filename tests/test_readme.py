@@ -22,3 +22,7 @@ def test_readme_pins_torch_before_anything_pulls_it():
     install = _readme_commands()[0]
     assert "torch==" in install
 
+
+
+def test_the_first_command_ends_with_the_offline_demo():
+    assert _readme_commands()[0].endswith("&& cns demo")
