@@ -57,9 +57,13 @@ def concept_neurons(base: Scores, general: dict[str, torch.Tensor], budget_rows:
     chosen = torch.zeros_like(flat, dtype=torch.bool)
     if k > 0:
         chosen[torch.topk(flat, k).indices] = True
+    return _per_layer(chosen, {n: base[n].numel() for n in names})
+
+
+def _per_layer(chosen: torch.Tensor, sizes: dict[str, int]) -> Rows:
+    """A mask over all layers' rows laid end to end (in `sizes` order) -> sorted row indices per layer."""
     out, offset = {}, 0
-    for n in names:
-        size = base[n].numel()
+    for n, size in sizes.items():
         out[n] = torch.nonzero(chosen[offset : offset + size]).flatten()
         offset += size
     return out
@@ -73,12 +77,7 @@ def random_neurons(general: dict[str, torch.Tensor], budget_rows: int, gen: torc
     pick = eligible[torch.randperm(eligible.numel(), generator=gen)[:budget_rows]]
     chosen = torch.zeros(sum(general[n].numel() for n in names), dtype=torch.bool)
     chosen[pick] = True
-    out, offset = {}, 0
-    for n in names:
-        size = general[n].numel()
-        out[n] = torch.nonzero(chosen[offset : offset + size]).flatten()
-        offset += size
-    return out
+    return _per_layer(chosen, {n: general[n].numel() for n in names})
 
 
 def budget_in_rows(budget: float, unet_parameters: int, row_width: int) -> int:
