@@ -60,6 +60,7 @@ class Budget:
     base: str
     steps: int
     seed: int
+    text_dim: int  # the base's text width: a token's size, and the dense ablation's rank
     lr_token: float = 5e-3
     device: str = "cpu"
 
@@ -84,23 +85,16 @@ class BankMethod:
 
         overrides = dict(self.info.learn_overrides)
         if overrides.get("rank") == "text_dim":
-            overrides["rank"] = self._text_dim()
+            overrides["rank"] = self.budget.text_dim
         cfg = LearnConfig(steps=self.budget.steps, seed=self.budget.seed, lr_token=self.budget.lr_token,
                           device=self.budget.device, **overrides)
         outcome = learn(self.bank_path, c.name, c.photos, class_word=c.cls, base=self.budget.base, config=cfg)
         plan = outcome.plan
         self.bytes_total += plan["bytes_to_store"]
-        text_dim = self._text_dim()
+        text_dim = self.budget.text_dim
         return {"seconds": outcome.stats["seconds"], "params_trained": plan["parameters_trained"],
                 "weights_changed": plan["neurons"] * text_dim + text_dim, "bytes_total": self.bytes_total,
                 "final_loss": outcome.stats["final_loss"]}
-
-    def _text_dim(self) -> int:
-        from ..model.loading import load_pipeline, resolve_base
-
-        if not hasattr(self, "_dim"):
-            self._dim = load_pipeline(resolve_base(self.budget.base)).text_encoder.config.hidden_size
-        return self._dim
 
     def pipeline(self):
         from ..bank import Bank
@@ -121,7 +115,7 @@ class InMemoryMethod:
         self.pipe.unet.requires_grad_(False)
         self.pipe.text_encoder.requires_grad_(False)
         self.pipe.vae.requires_grad_(False)
-        self.text_dim = self.pipe.text_encoder.config.hidden_size
+        self.text_dim = budget.text_dim
         self.count = 0
 
     def learn(self, c: ConceptData) -> dict:

@@ -87,8 +87,9 @@ def run_bench(out: Path, config: BenchConfig = BenchConfig(), reporter: Reporter
                  "base": {"zero_shot": zero_shot(base_pipe, ev, s),
                           "identity_base_class": _base_class_identity(base_pipe, ev, concepts, s)},
                  "methods": {}}
+    budget = Budget(base=config.base, steps=config.steps, seed=config.seed, device=device,
+                    text_dim=base_pipe.text_encoder.config.hidden_size)
     del base_pipe
-    budget = Budget(base=config.base, steps=config.steps, seed=config.seed, device=device)
     sheet_images: dict[str, dict] = {}
     for key in config.methods:
         info = METHODS[key]
@@ -155,6 +156,6 @@ def summarise(entry: dict, base_zero_shot: dict, n: int) -> dict:
 
 
 def _write_json(path: Path, doc: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(path)
+    from ..bank.atomic import atomic_write
+
+    atomic_write(path, (json.dumps(doc, indent=2) + "\n").encode())

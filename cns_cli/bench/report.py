@@ -96,7 +96,9 @@ def plot_forgetting(path: Path, doc: dict) -> Path:
 def contact_sheet(path: Path, doc: dict, images: dict, concepts: list) -> Path:
     """Rows: reference photo, then one row per method with its final model: the first concept (the one most
     at risk) on every evaluation scene, the last concept, and the first pair prompt."""
-    from PIL import Image, ImageDraw
+    from PIL import Image
+
+    from ..demo.run import labelled_sheet
 
     first, last = concepts[0].name, concepts[-1].name
     rows = [("photos", [np.asarray(Image.open(p).convert("RGB")) for c in (concepts[0], concepts[-1])
@@ -108,15 +110,5 @@ def contact_sheet(path: Path, doc: dict, images: dict, concepts: list) -> Path:
             tiles += list(got["concepts"][last][:1])
         tiles += list(got["pairs"][:1])
         rows.append((key, tiles))
-    tile, label_w = 96, 130
-    width = label_w + tile * max(len(r[1]) for r in rows)
-    sheet = Image.new("RGB", (width, tile * len(rows) + 20), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    draw.text((6, 4), f"<{first}> on each scene | <{last}> | first pair - same seeds for every method", fill=(0, 0, 0))
-    for y, (label, tiles) in enumerate(rows):
-        draw.text((6, 20 + y * tile + tile // 2 - 6), label, fill=(0, 0, 0))
-        for x, img in enumerate(tiles):
-            im = Image.fromarray(np.asarray(img, np.uint8)).resize((tile, tile), Image.Resampling.NEAREST)
-            sheet.paste(im, (label_w + x * tile, 20 + y * tile))
-    sheet.save(path)
-    return path
+    title = f"<{first}> on each scene | <{last}> | first pair - same seeds for every method"
+    return labelled_sheet(path, rows, tile=96, label_w=130, title=title)

@@ -107,13 +107,14 @@ def pair_prompts(concepts: list, s: Sampling) -> list[tuple[str, str, str, int]]
 def score_pairs(pipe, ev, concepts: list, s: Sampling) -> tuple[dict, np.ndarray]:
     """{"n", "identity_left", "identity_right", "both_recognised"} over every pair prompt, and the images."""
     from ..demo.assess import generate
+    from ..demo.evaluator import to_array
     from ..demo.run import halves
 
     pairs = pair_prompts(concepts, s)
     if not pairs:
         return {"n": 0}, np.zeros((0, 64, 64, 3), np.uint8)
     images = generate(pipe, [p for p, *_ in pairs], seeds=[sd for *_, sd in pairs], steps=s.steps, guidance=s.guidance)
-    images64 = np.stack([np.asarray(_resized(im)) for im in images])
+    images64 = to_array(images)  # 64 px, the evaluator's size (the tests' tiny model draws 32 px)
     split = [halves(im) for im in images64]
     lefts, rights = [h[0] for h in split], [h[1] for h in split]
     id_l = [float(ev.identity_similarity(im[None], a)[0]) for im, (_, a, _, _) in zip(lefts, pairs)]
@@ -123,10 +124,3 @@ def score_pairs(pipe, ev, concepts: list, s: Sampling) -> tuple[dict, np.ndarray
     return {"n": len(pairs), "identity_left": float(np.mean(id_l)), "identity_right": float(np.mean(id_r)),
             "both_recognised": float(np.mean(both)), "prompts": [p for p, *_ in pairs]}, images64
 
-
-def _resized(image: np.ndarray):
-    """A generated image as 64 px (the evaluator's size; the tests' tiny model draws 32 px)."""
-    from PIL import Image
-
-    im = Image.fromarray(image)
-    return im if im.size == (64, 64) else im.resize((64, 64), Image.Resampling.LANCZOS)

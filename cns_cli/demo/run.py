@@ -154,8 +154,6 @@ def _pixels(path) -> np.ndarray:
 def _contact_sheet(path: Path, photos, base_images, learned, both, after) -> Path:
     """Rows: training photos, base model (plain class), learned concept — per concept; then both together
     and the first concept after forgetting the second. 64 px tiles upscaled x2 for viewing."""
-    from PIL import Image, ImageDraw
-
     rows: list[tuple[str, list[np.ndarray]]] = []
     for name in PAIR:
         rows.append((f"{name}: photos", [_pixels(p) for p in photos[name]]))
@@ -163,13 +161,24 @@ def _contact_sheet(path: Path, photos, base_images, learned, both, after) -> Pat
         rows.append((f"<{name}>", [_pixels(r["path"]) for r in learned[name]]))
     rows.append(("both", [_pixels(r["path"]) for r in both]))
     rows.append((f"<{PAIR[0]}> after forget", [_pixels(r["path"]) for r in after]))
-    tile, label_w = 128, 150
+    return labelled_sheet(path, rows, tile=128, label_w=150)
+
+
+def labelled_sheet(path: Path, rows: list[tuple[str, list]], tile: int, label_w: int, title: str | None = None) -> Path:
+    """A PNG with one labelled row of uint8 tiles per (label, images), each tile upscaled (nearest) to
+    `tile` px; a `title` adds a 20 px line on top. Used by `cns demo` and `cns bench`."""
+    from PIL import Image, ImageDraw
+
+    top = 20 if title else 0
     width = label_w + tile * max(len(r[1]) for r in rows)
-    sheet = Image.new("RGB", (width, tile * len(rows)), (255, 255, 255))
+    sheet = Image.new("RGB", (width, top + tile * len(rows)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
+    if title:
+        draw.text((6, 4), title, fill=(0, 0, 0))
     for y, (label, images) in enumerate(rows):
-        draw.text((6, y * tile + tile // 2 - 6), label, fill=(0, 0, 0))
+        draw.text((6, top + y * tile + tile // 2 - 6), label, fill=(0, 0, 0))
         for x, img in enumerate(images):
-            sheet.paste(Image.fromarray(img).resize((tile, tile), Image.Resampling.NEAREST), (label_w + x * tile, y * tile))
+            im = Image.fromarray(np.asarray(img, np.uint8)).resize((tile, tile), Image.Resampling.NEAREST)
+            sheet.paste(im, (label_w + x * tile, top + y * tile))
     sheet.save(path)
     return path

@@ -333,7 +333,7 @@ def main() -> None:
     times["encode"] = time.time() - t
     _log(out, f"encoded {len(latents)} latents in {times['encode']:.0f} s; scale {pipe.vae.config.scaling_factor:.4f}")
     unet_start = progress.get("step", 0) if progress.get("phase") == "unet" else 0
-    if unet_start or args.init:
+    if resumed and progress.get("phase") == "unet":  # a fresh --init already holds its weights in `pipe`
         _load_state(pipe.unet, out / "checkpoints" / "unet.safetensors")
         _load_state(pipe.text_encoder, out / "checkpoints" / "text_encoder.safetensors")
     t = time.time()

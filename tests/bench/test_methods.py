@@ -28,7 +28,7 @@ def _changed(tiny_base, unet) -> set[str]:
 
 
 def _budget(tiny_base) -> Budget:
-    return Budget(base=tiny_base, steps=3, seed=0, device="cpu")
+    return Budget(base=tiny_base, steps=3, seed=0, text_dim=32, device="cpu")
 
 
 def test_textual_inversion_leaves_the_unet_alone_and_adds_one_vector(tiny_base, concept):

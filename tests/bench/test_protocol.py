@@ -72,8 +72,12 @@ def test_each_ablation_is_recorded_in_its_bank_and_changes_what_it_says(bench):
     assert training["cns-keep-general"]["remove_general"] is False
     assert training["cns-no-reg"]["reg_lambda"] == 0
     assert heads["cns-dense"].concepts["rex"].slice.rank == 32  # the tiny text width: full rows
-    assert heads["cns"].concepts["rex"].neurons.per_layer != heads["cns-random"].concepts["rex"].neurons.per_layer \
-        or heads["cns"].concepts["rex"].delta != heads["cns-random"].concepts["rex"].delta
+    def rows(key):  # the K/V rows the concept owns, as (layer, row) pairs
+        bank = Bank.open(out / "banks" / f"{key}.cnsbank")
+        delta = bank.read_object(heads[key].concepts["rex"].delta)
+        return {(k, int(r)) for k, v in delta.items() if k.endswith(".rows") for r in v}
+
+    assert rows("cns") and rows("cns-random") and rows("cns") != rows("cns-random")
 
 
 def test_it_writes_the_table_plot_and_contact_sheet(bench):

@@ -50,11 +50,9 @@ def test_it_is_a_real_stable_diffusion_pipeline_with_its_own_vocabulary(pipe):
     assert isinstance(pipe, StableDiffusionPipeline) and isinstance(pipe.unet, UNet2DConditionModel)
     assert isinstance(pipe.vae, AutoencoderKL) and isinstance(pipe.text_encoder, CLIPTextModel)
     assert 500 < len(pipe.tokenizer) < 1000  # its own BPE vocabulary, not the 2-token fallback
-    # every caption word round-trips (known weakness, to fix before the next training run: word_tokenizer's
-    # merge order splits some words, e.g. "photo" into 4 tokens, instead of one token per word)
-    for word in (*VOCABULARY_WORDS, *PAIR_WORDS):
+    for word in (*VOCABULARY_WORDS, *PAIR_WORDS):  # every caption word is exactly one token
         ids = pipe.tokenizer(word, add_special_tokens=False).input_ids
-        assert pipe.tokenizer.decode(ids).strip() == word, (word, ids)
+        assert len(ids) == 1 and pipe.tokenizer.decode(ids).strip() == word, (word, ids)
     assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 64
     pointer = describe_base(resolve_base("demo"), pipe)
     assert pointer.kind == "builtin" and len(pointer.kv_layers) == 20
