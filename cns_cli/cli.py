@@ -214,7 +214,7 @@ def learn(
     base: Annotated[str, typer.Option("--base", help="Base model, used if the bank does not exist yet.")] = DEFAULT_BASE,
     steps: Annotated[int, typer.Option(help="Training steps.")] = 400,
     lr: Annotated[float, typer.Option(help="Learning rate of the neuron coefficients.")] = 1e-3,
-    lr_token: Annotated[float, typer.Option(help="Learning rate of the token embedding.")] = 5e-3,
+    lr_token: Annotated[float, typer.Option(help="Learning rate of the token embedding.")] = 1e-3,
     rank: Annotated[int, typer.Option(help="Basis slice width r of this concept.")] = 4,
     budget: Annotated[float, typer.Option(help="Share of UNet parameters a concept may train (0.0013 = 0.13 %).")] = 0.0013,
     reg_lambda: Annotated[float, typer.Option(help="Weight of the self-regularisation that protects earlier concepts.")] = 1.0,
@@ -328,6 +328,7 @@ def bench(
     methods: Annotated[Optional[str], typer.Option(help="Comma-separated methods (default: all): cns, cns-keep-general, cns-random, cns-dense, cns-no-reg, kv-finetune, lora-seq, lora-merge, ti.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Training steps per concept, every method (default 150; --quick 8).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="2 concepts, few steps and images: checks the pipeline, not the numbers.")] = False,
+    lr_token: Annotated[Optional[float], typer.Option(help="Learning rate of every method's concept tokens (default: cns learn's).")] = None,
     base: Annotated[str, typer.Option("--base", help="Base model (default: the bundled demo model).")] = "demo",
     device: Annotated[Device, typer.Option(help="Where to run.")] = Device.auto,
     json_: JsonOpt = False,
@@ -341,6 +342,8 @@ def bench(
         kw["methods"] = tuple(m.strip() for m in methods.split(",") if m.strip())
     if steps is not None:
         kw["steps"] = steps
+    if lr_token is not None:
+        kw["lr_token"] = lr_token
     if quick:
         config = BenchConfig.quick(**kw)
     else:

@@ -22,6 +22,7 @@ import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..learn import LearnConfig
 from .trainer import ConceptData, prepare, train_concept
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -61,7 +62,7 @@ class Budget:
     steps: int
     seed: int
     text_dim: int  # the base's text width: a token's size, and the dense ablation's rank
-    lr_token: float = 5e-3
+    lr_token: float = LearnConfig.lr_token  # every method's token learns at cns's default rate
     device: str = "cpu"
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
+from ..learn import LearnConfig
 from ..reporting import NullReporter, Reporter
 from .methods import METHODS, Budget, make_method
 from .scoring import Sampling, score_concepts, score_pairs, zero_shot
@@ -32,6 +33,7 @@ class BenchConfig:
     concepts: int = 10
     methods: tuple[str, ...] = tuple(METHODS)
     steps: int = 150  # per concept, every method (cns demo's default)
+    lr_token: float = LearnConfig.lr_token  # the new token's lr, every method (each learns one token per concept)
     photos: int = 6
     scenes: tuple[str, ...] = ("beach", "grass", "snow", "night")
     seeds: int = 2
@@ -51,6 +53,8 @@ class BenchConfig:
             raise UsageError(f"--concepts must be 1..{len(ORDER)} (the demo world's individuals), got {self.concepts}")
         if self.steps < 1:
             raise UsageError(f"--steps must be at least 1, got {self.steps}")
+        if not self.lr_token >= 0:
+            raise UsageError(f"--lr-token must be 0 or more, got {self.lr_token}")
 
     @classmethod
     def quick(cls, **kw) -> BenchConfig:
@@ -87,7 +91,7 @@ def run_bench(out: Path, config: BenchConfig = BenchConfig(), reporter: Reporter
                  "base": {"zero_shot": zero_shot(base_pipe, ev, s),
                           "identity_base_class": _base_class_identity(base_pipe, ev, concepts, s)},
                  "methods": {}}
-    budget = Budget(base=config.base, steps=config.steps, seed=config.seed, device=device,
+    budget = Budget(base=config.base, steps=config.steps, seed=config.seed, device=device, lr_token=config.lr_token,
                     text_dim=base_pipe.text_encoder.config.hidden_size)
     del base_pipe
     sheet_images: dict[str, dict] = {}
@@ -123,8 +127,8 @@ def _base_class_identity(pipe, ev, concepts, s: Sampling) -> dict:
     out = {}
     for c in concepts:
         ind = INDIVIDUALS[c.name]
-        prompts, seeds, _ = concept_prompts(c.name, s)
-        texts = [p.replace(f"<{c.name}>", f"{ind.colour} {ind.cls}") for p in prompts]
+        prompts, seeds, _ = concept_prompts(c, s)
+        texts = [p.replace(f"<{c.name}> {c.cls}", f"{ind.colour} {ind.cls}") for p in prompts]
         out[c.name] = float(np.mean(ev.identity_similarity(generate(pipe, texts, seeds=seeds, steps=s.steps,
                                                                     guidance=s.guidance), c.name)))
     return out

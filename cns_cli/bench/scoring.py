@@ -1,6 +1,8 @@
 """What `cns bench` measures with the demo evaluator, on a method's model as it stands.
 
-- concept prompts: "a <name> on the beach" for each evaluation scene × seed. Identity = mean cosine similarity
+- concept prompts: "a <name> on the beach" for each evaluation scene × seed, sent as `cns generate` sends them:
+  with the concept's class word after its token ("a <rex> dog on the beach", `prompts.expand_prompt`), the form
+  every method trained on. Identity = mean cosine similarity
   to the concept's reference renders; recognised = share of images whose nearest individual (of all 12 in the
   world, by reference embedding) is the concept; scene / class = the evaluator reads the prompt's scene and the
   concept's class (prompt alignment).
@@ -32,14 +34,15 @@ class Sampling:
     zero_shot_n: int  # held-out captions for the zero-shot score
 
 
-def concept_prompts(name: str, s: Sampling) -> tuple[list[str], list[int], list[str]]:
-    """(prompts, seeds, scenes) of one concept's evaluation images."""
+def concept_prompts(concept, s: Sampling) -> tuple[list[str], list[int], list[str]]:
+    """(prompts, seeds, scenes) of one concept's (ConceptData) evaluation images, class word expanded."""
     from ..demo.world import SCENE_PHRASES
+    from ..prompts import expand_prompt
 
     prompts, seeds, scenes = [], [], []
     for i, scene in enumerate(s.scenes):
         for r in range(s.seeds):
-            prompts.append(f"a <{name}> {SCENE_PHRASES[scene]}")
+            prompts.append(expand_prompt(f"a <{concept.name}> {SCENE_PHRASES[scene]}", {concept.name: concept.cls}))
             seeds.append(EVAL_SEED + 100 * i + r)
             scenes.append(scene)
     return prompts, seeds, scenes
@@ -60,7 +63,7 @@ def score_concepts(pipe, ev, concepts: list, s: Sampling) -> tuple[dict, dict]:
 
     prompts, seeds, scenes = [], [], []
     for c in concepts:
-        p, sd, sc = concept_prompts(c.name, s)
+        p, sd, sc = concept_prompts(c, s)
         prompts += p
         seeds += sd
         scenes += sc
@@ -94,13 +97,15 @@ def zero_shot(pipe, ev, s: Sampling) -> dict:
 
 def pair_prompts(concepts: list, s: Sampling) -> list[tuple[str, str, str, int]]:
     """(prompt, left name, right name, seed): consecutive concepts paired, each pair on the evaluation
-    scenes (one seed each)."""
+    scenes (one seed each); class words expanded like `cns generate` does."""
     from ..demo.world import SCENE_PHRASES
+    from ..prompts import expand_prompt
 
     out = []
     for a, b in zip(concepts[0::2], concepts[1::2]):
         for i, scene in enumerate(s.scenes):
-            out.append((f"a <{a.name}> and a <{b.name}> {SCENE_PHRASES[scene]}", a.name, b.name, EVAL_SEED + 50 + i))
+            text = expand_prompt(f"a <{a.name}> and a <{b.name}> {SCENE_PHRASES[scene]}", {a.name: a.cls, b.name: b.cls})
+            out.append((text, a.name, b.name, EVAL_SEED + 50 + i))
     return out
 
 

@@ -25,7 +25,7 @@ class DemoConfig:
     base: str = "demo"
     steps: int = 150  # per concept; the demo world is small and the budget is ≤ 3 minutes on 2 cores
     lr: float = 1e-3
-    lr_token: float = 5e-3
+    lr_token: float = 1e-3
     reg_lambda: float = 1.0
     photos: int = 6
     sample_steps: int = 25

@@ -108,6 +108,8 @@ def test_bad_input_is_one_line_and_never_touches_a_foreign_folder(tiny_base, tmp
         BenchConfig(methods=("cns", "dreambooth"))
     with pytest.raises(UsageError, match="--concepts must be 1..12"):
         BenchConfig(concepts=13)
+    with pytest.raises(UsageError, match="--lr-token must be 0 or more"):
+        BenchConfig(lr_token=-1e-3)
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "keep.txt").write_text("precious")
@@ -118,8 +120,27 @@ def test_bad_input_is_one_line_and_never_touches_a_foreign_folder(tiny_base, tmp
 
 
 def test_the_cli_prints_one_json_document(tiny_base, tmp_path):
-    r = CliRunner().invoke(app, ["bench", "--quick", "--methods", "ti", "--steps", "1", "--base", tiny_base,
-                                 "--out", str(tmp_path / "b"), "--json"])
+    r = CliRunner().invoke(app, ["bench", "--quick", "--methods", "ti,cns", "--steps", "1", "--lr-token", "2e-3",
+                                 "--base", tiny_base, "--out", str(tmp_path / "b"), "--json"])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    assert list(doc["methods"]) == ["ti"] and (tmp_path / "b" / "forgetting.png").is_file()
+    assert sorted(doc["methods"]) == ["cns", "ti"] and (tmp_path / "b" / "forgetting.png").is_file()
+    assert doc["config"]["lr_token"] == 2e-3
+    assert Bank.open(tmp_path / "b" / "banks" / "cns.cnsbank").head().concepts["rex"].training["lr_token"] == 2e-3
+
+
+def test_concepts_are_prompted_the_way_cns_generate_sends_them_with_their_class_word():
+    # Every method trained on "a <rex> dog ..." (captions and `cns learn`'s prompt); scoring "a <rex> on the
+    # beach" without the class word would measure a prompt no user of `cns generate` ever sends.
+    from pathlib import Path
+
+    from cns_cli.bench.scoring import Sampling, concept_prompts, pair_prompts
+    from cns_cli.bench.trainer import ConceptData
+
+    s = Sampling(scenes=("beach", "night"), seeds=2, steps=1, guidance=1.0, zero_shot_n=1)
+    rex, fedora = ConceptData("rex", "dog", Path(".")), ConceptData("fedora", "hat", Path("."))
+    prompts, seeds, scenes = concept_prompts(rex, s)
+    assert prompts == ["a <rex> dog on the beach"] * 2 + ["a <rex> dog at night"] * 2
+    assert len(set(seeds)) == 4 and scenes == ["beach", "beach", "night", "night"]
+    assert [p for p, *_ in pair_prompts([rex, fedora], s)] == ["a <rex> dog and a <fedora> hat on the beach",
+                                                               "a <rex> dog and a <fedora> hat at night"]

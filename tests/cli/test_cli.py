@@ -220,3 +220,20 @@ def test_ablation_flags_reach_the_revision(tiny_base, tmp_path, dog_photos):
     assert training["selection"] == "random" and training["remove_general"] is False
     r = cns("--bank", str(path), "learn", "hat", str(dog_photos), "--selection", "best")
     assert r.exit_code == 2 and "best" in r.output
+
+
+def test_learn_flags_default_to_the_method_defaults_of_learnconfig():
+    # The CLI spells its defaults out for --help; they must be LearnConfig's, or `cns learn` and the Python API
+    # (cns demo, cns bench) would train different methods under one name.
+    import inspect
+    from dataclasses import fields
+
+    from cns_cli.cli import learn
+    from cns_cli.learn import LearnConfig
+
+    params = inspect.signature(learn).parameters
+    shared = [f for f in fields(LearnConfig) if f.name in params and f.name not in ("device", "precision", "selection")]
+    assert len(shared) >= 10
+    for f in shared:
+        assert params[f.name].default == f.default, f.name
+    assert LearnConfig.lr_token == 1e-3
