@@ -329,6 +329,7 @@ def bench(
     steps: Annotated[Optional[int], typer.Option(help="Training steps per concept, every method (default 150; --quick 8).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="2 concepts, few steps and images: checks the pipeline, not the numbers.")] = False,
     lr_token: Annotated[Optional[float], typer.Option(help="Learning rate of every method's concept tokens (default: cns learn's).")] = None,
+    zero_shot_n: Annotated[Optional[int], typer.Option("--zero-shot-prompts", help="Held-out base captions scored after every concept (default 48).")] = None,
     base: Annotated[str, typer.Option("--base", help="Base model (default: the bundled demo model).")] = "demo",
     device: Annotated[Device, typer.Option(help="Where to run.")] = Device.auto,
     json_: JsonOpt = False,
@@ -344,6 +345,8 @@ def bench(
         kw["steps"] = steps
     if lr_token is not None:
         kw["lr_token"] = lr_token
+    if zero_shot_n is not None:
+        kw["zero_shot_n"] = zero_shot_n
     if quick:
         config = BenchConfig.quick(**kw)
     else:

@@ -53,6 +53,8 @@ class BenchConfig:
             raise UsageError(f"--concepts must be 1..{len(ORDER)} (the demo world's individuals), got {self.concepts}")
         if self.steps < 1:
             raise UsageError(f"--steps must be at least 1, got {self.steps}")
+        if self.zero_shot_n < 1:
+            raise UsageError(f"--zero-shot-prompts must be at least 1, got {self.zero_shot_n}")
         if not self.lr_token >= 0:
             raise UsageError(f"--lr-token must be 0 or more, got {self.lr_token}")
 

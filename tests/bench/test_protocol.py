@@ -110,6 +110,8 @@ def test_bad_input_is_one_line_and_never_touches_a_foreign_folder(tiny_base, tmp
         BenchConfig(concepts=13)
     with pytest.raises(UsageError, match="--lr-token must be 0 or more"):
         BenchConfig(lr_token=-1e-3)
+    with pytest.raises(UsageError, match="--zero-shot-prompts must be at least 1"):
+        BenchConfig(zero_shot_n=0)
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "keep.txt").write_text("precious")
@@ -120,12 +122,13 @@ def test_bad_input_is_one_line_and_never_touches_a_foreign_folder(tiny_base, tmp
 
 
 def test_the_cli_prints_one_json_document(tiny_base, tmp_path):
-    r = CliRunner().invoke(app, ["bench", "--quick", "--methods", "ti,cns", "--steps", "1", "--lr-token", "2e-3",
+    r = CliRunner().invoke(app, ["bench", "--quick", "--methods", "ti,cns", "--steps", "1", "--lr-token", "2e-3", "--zero-shot-prompts", "3",
                                  "--base", tiny_base, "--out", str(tmp_path / "b"), "--json"])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert sorted(doc["methods"]) == ["cns", "ti"] and (tmp_path / "b" / "forgetting.png").is_file()
-    assert doc["config"]["lr_token"] == 2e-3
+    assert doc["config"]["lr_token"] == 2e-3 and doc["config"]["zero_shot_n"] == 3
+    assert doc["methods"]["ti"]["steps"][0]["zero_shot"]["n"] == 3
     assert Bank.open(tmp_path / "b" / "banks" / "cns.cnsbank").head().concepts["rex"].training["lr_token"] == 2e-3
 
 
