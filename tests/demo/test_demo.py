@@ -9,7 +9,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cns_cli.cli import app
-from cns_cli.demo.run import DemoConfig, run_demo
+from cns_cli.demo.run import PAIR, DemoConfig, run_demo
 from cns_cli.errors import UsageError
 from cns_cli.model.loading import builtin_path
 
@@ -17,7 +17,7 @@ from cns_cli.model.loading import builtin_path
 def test_demo_runs_end_to_end(tiny_base, tmp_path):
     cfg = DemoConfig(base=tiny_base, steps=2, photos=3, sample_steps=2)
     doc = run_demo(tmp_path / "demo", cfg)
-    assert doc["concepts"] == ["rex", "fedora"]
+    assert doc["concepts"] == list(PAIR) == ["milo", "cottage"]
     for name in doc["concepts"]:
         s = doc["scores"][name]
         assert -1 <= s["identity_learned"] <= 1 and -1 <= s["identity_base_class"] <= 1
@@ -54,8 +54,8 @@ def test_demo_on_the_bundled_model_at_reduced_steps(tmp_path):
     cfg = DemoConfig(steps=10, photos=4, sample_steps=6)
     doc = run_demo(tmp_path / "demo", cfg)
     assert doc["forget_kept_other_identical"] is True
-    assert len(doc["together"]["prompts"]) == 4 and set(doc["together"]["identity"]) == {"rex", "fedora"}
-    assert (tmp_path / "demo" / "photos" / "rex" / "rex-00.txt").read_text().startswith("a <rex> dog ")
-    for name in ("rex", "fedora"):
+    assert len(doc["together"]["prompts"]) == 4 and set(doc["together"]["identity"]) == set(PAIR)
+    assert (tmp_path / "demo" / "photos" / "milo" / "milo-00.txt").read_text().startswith("a <milo> cat ")
+    for name in PAIR:
         assert 0 <= doc["scores"][name]["class_accuracy"] <= 1
     assert Image.open(doc["contact_sheet"]).size[1] == 128 * 8
