@@ -2,8 +2,8 @@
 
 - concept prompts: "a <name> on the beach" for each evaluation scene × seed, sent as `cns generate` sends them:
   with the concept's class word after its token ("a <rex> dog on the beach", `prompts.expand_prompt`), the form
-  every method trained on. Identity = mean cosine similarity to the concept's reference renders; recognised = share of images whose nearest individual (of all 12 in the
-  world, by reference embedding) is the concept; scene / class = the evaluator reads the prompt's scene and the
+  every method trained on. Identity = mean cosine similarity to the concept's reference renders; recognised =
+  share of images whose nearest individual (of all 12 in the world, by reference embedding) is the concept; scene / class = the evaluator reads the prompt's scene and the
   concept's class (prompt alignment).
 - zero-shot: captions of held-out scene × class × colour triples (never in the base model's training data),
   scored for scene, class and colour; "accuracy" is the mean of the three.
