@@ -120,17 +120,18 @@ def run_bench(out: Path, config: BenchConfig = BenchConfig(), reporter: Reporter
 
 
 def _base_class_identity(pipe, ev, concepts, s: Sampling) -> dict:
-    """Identity of each concept's plain description drawn by the base model ("a brown dog on the beach"): the
-    floor a learned concept has to rise above."""
+    """Identity of each concept's plain description drawn by the base model ("a red dog on the beach" for rex: its
+    nearest palette colour and class): the floor a learned concept has to rise above."""
     from ..demo.assess import generate
     from ..demo.individuals import INDIVIDUALS
+    from ..demo.world import SCENE_PHRASES
     from .scoring import concept_prompts
 
     out = {}
     for c in concepts:
         ind = INDIVIDUALS[c.name]
-        prompts, seeds, _ = concept_prompts(c, s)
-        texts = [p.replace(f"<{c.name}> {c.cls}", f"{ind.colour} {ind.cls}") for p in prompts]
+        _, seeds, scenes = concept_prompts(c, s)  # the concept's scenes and seeds, its plain description
+        texts = [f"a {ind.colour} {ind.cls} {SCENE_PHRASES[scene]}" for scene in scenes]
         out[c.name] = float(np.mean(ev.identity_similarity(generate(pipe, texts, seeds=seeds, steps=s.steps,
                                                                     guidance=s.guidance), c.name)))
     return out

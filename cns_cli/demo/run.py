@@ -30,9 +30,6 @@ SHOWN_SCENES = ("beach", "grass", "snow", "night")
 class DemoConfig:
     base: str = "demo"
     steps: int = 150  # per concept; the demo world is small and the budget is ≤ 3 minutes on 2 cores
-    lr: float = 1e-3
-    lr_token: float = 1e-3
-    reg_lambda: float = 1.0
     photos: int = 6
     sample_steps: int = 25
     seed: int = 0
@@ -86,7 +83,7 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
     alone = None
     for name in PAIR:
         learn(bank_path, name, out / "photos" / name, class_word=INDIVIDUALS[name].cls, base=config.base,
-              config=LearnConfig(steps=config.steps, seed=config.seed, lr=config.lr, lr_token=config.lr_token, reg_lambda=config.reg_lambda, device=config.device), reporter=reporter)
+              config=LearnConfig(steps=config.steps, seed=config.seed, device=config.device), reporter=reporter)
         if alone is None:  # the first concept on its own: what forgetting the second must give back exactly
             alone = generate(bank_path, [p for p, _ in prompts[PAIR[0]]], out / "images-first-alone", gen_cfg)
     reporter.phase("generating")
