@@ -155,6 +155,7 @@ def summarise(entry: dict, base_zero_shot: dict, n: int) -> dict:
         "zero_shot_change_points": 100 * (steps[-1]["zero_shot"]["accuracy"] - base_zero_shot["accuracy"]),
         "scene_alignment": mean("scene"), "class_alignment": mean("class"),
         "pairs_both_recognised": entry["pairs"].get("both_recognised"),
+        "pairs_both_classes": entry["pairs"].get("both_classes"),
         "params_trained_per_concept": float(np.mean([x["params_trained"] for x in learns])),
         "weights_changed_per_concept": float(np.mean([x["weights_changed"] for x in learns])),
         "bytes_per_concept": learns[-1]["bytes_total"] / n,

@@ -9,11 +9,13 @@ import numpy as np
 
 COLUMNS = [  # (header, summary key, format)
     ("final identity", "final_identity", "{:.3f}"),
+    ("just after", "identity_just_after", "{:.3f}"),
     ("recognised", "final_recognised", "{:.0%}"),
     ("forgetting", "mean_forgetting", "{:+.3f}"),
     ("zero-shot Δ (pts)", "zero_shot_change_points", "{:+.1f}"),
     ("scene align", "scene_alignment", "{:.0%}"),
     ("pairs: both", "pairs_both_recognised", "{:.0%}"),
+    ("pairs: 2 classes", "pairs_both_classes", "{:.0%}"),
     ("params trained", "params_trained_per_concept", "{:,.0f}"),
     ("weights changed", "weights_changed_per_concept", "{:,.0f}"),
     ("bytes / concept", "bytes_per_concept", "{:,.0f}"),

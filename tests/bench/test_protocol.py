@@ -43,6 +43,8 @@ def test_every_method_scores_every_learned_concept_after_every_step(bench):
         assert [st["learned"] for st in m["steps"]] == ["rex", "fedora"]
         assert [list(st["concepts"]) for st in m["steps"]] == [["rex"], ["rex", "fedora"]]
         assert m["pairs"]["n"] == 2 and len(m["pairs"]["prompts"]) == 2
+        p = m["pairs"]  # in order is a special case of either order
+        assert 0 <= p["both_in_order"] <= p["both_recognised"] <= 1 and 0 <= p["both_classes"] <= 1
         assert all(math.isfinite(v) for v in _numbers(m)), key
     assert json.loads((out / "bench.json").read_text()) == json.loads(json.dumps(doc))
 
@@ -147,3 +149,12 @@ def test_concepts_are_prompted_the_way_cns_generate_sends_them_with_their_class_
     assert len(set(seeds)) == 4 and scenes == ["beach", "beach", "night", "night"]
     assert [p for p, *_ in pair_prompts([rex, fedora], s)] == ["a <rex> dog and a <fedora> hat on the beach",
                                                                "a <rex> dog and a <fedora> hat at night"]
+
+
+def test_a_pair_counts_both_concepts_in_either_order_and_nothing_else():
+    from cns_cli.bench.scoring import pair_outcome
+
+    assert pair_outcome("rex", "fedora", "rex", "fedora") == {"both": True, "in_order": True}
+    assert pair_outcome("fedora", "rex", "rex", "fedora") == {"both": True, "in_order": False}
+    assert pair_outcome("rex", "rex", "rex", "fedora") == {"both": False, "in_order": False}  # one concept twice
+    assert pair_outcome("rex", "bella", "rex", "fedora") == {"both": False, "in_order": False}
