@@ -58,3 +58,26 @@ def test_token_lr_sweep_runs_the_bench_once_per_value(tiny_base, tmp_path):
     assert {"rex_identity", "fedora_identity"} <= set(rows[0])
     saved = json.loads((tmp_path / "sweep" / "lr_token-0.002" / "bench.json").read_text())
     assert saved["config"]["lr_token"] == 2e-3
+
+
+def test_row_training_sweep_trains_cns_under_each_variant(tiny_base, tmp_path):
+    from cns_cli.bank import Bank
+
+    rows = run("row_training_sweep.py", "--quick", "--base", tiny_base, "--variant", "half-lambda", "reg_lambda=0.5",
+               "--out", str(tmp_path / "sweep"))
+    assert [(r["variant"], r["overrides"], r["basis"]) for r in rows] == [("half-lambda", "reg_lambda=0.5", "random")]
+    bank = Bank.open(tmp_path / "sweep" / "banks" / "half-lambda.cnsbank")
+    assert bank.head().concepts["fedora"].training["reg_lambda"] == 0.5  # the override reached cns learn
+
+
+def test_the_calibration_energy_basis_is_orthogonal_and_ordered_by_energy(tiny_base):
+    import numpy as np
+
+    sys.path.insert(0, str(BENCH))
+    from row_training_sweep import calibration_energy_basis, parse_overrides
+
+    q, energy = calibration_energy_basis(tiny_base)
+    assert np.abs(q.T @ q - np.eye(q.shape[0])).max() < 1e-4
+    assert energy[:-1] == sorted(energy[:-1]) and energy[-1] <= energy[0]  # the empty direction goes last
+    assert parse_overrides("reg_lambda=0,remove_general=false,rank=2") == {"reg_lambda": 0.0, "remove_general": False,
+                                                                             "rank": 2}
