@@ -76,3 +76,16 @@ def test_lora_seq_keeps_one_adapter_and_never_touches_the_base_weights(tiny_base
     now = {k: v for k, v in unet.state_dict().items() if "lora_" in k}
     assert now.keys() == lora.keys() and any(not torch.equal(now[k], lora[k]) for k in now)  # the same adapter, trained on
     assert rec["bytes_total"] == 4 * (sum(v.numel() for v in now.values()) + 2 * 32)
+
+
+@pytest.mark.parametrize("key", ["lora-seq", "lora-merge"])
+def test_a_lora_baseline_starts_from_the_same_adapter_in_every_run(tiny_base, key):
+    """peft draws the adapter's initial A from torch's global RNG: the bench seeds it, whatever ran before."""
+    def initial_adapter():
+        torch.rand(7)  # whatever used the global RNG before must not matter
+        _, params = make_method(key, _budget(tiny_base), None).trainable_unet()
+        return [p.detach().clone() for p in params]
+
+    first, second = initial_adapter(), initial_adapter()
+    assert first and all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    assert any(p.abs().sum() > 0 for p in first)  # A is random (B starts at zero)
