@@ -158,3 +158,30 @@ def test_a_pair_counts_both_concepts_in_either_order_and_nothing_else():
     assert pair_outcome("fedora", "rex", "rex", "fedora") == {"both": True, "in_order": False}
     assert pair_outcome("rex", "rex", "rex", "fedora") == {"both": False, "in_order": False}  # one concept twice
     assert pair_outcome("rex", "bella", "rex", "fedora") == {"both": False, "in_order": False}
+
+
+def test_pair_scores_read_each_half_of_real_two_concept_renders(monkeypatch):
+    """score_pairs on rendered pairs (the evaluator is exact on renders): one pair drawn swapped, which counts for
+    "both" (concepts and classes) and not "in order"; one with a dog where the cat should be, which counts for nothing."""
+    import numpy as np
+
+    from cns_cli.bench.scoring import Sampling, score_pairs
+    from cns_cli.bench.trainer import ConceptData
+    from cns_cli.demo import assess
+    from cns_cli.demo.evaluator import Evaluator
+    from cns_cli.demo.individuals import INDIVIDUALS
+    from cns_cli.demo.pairs import render_pair
+    from cns_cli.demo.world import Spec
+
+    def spec(name):
+        return Spec("grass", INDIVIDUALS[name].cls, INDIVIDUALS[name].colour, individual=name)
+
+    drawn = {"a <rex> dog and a <fedora> hat on grass": ("fedora", "rex"),  # swapped
+             "a <milo> cat and a <beetle> car on grass": ("bella", "beetle")}  # a dog, not the cat
+    monkeypatch.setattr(assess, "generate", lambda pipe, prompts, **kw: np.stack(
+        [render_pair(spec(drawn[p][0]), spec(drawn[p][1]), np.random.default_rng(0)) for p in prompts]))
+    concepts = [ConceptData(n, INDIVIDUALS[n].cls, None) for n in ("rex", "fedora", "milo", "beetle")]
+    s = Sampling(scenes=("grass",), seeds=1, steps=1, guidance=1.0, zero_shot_n=1)
+    got, images = score_pairs(None, Evaluator.load(), concepts, s)
+    assert got["n"] == 2 and images.shape == (2, 64, 64, 3)
+    assert (got["both_recognised"], got["both_in_order"], got["both_classes"]) == (0.5, 0.0, 0.5)
