@@ -261,14 +261,20 @@ def generate(
     expand: Annotated[bool, typer.Option("--expand/--no-expand", help="Expand <name> to '<name> class'.")] = True,
     device: Annotated[Device, typer.Option(help="Where to run.")] = Device.auto,
     precision: Annotated[Precision, typer.Option(help="auto = bf16/fp16 on a GPU, fp32 on CPU (bit-exact).")] = Precision.auto,
+    region: Annotated[Optional[list[str]], typer.Option("--region", help="A concept's box: '<name>=x0,y0,x1,y1' as fractions, origin top left (repeatable).")] = None,
+    layout: Annotated[Optional[str], typer.Option("--layout", help="auto: one equal column per concept, left to right in order of mention.")] = None,
+    region_prompt: Annotated[Optional[list[str]], typer.Option("--region-prompt", help="'<name>=TEXT': what the concept's box reads instead of 'a <name> class' (repeatable).")] = None,
+    region_strength: Annotated[Optional[float], typer.Option("--region-strength", help="0..1: how fully a box's own text replaces the whole prompt inside it (default 1).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="One JSON object per image per line on stdout.")] = False,
 ) -> None:
-    """Generate images with any mix of the learned concepts."""
+    """Generate images with any mix of the learned concepts (optionally each in its own region)."""
     from .generate import GenerateConfig, generate as run_generate
     from .prompts import read_prompts
+    from .regions import RegionRequest
 
+    regions = RegionRequest.from_flags(region, layout, region_prompt, region_strength)
     config = GenerateConfig(n=n, seed=seed, steps=steps, guidance=guidance, width=width, height=height,
-                            expand=expand, device=device.value, precision=precision.value)
+                            expand=expand, device=device.value, precision=precision.value, regions=regions)
     texts = read_prompts(prompts, sys.stdin)
     show = output.emit_jsonl if json_ else (lambda rec: typer.echo(rec["path"]))
     run_generate(ctx.obj, texts, out, config, on_image=show, on_phase=None if json_ else output.info)
