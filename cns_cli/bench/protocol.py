@@ -16,9 +16,10 @@ import numpy as np
 
 from ..errors import UsageError
 from ..learn import LearnConfig
+from ..regions import DEFAULT_REGION_TEXT
 from ..reporting import NullReporter, Reporter
 from .methods import METHODS, Budget, make_method
-from .scoring import Sampling, score_concepts, score_pairs, zero_shot
+from .scoring import RegionMode, Sampling, score_concepts, score_groups, zero_shot
 from .trainer import ConceptData
 
 # The order concepts are learned in: classes alternate, and each class's second individual comes later
@@ -42,6 +43,10 @@ class BenchConfig:
     zero_shot_n: int = 48
     seed: int = 0
     device: str = "auto"
+    # How the group prompts are drawn with regions (`cns generate --layout auto`'s defaults; the region
+    # benchmark, benchmarks/region_variants.py, compares the alternatives).
+    region_text: str = DEFAULT_REGION_TEXT
+    region_uncond: str = "keep"
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -107,16 +112,27 @@ def run_bench(out: Path, config: BenchConfig = BenchConfig(), reporter: Reporter
             pipe = method.pipeline()
             scores, images = score_concepts(pipe, ev, concepts[: k + 1], s)
             steps.append({"learned": c.name, "learn": learn, "concepts": scores, "zero_shot": zero_shot(pipe, ev, s)})
-        pairs, pair_images = score_pairs(pipe, ev, concepts, s)
-        entry = {"label": info.label, "group": info.group, "steps": steps, "pairs": pairs}
+        groups, group_images = score_all_groups(pipe, ev, concepts, s, steps[-1]["concepts"],
+                                                RegionMode(config.region_text, config.region_uncond))
+        entry = {"label": info.label, "group": info.group, "steps": steps, **groups}
         entry["summary"] = summarise(entry, doc["base"]["zero_shot"], len(concepts))
         doc["methods"][key] = entry
-        sheet_images[key] = {"concepts": images, "pairs": pair_images}
+        sheet_images[key] = {"concepts": images, **group_images}
         del method, pipe
         _write_json(out / "bench.json", doc)  # after every method: a long run can be looked at while it runs
     doc["files"] = write_reports(out, doc, sheet_images, concepts)
     _write_json(out / "bench.json", doc)
     return doc
+
+
+def score_all_groups(pipe, ev, concepts, s: Sampling, final: dict, mode: RegionMode) -> tuple[dict, dict]:
+    """Pairs as plain prompts ("pairs") and with `--layout auto` regions ("regional_pairs"), triples with regions
+    ("regional_triples"): the scores and the images, per key."""
+    single = {name: sc["identity"] for name, sc in final.items()}
+    docs, images = {}, {}
+    for key, size, regions in (("pairs", 2, None), ("regional_pairs", 2, mode), ("regional_triples", 3, mode)):
+        docs[key], images[key] = score_groups(pipe, ev, concepts, s, size, regions, single)
+    return docs, images
 
 
 def _base_class_identity(pipe, ev, concepts, s: Sampling) -> dict:
@@ -154,8 +170,13 @@ def summarise(entry: dict, base_zero_shot: dict, n: int) -> dict:
         "zero_shot_accuracy": steps[-1]["zero_shot"]["accuracy"],
         "zero_shot_change_points": 100 * (steps[-1]["zero_shot"]["accuracy"] - base_zero_shot["accuracy"]),
         "scene_alignment": mean("scene"), "class_alignment": mean("class"),
-        "pairs_both_recognised": entry["pairs"].get("both_recognised"),
-        "pairs_both_classes": entry["pairs"].get("both_classes"),
+        "pairs_both_recognised": entry["pairs"].get("shown"),
+        "pairs_both_classes": entry["pairs"].get("classes"),
+        "regional_pairs_shown": entry.get("regional_pairs", {}).get("shown"),
+        "regional_pairs_in_order": entry.get("regional_pairs", {}).get("in_order"),
+        "regional_pairs_box_identity": entry.get("regional_pairs", {}).get("box_identity_ratio"),
+        "regional_triples_shown": entry.get("regional_triples", {}).get("shown"),
+        "regional_triples_in_order": entry.get("regional_triples", {}).get("in_order"),
         "params_trained_per_concept": float(np.mean([x["params_trained"] for x in learns])),
         "weights_changed_per_concept": float(np.mean([x["weights_changed"] for x in learns])),
         "bytes_per_concept": learns[-1]["bytes_total"] / n,

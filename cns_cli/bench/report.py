@@ -16,6 +16,10 @@ COLUMNS = [  # (header, summary key, format)
     ("scene align", "scene_alignment", "{:.0%}"),
     ("pairs: both", "pairs_both_recognised", "{:.0%}"),
     ("pairs: 2 classes", "pairs_both_classes", "{:.0%}"),
+    ("regions: both", "regional_pairs_shown", "{:.0%}"),
+    ("regions: in order", "regional_pairs_in_order", "{:.0%}"),
+    ("regions: box identity ÷ alone", "regional_pairs_box_identity", "{:.0%}"),
+    ("regions: all 3", "regional_triples_shown", "{:.0%}"),
     ("params trained", "params_trained_per_concept", "{:,.0f}"),
     ("weights changed", "weights_changed_per_concept", "{:,.0f}"),
     ("bytes / concept", "bytes_per_concept", "{:,.0f}"),
@@ -97,7 +101,8 @@ def plot_forgetting(path: Path, doc: dict) -> Path:
 
 def contact_sheet(path: Path, doc: dict, images: dict, concepts: list) -> Path:
     """Rows: reference photo, then one row per method with its final model: the first concept (the one most
-    at risk) on every evaluation scene, the last concept, and the first pair prompt."""
+    at risk) on every evaluation scene, the last concept, the first pair prompt without and with regions, and the
+    first three-concept prompt with regions."""
     from PIL import Image
 
     from ..demo.run import labelled_sheet
@@ -110,7 +115,7 @@ def contact_sheet(path: Path, doc: dict, images: dict, concepts: list) -> Path:
         tiles = list(got["concepts"][first])
         if last != first:
             tiles += list(got["concepts"][last][:1])
-        tiles += list(got["pairs"][:1])
+        tiles += [*got["pairs"][:1], *got["regional_pairs"][:1], *got["regional_triples"][:1]]
         rows.append((key, tiles))
-    title = f"<{first}> on each scene | <{last}> | first pair - same seeds for every method"
+    title = f"<{first}> on each scene | <{last}> | first pair: plain, regions | first triple: regions - same seeds"
     return labelled_sheet(path, rows, tile=96, label_w=130, title=title)

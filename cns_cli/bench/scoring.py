@@ -7,11 +7,13 @@
   concept's class (prompt alignment).
 - zero-shot: captions of held-out scene × class × colour triples (never in the base model's training data),
   scored for scene, class and colour; "accuracy" is the mean of the three.
-- pairs: "a <a> and a <b> on grass", each image split into halves (the layout the base model learned for two
-  objects) and each half's nearest individual and class read. "both_recognised": the two halves are the two
-  concepts, in either order (the prompt asks for both, not for a side; the demo model binds left/right weakly);
-  "both_in_order": the first concept at the left; "both_classes": the halves show the two classes, either
-  order (whether two objects were drawn at all, whoever they are).
+- groups: "a <a> and a <b> on grass" (pairs) and "a <a> and a <b> and a <c> on grass" (triples), drawn as plain
+  prompts or with `--layout auto` regions (one equal column per concept), each image split into those columns
+  and each column's nearest individual and class read. "shown": the columns show every named concept, in any
+  order (a plain prompt names no side; the demo model binds left/right weakly); "in_order": each concept in its
+  own column (what regions promise); "classes": the columns show the named classes in any order (whether the
+  objects were drawn at all, whoever they are); identity in each concept's own column, also relative to the
+  concept's identity alone in an image.
 
 Image seeds depend on the scene and repetition only, never on a prompt's position in a batch or on how many
 concepts exist, so a concept is drawn from the same noise after every step and its curve shows the model, not
@@ -97,47 +99,85 @@ def zero_shot(pipe, ev, s: Sampling) -> dict:
     return score
 
 
-def pair_prompts(concepts: list, s: Sampling) -> list[tuple[str, str, str, int]]:
-    """(prompt, left name, right name, seed): consecutive concepts paired, each pair on the evaluation
-    scenes (one seed each); class words expanded like `cns generate` does."""
+def group_prompts(concepts: list, s: Sampling, size: int = 2) -> list[tuple[str, tuple[str, ...], int]]:
+    """(prompt, names left to right, seed): consecutive concepts in groups of `size` ("a <rex> and a <fedora> on
+    grass"; three: "a <a> and a <b> and a <c> ..."), each group on the evaluation scenes (one seed each); class
+    words expanded like `cns generate` does."""
     from ..demo.world import SCENE_PHRASES
     from ..prompts import expand_prompt
 
     out = []
-    for a, b in zip(concepts[0::2], concepts[1::2]):
+    groups = [concepts[i : i + size] for i in range(0, len(concepts) - size + 1, size)]
+    for group in groups:
+        classes = {c.name: c.cls for c in group}
         for i, scene in enumerate(s.scenes):
-            text = expand_prompt(f"a <{a.name}> and a <{b.name}> {SCENE_PHRASES[scene]}", {a.name: a.cls, b.name: b.cls})
-            out.append((text, a.name, b.name, EVAL_SEED + 50 + i))
+            text = " and ".join(f"a <{c.name}>" for c in group) + f" {SCENE_PHRASES[scene]}"
+            out.append((expand_prompt(text, classes), tuple(c.name for c in group), EVAL_SEED + 50 + 20 * (size - 2) + i))
     return out
 
 
-def pair_outcome(left: str, right: str, a: str, b: str) -> dict[str, bool]:
-    """One pair image: the halves' readings (individual names, or classes) against the prompt's (a, b)."""
-    return {"both": {left, right} == {a, b}, "in_order": (left, right) == (a, b)}
+def pair_prompts(concepts: list, s: Sampling) -> list[tuple[str, tuple[str, ...], int]]:
+    return group_prompts(concepts, s, 2)
 
 
-def score_pairs(pipe, ev, concepts: list, s: Sampling) -> tuple[dict, np.ndarray]:
-    """{"n", "identity_left", "identity_right", "both_recognised", "both_in_order", "both_classes", "prompts"}
-    over every pair prompt, and the images."""
+def group_outcome(read: list[str], names: list[str]) -> dict[str, bool]:
+    """One group image: its boxes' readings (individual names, or classes) left to right, against the prompt's.
+    "shown": every named one is there, in any order (the prompt names no side); "in_order": each in its box."""
+    return {"shown": sorted(read) == sorted(names), "in_order": list(read) == list(names)}
+
+
+def group_plans(prompts: list[str], concepts: list, text_style: str, uncond: str) -> list:
+    """`cns generate --layout auto` plans of the group prompts (class words already expanded)."""
+    from ..regions import RegionRequest, plan_regions
+
+    classes = {c.name: c.cls for c in concepts}
+    request = RegionRequest(auto=True, text_style=text_style, uncond=uncond)
+    return [plan_regions(p, request, classes) for p in prompts]
+
+
+@dataclass(frozen=True)
+class RegionMode:
+    """How the group prompts are drawn: plain (None), or with the auto layout and these region settings."""
+
+    text_style: str = "short"
+    uncond: str = "keep"
+
+
+def score_groups(pipe, ev, concepts: list, s: Sampling, size: int = 2, regions: RegionMode | None = None,
+                 single_identity: dict[str, float] | None = None) -> tuple[dict, np.ndarray]:
+    """{"n", "shown", "in_order", "classes", "identity_per_box", "box_identity_ratio", "prompts"} over every group
+    prompt of `size` concepts, and the images. Each image is read in `size` equal columns (the auto layout):
+    "shown" = the columns show every named concept in any order, "in_order" = each in its own box, "classes" =
+    the columns show the named classes in any order. "box_identity_ratio": mean identity of each concept in its
+    box over the same concepts' mean `single_identity` (one concept per image)."""
     from ..demo.assess import generate
     from ..demo.evaluator import to_array
     from ..demo.individuals import INDIVIDUALS
-    from ..demo.run import halves
+    from ..demo.pairs import columns
 
-    pairs = pair_prompts(concepts, s)
-    if not pairs:
+    groups = group_prompts(concepts, s, size)
+    if not groups:
         return {"n": 0}, np.zeros((0, 64, 64, 3), np.uint8)
-    images = generate(pipe, [p for p, *_ in pairs], seeds=[sd for *_, sd in pairs], steps=s.steps, guidance=s.guidance)
-    images64 = to_array(images)  # 64 px, the evaluator's size (the tests' tiny model draws 32 px)
-    split = [halves(im) for im in images64]
-    lefts, rights = np.stack([h[0] for h in split]), np.stack([h[1] for h in split])
-    id_l = [float(ev.identity_similarity(im[None], a)[0]) for im, (_, a, _, _) in zip(lefts, pairs)]
-    id_r = [float(ev.identity_similarity(im[None], b)[0]) for im, (_, _, b, _) in zip(rights, pairs)]
-    who = [pair_outcome(nl, nr, a, b) for nl, nr, (_, a, b, _) in
-           zip(nearest_individual(ev, lefts), nearest_individual(ev, rights), pairs)]
-    cls = [pair_outcome(cl, cr, INDIVIDUALS[a].cls, INDIVIDUALS[b].cls) for cl, cr, (_, a, b, _) in
-           zip(ev.predict(lefts)["class"], ev.predict(rights)["class"], pairs)]
-    share = lambda xs, key: float(np.mean([x[key] for x in xs]))  # noqa: E731
-    return {"n": len(pairs), "identity_left": float(np.mean(id_l)), "identity_right": float(np.mean(id_r)),
-            "both_recognised": share(who, "both"), "both_in_order": share(who, "in_order"),
-            "both_classes": share(cls, "both"), "prompts": [p for p, *_ in pairs]}, images64
+    prompts, names, seeds = [g[0] for g in groups], [g[1] for g in groups], [g[2] for g in groups]
+    plans = group_plans(prompts, concepts, regions.text_style, regions.uncond) if regions else None
+    images64 = to_array(generate(pipe, prompts, seeds=seeds, steps=s.steps, guidance=s.guidance, regions=plans))
+    boxes = [np.stack([columns(im, size)[j] for im in images64]) for j in range(size)]  # [column][image]
+    who = list(zip(*[nearest_individual(ev, b) for b in boxes]))
+    cls = list(zip(*[ev.predict(b)["class"] for b in boxes]))
+    identity = [[float(ev.identity_similarity(boxes[j][i][None], n[j])[0]) for j in range(size)] for i, n in enumerate(names)]
+    outcomes = [group_outcome(list(w), list(n)) for w, n in zip(who, names)]
+    classes = [group_outcome(list(c), [INDIVIDUALS[x].cls for x in n])["shown"] for c, n in zip(cls, names)]
+    doc = {"n": len(groups), "shown": float(np.mean([o["shown"] for o in outcomes])),
+           "in_order": float(np.mean([o["in_order"] for o in outcomes])), "classes": float(np.mean(classes)),
+           "identity_per_box": float(np.mean(identity)), "prompts": prompts}
+    if single_identity:
+        single = np.mean([single_identity[x] for n in names for x in n])
+        doc["box_identity_ratio"] = float(np.mean(identity) / single) if single > 0 else None
+    if regions:
+        doc["regions"] = {"layout": "auto", "text_style": regions.text_style, "uncond": regions.uncond}
+    return doc, images64
+
+
+def score_pairs(pipe, ev, concepts: list, s: Sampling) -> tuple[dict, np.ndarray]:
+    """Pairs drawn as plain prompts (no regions): `score_groups` with two columns, the halves."""
+    return score_groups(pipe, ev, concepts, s, 2)

@@ -21,21 +21,42 @@ ASSESS_SEED = 7_000  # spec/caption stream, far from the training seeds (0..3)
 
 
 def generate(pipe, prompts: list[str], seed: int = 0, steps: int = 25, guidance: float = 7.5, batch: int = 32,
-             seeds: list[int] | None = None) -> np.ndarray:
+             seeds: list[int] | None = None, regions: list | None = None) -> np.ndarray:
     """uint8 [N, H, W, 3]; image i is drawn from torch seed `seeds[i]` (default `seed + i`), independent of
-    batching."""
+    batching. `regions`: one `regions.RegionPlan` per prompt, drawn with the regional sampler (consecutive plans
+    with the same boxes share a batch)."""
     import torch
 
     seeds = list(seeds) if seeds is not None else [seed + i for i in range(len(prompts))]
     if len(seeds) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     out = []
-    for i in range(0, len(prompts), batch):
-        chunk = prompts[i : i + batch]
-        gens = [torch.Generator().manual_seed(s) for s in seeds[i : i + batch]]
-        res = pipe(chunk, num_inference_steps=steps, guidance_scale=guidance, generator=gens, output_type="np")
+    for i, j in _batches(len(prompts), batch, regions):
+        kw = dict(num_inference_steps=steps, guidance_scale=guidance, output_type="np",
+                  generator=[torch.Generator().manual_seed(s) for s in seeds[i:j]])
+        if regions is None:
+            res = pipe(prompts[i:j], **kw)
+        else:
+            from ..model.regional import regional_generate
+
+            plans = regions[i:j]
+            uncond = [p.uncond_texts for p in plans] if plans[0].uncond_texts else None
+            res = regional_generate(pipe, [p.context for p in plans], plans[0].boxes, [p.texts for p in plans],
+                                    plans[0].strength, uncond, **kw)
         out.append(np.clip(np.rint(res.images * 255), 0, 255).astype(np.uint8))
     return np.concatenate(out) if out else np.zeros((0, 64, 64, 3), np.uint8)
+
+
+def _batches(n: int, batch: int, regions: list | None) -> list[tuple[int, int]]:
+    """[i, j) ranges of at most `batch` prompts; with regions, a batch never mixes plans with other boxes."""
+    out, i = [], 0
+    while i < n:
+        j = min(n, i + batch)
+        if regions is not None:
+            j = next((k for k in range(i + 1, j) if regions[k].boxes != regions[i].boxes), j)
+        out.append((i, j))
+        i = j
+    return out
 
 
 def alignment_specs(n: int, held_out: bool, seed: int = ASSESS_SEED) -> tuple[list, list[str]]:

@@ -86,3 +86,15 @@ def training_set(n: int, seed: int, pair_share: float = PAIR_SHARE) -> tuple[np.
             images[i] = render_array(spec, rng)[0]
             captions.append(caption(spec, rng))
     return images, captions
+
+
+def columns(image: np.ndarray, n: int) -> list[np.ndarray]:
+    """The n equal columns of a 64 px image (the `--layout auto` boxes), each centred on a 64 px canvas padded
+    with its own edge pixels: what the single-object evaluator can score (one object per image)."""
+    w = image.shape[1]
+    edges = [round(w * k / n) for k in range(n + 1)]
+    out = []
+    for a, b in zip(edges, edges[1:]):
+        left = (w - (b - a)) // 2
+        out.append(np.pad(image[:, a:b], ((0, 0), (left, w - (b - a) - left), (0, 0)), mode="edge"))
+    return out

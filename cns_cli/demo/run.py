@@ -51,15 +51,6 @@ def _together_prompts() -> list[tuple[str, str]]:
     return [(f"a <{PAIR[0]}> and a <{PAIR[1]}> {SCENE_PHRASES[s]}", s) for s in SHOWN_SCENES]
 
 
-def halves(image: np.ndarray) -> list[np.ndarray]:
-    """The left and right halves of a 64 px two-object image, each centred on a 64 px canvas padded with its
-    own edge pixels: what the single-object evaluator can score (one object per image)."""
-    w = image.shape[1]
-    q = w // 4
-    return [np.pad(image[:, :w // 2], ((0, 0), (q, q), (0, 0)), mode="edge"),
-            np.pad(image[:, w // 2:], ((0, 0), (q, q), (0, 0)), mode="edge")]
-
-
 def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = NullReporter()) -> dict:
     from ..bank import Bank
     from ..bank.history import forget
@@ -68,6 +59,7 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
     from .assess import generate as generate_images
     from .evaluator import Evaluator
     from .individuals import INDIVIDUALS, render_photos
+    from .pairs import columns
     from .world import SCENE_PHRASES
 
     out = Path(out)
@@ -121,7 +113,7 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
             "scene_accuracy": float(np.mean([p == s for p, (_, s) in zip(pred["scene"], prompts[name])])),
             "class_accuracy": float(np.mean([p == ind.cls for p in pred["class"]])),
         }
-    split = [halves(_pixels(r["path"])) for r in both]  # [scene][left, right]
+    split = [columns(_pixels(r["path"]), 2) for r in both]  # [scene][left, right]
     sim_both = {name: float(np.mean(ev.identity_similarity([h[i] for h in split], name))) for i, name in enumerate(PAIR)}
     sheet = _contact_sheet(out / "contact-sheet.png", photos, base_images, learned, both, after)
     return {"out": str(out), "bank": str(bank_path), "contact_sheet": str(sheet), "concepts": list(PAIR),

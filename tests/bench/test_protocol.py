@@ -42,9 +42,12 @@ def test_every_method_scores_every_learned_concept_after_every_step(bench):
     for key, m in doc["methods"].items():
         assert [st["learned"] for st in m["steps"]] == ["rex", "fedora"]
         assert [list(st["concepts"]) for st in m["steps"]] == [["rex"], ["rex", "fedora"]]
-        assert m["pairs"]["n"] == 2 and len(m["pairs"]["prompts"]) == 2
-        p = m["pairs"]  # in order is a special case of either order
-        assert 0 <= p["both_in_order"] <= p["both_recognised"] <= 1 and 0 <= p["both_classes"] <= 1
+        for group in ("pairs", "regional_pairs"):
+            p = m[group]  # in order is a special case of either order
+            assert p["n"] == 2 and len(p["prompts"]) == 2
+            assert 0 <= p["in_order"] <= p["shown"] <= 1 and 0 <= p["classes"] <= 1
+        assert m["regional_pairs"]["regions"]["layout"] == "auto" and "regions" not in m["pairs"]
+        assert m["regional_triples"] == {"n": 0}  # --quick learns two concepts
         assert all(math.isfinite(v) for v in _numbers(m)), key
     assert json.loads((out / "bench.json").read_text()) == json.loads(json.dumps(doc))
 
@@ -97,7 +100,7 @@ def test_forgetting_is_identity_just_after_learning_minus_at_the_end():
                                  "zero_shot": {"accuracy": 0.5}, "learn": {"params_trained": 1, "weights_changed": 1,
                                                                             "bytes_total": 10, "seconds": 1.0}}
     entry = {"steps": [step("a", {"a": 0.9}), step("b", {"a": 0.7, "b": 0.8}), step("c", {"a": 0.6, "b": 0.8, "c": 0.5})],
-             "pairs": {"both_recognised": 0.5}}
+             "pairs": {"shown": 0.5}}
     s = summarise(entry, {"accuracy": 0.6}, 3)
     assert s["mean_forgetting"] == pytest.approx(((0.9 - 0.6) + (0.8 - 0.8)) / 2)
     assert s["final_identity"] == pytest.approx((0.6 + 0.8 + 0.5) / 3)
@@ -151,13 +154,57 @@ def test_concepts_are_prompted_the_way_cns_generate_sends_them_with_their_class_
                                                                "a <rex> dog and a <fedora> hat at night"]
 
 
-def test_a_pair_counts_both_concepts_in_either_order_and_nothing_else():
-    from cns_cli.bench.scoring import pair_outcome
+def test_a_group_counts_every_concept_in_any_order_and_nothing_else():
+    from cns_cli.bench.scoring import group_outcome
 
-    assert pair_outcome("rex", "fedora", "rex", "fedora") == {"both": True, "in_order": True}
-    assert pair_outcome("fedora", "rex", "rex", "fedora") == {"both": True, "in_order": False}
-    assert pair_outcome("rex", "rex", "rex", "fedora") == {"both": False, "in_order": False}  # one concept twice
-    assert pair_outcome("rex", "bella", "rex", "fedora") == {"both": False, "in_order": False}
+    assert group_outcome(["rex", "fedora"], ["rex", "fedora"]) == {"shown": True, "in_order": True}
+    assert group_outcome(["fedora", "rex"], ["rex", "fedora"]) == {"shown": True, "in_order": False}
+    assert group_outcome(["rex", "rex"], ["rex", "fedora"]) == {"shown": False, "in_order": False}  # one concept twice
+    assert group_outcome(["rex", "bella"], ["rex", "fedora"]) == {"shown": False, "in_order": False}
+    assert group_outcome(["milo", "rex", "cap"], ["rex", "cap", "milo"]) == {"shown": True, "in_order": False}
+    assert group_outcome(["rex", "rex", "cap"], ["rex", "cap", "milo"]) == {"shown": False, "in_order": False}
+
+
+def test_columns_are_the_auto_layout_boxes_centred_on_a_canvas():
+    import numpy as np
+
+    from cns_cli.demo.pairs import columns
+
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[:, :, 0] = np.arange(64)[None, :]  # red = x
+    halves, thirds = columns(img, 2), columns(img, 3)
+    assert all(c.shape == (64, 64, 3) for c in halves + thirds)
+    assert halves[0][0, 16:48, 0].tolist() == list(range(32)) and halves[1][0, 16:48, 0].tolist() == list(range(32, 64))
+    assert thirds[1][0, :, 0].min() == 21 and thirds[1][0, :, 0].max() == 42  # x in [21, 43): the middle third
+
+
+def test_regional_groups_are_drawn_with_the_auto_layout(monkeypatch):
+    """score_groups hands generate one `--layout auto` plan per prompt (three columns for triples) and reads one
+    column per concept."""
+    import numpy as np
+
+    from cns_cli.bench.scoring import RegionMode, Sampling, score_groups
+    from cns_cli.bench.trainer import ConceptData
+    from cns_cli.demo import assess
+    from cns_cli.demo.evaluator import Evaluator
+    from cns_cli.demo.individuals import INDIVIDUALS
+
+    seen = {}
+
+    def fake(pipe, prompts, regions=None, **kw):
+        seen["regions"] = regions
+        return np.zeros((len(prompts), 64, 64, 3), np.uint8)
+
+    monkeypatch.setattr(assess, "generate", fake)
+    concepts = [ConceptData(n, INDIVIDUALS[n].cls, None) for n in ("rex", "fedora", "milo")]
+    s = Sampling(scenes=("grass", "snow"), seeds=1, steps=1, guidance=1.0, zero_shot_n=1)
+    got, images = score_groups(None, Evaluator.load(), concepts, s, 3, RegionMode(), {"rex": 0.5, "fedora": 0.5, "milo": 0.5})
+    plans = seen["regions"]
+    assert got["n"] == 2 and images.shape == (2, 64, 64, 3) and got["shown"] == 0.0
+    assert [r.concept for r in plans[0].regions] == ["rex", "fedora", "milo"]
+    assert [r.box.as_list() for r in plans[0].regions][1] == [1 / 3, 0, 2 / 3, 1]
+    assert plans[0].context == "a dog and a hat and a cat on grass" and plans[1].texts[0] == "a <rex> dog"
+    assert got["regions"] == {"layout": "auto", "text_style": "short", "uncond": "keep"}
 
 
 def test_pair_scores_read_each_half_of_real_two_concept_renders(monkeypatch):
@@ -184,4 +231,4 @@ def test_pair_scores_read_each_half_of_real_two_concept_renders(monkeypatch):
     s = Sampling(scenes=("grass",), seeds=1, steps=1, guidance=1.0, zero_shot_n=1)
     got, images = score_pairs(None, Evaluator.load(), concepts, s)
     assert got["n"] == 2 and images.shape == (2, 64, 64, 3)
-    assert (got["both_recognised"], got["both_in_order"], got["both_classes"]) == (0.5, 0.0, 0.5)
+    assert (got["shown"], got["in_order"], got["classes"]) == (0.5, 0.0, 0.5)

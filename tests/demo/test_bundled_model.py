@@ -77,14 +77,14 @@ def test_it_draws_what_the_prompt_says(pipe):
 
 def test_pairs_put_two_objects_in_one_image(pipe):
     from cns_cli.demo.evaluator import Evaluator
-    from cns_cli.demo.run import halves
+    from cns_cli.demo.pairs import columns
 
     from cns_cli.demo import assess
 
     images = assess.generate(pipe, ["a red ball and a blue car on a plain background"] * 4, seed=3, steps=15)
     ev = Evaluator.load()
-    left = ev.predict([halves(i)[0] for i in images])
-    right = ev.predict([halves(i)[1] for i in images])
+    left = ev.predict([columns(i, 2)[0] for i in images])
+    right = ev.predict([columns(i, 2)[1] for i in images])
     # Both named objects are drawn, but which goes left is weakly bound (measured over 4 pair captions × 8
     # seeds at 25 steps: 36 % of halves show the class named for that side, chance 14 %; README). So the test
     # asks for the named pair in the halves, in either order.
