@@ -321,9 +321,10 @@ def demo(
             f"{s['identity_base_class']:.3f})  scene {s['scene_accuracy']:.0%}  class {s['class_accuracy']:.0%}")
     output.out_console().print(f"forgetting {doc['concepts'][1]} left <{doc['concepts'][0]}> identical: "
                                f"{doc['forget_kept_other_identical']}")
-    together = doc["together"]["identity"]
-    output.out_console().print("both in one image (left / right half): " + ", ".join(
-        f"<{n}> {v:.3f}" for n, v in together.items()))
+    for key, how in (("together", "plain prompt"), ("together_regions", "--layout auto")):
+        t = doc[key]
+        output.out_console().print(f"both in one image, {how} (identity in the left / right half): " + ", ".join(
+            f"<{n}> {v:.3f}" for n, v in t["identity"].items()) + f"; both in their halves in {t['in_order']:.0%}")
     typer.echo(doc["contact_sheet"])
 
 

@@ -8,12 +8,13 @@ concept's reference renders (learned vs the base model drawing the plain class) 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UsageError
+from ..regions import RegionRequest
 from ..reporting import NullReporter, Reporter
 
 # A ginger cat with dark stripes and a pink cottage with a round green door: concepts cns draws recognisably on
@@ -84,6 +85,9 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
     per = len(SHOWN_SCENES)
     learned = {name: records[i * per : (i + 1) * per] for i, name in enumerate(PAIR)}
     both = records[len(PAIR) * per :]
+    # The same prompts and seeds with `--layout auto`: each concept in its own half.
+    both_regions = generate(bank_path, [p for p, _ in together], out / "images",
+                            replace(gen_cfg, regions=RegionRequest(auto=True)))
 
     # The base model drawing the plain class in the same scenes: what identity similarity is compared to.
     bank = Bank.open(bank_path)
@@ -113,12 +117,24 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
             "scene_accuracy": float(np.mean([p == s for p, (_, s) in zip(pred["scene"], prompts[name])])),
             "class_accuracy": float(np.mean([p == ind.cls for p in pred["class"]])),
         }
-    split = [columns(_pixels(r["path"]), 2) for r in both]  # [scene][left, right]
-    sim_both = {name: float(np.mean(ev.identity_similarity([h[i] for h in split], name))) for i, name in enumerate(PAIR)}
-    sheet = _contact_sheet(out / "contact-sheet.png", photos, base_images, learned, both, after)
+    sheet = _contact_sheet(out / "contact-sheet.png", photos, base_images, learned, both, both_regions, after)
     return {"out": str(out), "bank": str(bank_path), "contact_sheet": str(sheet), "concepts": list(PAIR),
-            "scores": scores, "together": {"prompts": [p for p, _ in together], "identity": sim_both},
+            "scores": scores, "together": {"prompts": [p for p, _ in together], **_halves_scores(ev, both)},
+            "together_regions": {"layout": "auto", **_halves_scores(ev, both_regions)},
             "forget_kept_other_identical": kept_identical}
+
+
+def _halves_scores(ev, records: list[dict]) -> dict:
+    """Each concept's identity in its own half (left: the first), and the share of images whose halves are read
+    as the two concepts in that order."""
+    from ..bench.scoring import nearest_individual
+    from .pairs import columns
+
+    split = [columns(_pixels(r["path"]), 2) for r in records]  # [scene][left, right]
+    names = [nearest_individual(ev, [h[i] for h in split]) for i in range(len(PAIR))]
+    return {"identity": {name: float(np.mean(ev.identity_similarity([h[i] for h in split], name)))
+                         for i, name in enumerate(PAIR)},
+            "in_order": float(np.mean([list(who) == list(PAIR) for who in zip(*names)]))}
 
 
 MARKER = "cns-demo.json"  # written first into the demo's folder: the folder is the demo's to replace
@@ -146,15 +162,17 @@ def _pixels(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
-def _contact_sheet(path: Path, photos, base_images, learned, both, after) -> Path:
+def _contact_sheet(path: Path, photos, base_images, learned, both, both_regions, after) -> Path:
     """Rows: training photos, base model (plain class), learned concept — per concept; then both together
-    and the first concept after forgetting the second. 64 px tiles upscaled x2 for viewing."""
+    (plain prompt, then with `--layout auto`) and the first concept after forgetting the second. 64 px tiles
+    upscaled x2 for viewing."""
     rows: list[tuple[str, list[np.ndarray]]] = []
     for name in PAIR:
         rows.append((f"{name}: photos", [_pixels(p) for p in photos[name]]))
         rows.append((f"{name}: base", base_images[name]))
         rows.append((f"<{name}>", [_pixels(r["path"]) for r in learned[name]]))
     rows.append(("both", [_pixels(r["path"]) for r in both]))
+    rows.append(("both, --layout auto", [_pixels(r["path"]) for r in both_regions]))
     rows.append((f"<{PAIR[0]}> after forget", [_pixels(r["path"]) for r in after]))
     return labelled_sheet(path, rows, tile=128, label_w=150)
 

@@ -24,7 +24,10 @@ def test_demo_runs_end_to_end(tiny_base, tmp_path):
         assert 0 <= s["scene_accuracy"] <= 1
     assert doc["forget_kept_other_identical"] is True
     sheet = Image.open(doc["contact_sheet"])
-    assert sheet.height == 128 * 8  # 3 rows per concept, both together, the first after forgetting
+    assert sheet.height == 128 * 9  # 3 rows per concept, both together plain and with regions, after forgetting
+    regional = sorted((tmp_path / "demo" / "images").glob("*-regions-*.png"))
+    assert len(regional) == 4 and doc["together_regions"]["layout"] == "auto"
+    assert set(doc["together_regions"]["identity"]) == set(PAIR) and 0 <= doc["together_regions"]["in_order"] <= 1
     # running it again replaces the earlier run (README's first command can be re-run) ...
     (tmp_path / "demo" / "stale.txt").write_text("from the first run")
     again = run_demo(tmp_path / "demo", cfg)
