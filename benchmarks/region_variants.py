@@ -64,12 +64,16 @@ def main() -> None:
     pipe, ev, s = method.pipeline(), Evaluator.load(), config.sampling()
     scores, _ = score_concepts(pipe, ev, concepts, s)
     single = {n: sc["identity"] for n, sc in scores.items()}
-    rows = []
+    rows, sheet = [], []
     for text, uncond in [(None, None), *VARIANTS]:
         mode = RegionMode(text, uncond) if text else None
         for size in (2, 3):
             t0 = time.perf_counter()
-            doc, _ = score_groups(pipe, ev, concepts, s, size, mode, single)
+            doc, images = score_groups(pipe, ev, concepts, s, size, mode, single)
+            if size == 2:  # every pair on the first scene, then the first pair on every scene
+                per_pair = len(s.scenes) * s.seeds
+                sheet.append((f"{text} / {uncond}" if mode else "regions off",
+                              [*images[::per_pair][:4], *images[: per_pair : s.seeds][1:]]))
             if doc["n"]:
                 doc.pop("prompts")
                 rows.append({**doc, "variant": f"{text} / {uncond}" if mode else "off", "size": size,
@@ -78,6 +82,10 @@ def main() -> None:
     result = {"method": METHODS["cns"].label, "concepts": [c.name for c in concepts], "single_identity": single,
               "config": {"steps": config.steps, "sample_steps": s.steps, "scenes": list(s.scenes)}, "rows": rows}
     (args.out / "region-variants.json").write_text(json.dumps(result, indent=2) + "\n")
+    from cns_cli.demo.run import labelled_sheet
+
+    labelled_sheet(args.out / "contact-sheet.png", sheet, tile=96, label_w=110,
+                   title="each pair on the beach | the first pair on grass, snow, night (same seeds in every row)")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 
@@ -85,7 +93,7 @@ def main() -> None:
 def _line(r: dict) -> str:
     ratio = r.get("box_identity_ratio")
     return (f"{r['variant']:14s} {r['size']} concepts  n {r['n']:2d}  shown {r['shown']:.0%}  in order {r['in_order']:.0%}"
-            f"  classes {r['classes']:.0%}  box identity {r['identity_per_box']:.3f}"
+            f"  classes {r['classes']:.0%}  scene {r['scene']:.0%}  box identity {r['identity_per_box']:.3f}"
             f" ({'-' if ratio is None else f'{ratio:.0%}'} of alone)")
 
 

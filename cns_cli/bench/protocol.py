@@ -175,6 +175,7 @@ def summarise(entry: dict, base_zero_shot: dict, n: int) -> dict:
         "regional_pairs_shown": entry.get("regional_pairs", {}).get("shown"),
         "regional_pairs_in_order": entry.get("regional_pairs", {}).get("in_order"),
         "regional_pairs_box_identity": entry.get("regional_pairs", {}).get("box_identity_ratio"),
+        "regional_pairs_scene": entry.get("regional_pairs", {}).get("scene"),
         "regional_triples_shown": entry.get("regional_triples", {}).get("shown"),
         "regional_triples_in_order": entry.get("regional_triples", {}).get("in_order"),
         "params_trained_per_concept": float(np.mean([x["params_trained"] for x in learns])),

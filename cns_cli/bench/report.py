@@ -20,6 +20,7 @@ COLUMNS = [  # (header, summary key, format)
     ("regions: in order", "regional_pairs_in_order", "{:.0%}"),
     ("regions: box identity ÷ alone", "regional_pairs_box_identity", "{:.0%}"),
     ("regions: all 3", "regional_triples_shown", "{:.0%}"),
+    ("regions: scene", "regional_pairs_scene", "{:.0%}"),
     ("params trained", "params_trained_per_concept", "{:,.0f}"),
     ("weights changed", "weights_changed_per_concept", "{:,.0f}"),
     ("bytes / concept", "bytes_per_concept", "{:,.0f}"),

@@ -99,10 +99,10 @@ def zero_shot(pipe, ev, s: Sampling) -> dict:
     return score
 
 
-def group_prompts(concepts: list, s: Sampling, size: int = 2) -> list[tuple[str, tuple[str, ...], int]]:
-    """(prompt, names left to right, seed): consecutive concepts in groups of `size` ("a <rex> and a <fedora> on
-    grass"; three: "a <a> and a <b> and a <c> ..."), each group on the evaluation scenes (one seed each); class
-    words expanded like `cns generate` does."""
+def group_prompts(concepts: list, s: Sampling, size: int = 2) -> list[tuple[str, tuple[str, ...], str, int]]:
+    """(prompt, names left to right, scene, seed): consecutive concepts in groups of `size` ("a <rex> and a <fedora> on
+    grass"; three: "a <a> and a <b> and a <c> ..."), each group on every evaluation scene × seed repetition; class
+    words expanded like `cns generate` does. The first repetition's seeds are the ones earlier runs used."""
     from ..demo.world import SCENE_PHRASES
     from ..prompts import expand_prompt
 
@@ -112,11 +112,13 @@ def group_prompts(concepts: list, s: Sampling, size: int = 2) -> list[tuple[str,
         classes = {c.name: c.cls for c in group}
         for i, scene in enumerate(s.scenes):
             text = " and ".join(f"a <{c.name}>" for c in group) + f" {SCENE_PHRASES[scene]}"
-            out.append((expand_prompt(text, classes), tuple(c.name for c in group), EVAL_SEED + 50 + 20 * (size - 2) + i))
+            for r in range(s.seeds):
+                seed = EVAL_SEED + 50 + 20 * (size - 2) + i + 1000 * r
+                out.append((expand_prompt(text, classes), tuple(c.name for c in group), scene, seed))
     return out
 
 
-def pair_prompts(concepts: list, s: Sampling) -> list[tuple[str, tuple[str, ...], int]]:
+def pair_prompts(concepts: list, s: Sampling) -> list[tuple[str, tuple[str, ...], str, int]]:
     return group_prompts(concepts, s, 2)
 
 
@@ -145,10 +147,11 @@ class RegionMode:
 
 def score_groups(pipe, ev, concepts: list, s: Sampling, size: int = 2, regions: RegionMode | None = None,
                  single_identity: dict[str, float] | None = None) -> tuple[dict, np.ndarray]:
-    """{"n", "shown", "in_order", "classes", "identity_per_box", "box_identity_ratio", "prompts"} over every group
+    """{"n", "shown", "in_order", "classes", "scene", "identity_per_box", "box_identity_ratio", "prompts"} over every group
     prompt of `size` concepts, and the images. Each image is read in `size` equal columns (the auto layout):
     "shown" = the columns show every named concept in any order, "in_order" = each in its own box, "classes" =
-    the columns show the named classes in any order. "box_identity_ratio": mean identity of each concept in its
+    the columns show the named classes in any order, "scene" = the whole image shows the prompt's scene.
+    "box_identity_ratio": mean identity of each concept in its
     box over the same concepts' mean `single_identity` (one concept per image)."""
     from ..demo.assess import generate
     from ..demo.evaluator import to_array
@@ -158,7 +161,7 @@ def score_groups(pipe, ev, concepts: list, s: Sampling, size: int = 2, regions: 
     groups = group_prompts(concepts, s, size)
     if not groups:
         return {"n": 0}, np.zeros((0, 64, 64, 3), np.uint8)
-    prompts, names, seeds = [g[0] for g in groups], [g[1] for g in groups], [g[2] for g in groups]
+    prompts, names, scenes, seeds = (list(x) for x in zip(*groups))
     plans = group_plans(prompts, concepts, regions.text_style, regions.uncond) if regions else None
     images64 = to_array(generate(pipe, prompts, seeds=seeds, steps=s.steps, guidance=s.guidance, regions=plans))
     boxes = [np.stack([columns(im, size)[j] for im in images64]) for j in range(size)]  # [column][image]
@@ -169,6 +172,7 @@ def score_groups(pipe, ev, concepts: list, s: Sampling, size: int = 2, regions: 
     classes = [group_outcome(list(c), [INDIVIDUALS[x].cls for x in n])["shown"] for c, n in zip(cls, names)]
     doc = {"n": len(groups), "shown": float(np.mean([o["shown"] for o in outcomes])),
            "in_order": float(np.mean([o["in_order"] for o in outcomes])), "classes": float(np.mean(classes)),
+           "scene": float(np.mean([p == w for p, w in zip(ev.predict(images64)["scene"], scenes)])),
            "identity_per_box": float(np.mean(identity)), "prompts": prompts}
     if single_identity:
         single = np.mean([single_identity[x] for n in names for x in n])

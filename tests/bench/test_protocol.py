@@ -150,8 +150,10 @@ def test_concepts_are_prompted_the_way_cns_generate_sends_them_with_their_class_
     prompts, seeds, scenes = concept_prompts(rex, s)
     assert prompts == ["a <rex> dog on the beach"] * 2 + ["a <rex> dog at night"] * 2
     assert len(set(seeds)) == 4 and scenes == ["beach", "beach", "night", "night"]
-    assert [p for p, *_ in pair_prompts([rex, fedora], s)] == ["a <rex> dog and a <fedora> hat on the beach",
-                                                               "a <rex> dog and a <fedora> hat at night"]
+    pairs = pair_prompts([rex, fedora], s)
+    assert [p for p, *_ in pairs] == ["a <rex> dog and a <fedora> hat on the beach"] * 2 + \
+        ["a <rex> dog and a <fedora> hat at night"] * 2
+    assert len({sd for *_, sd in pairs}) == 4 and pairs[0][1] == ("rex", "fedora")
 
 
 def test_a_group_counts_every_concept_in_any_order_and_nothing_else():
