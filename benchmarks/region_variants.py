@@ -5,8 +5,10 @@ cns learns the first K concepts of the bench's order on the demo model (the benc
 pair and triple prompt plainly and with each variant of the regional sampler, and scores them as `cns bench`
 does (the evaluator reads one column per concept):
 
-  text short / scene   the box reads "a <milo> cat" / "a <milo> cat on grass" (the prompt's closing words)
-  uncond keep / class  the unconditional half is untouched / reads the box's plain class ("a cat") in the box
+  text short / scene / prompt   the box reads "a <milo> cat" / "a <milo> cat on grass" (the prompt's closing
+                                words) / "a <milo> cat and a house on grass" (the prompt, only this concept's token)
+  uncond keep / class           the unconditional half is untouched / reads the box's plain class ("a cat")
+  strength                      --region-strength (default 1)
 
     python benchmarks/region_variants.py [--concepts 6] [--steps 150] [--out region-variants] [--base demo]
                                          [--quick] [--json FILE]
@@ -24,7 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-VARIANTS = [("short", "keep"), ("scene", "keep"), ("short", "class"), ("scene", "class")]
+VARIANTS = ["short/keep/1", "scene/keep/1", "prompt/keep/1", "short/class/1", "scene/class/1",
+            "scene/keep/0.4", "scene/keep/0.6", "scene/keep/0.8"]
 
 
 def main() -> None:
@@ -35,6 +38,7 @@ def main() -> None:
     ap.add_argument("--base", default="demo")
     ap.add_argument("--quick", action="store_true", help="the bench's --quick settings (checks the script)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="TEXT/UNCOND/STRENGTH, comma-separated")
     args = ap.parse_args()
     from cns_cli.bench.methods import METHODS, Budget, make_method
     from cns_cli.bench.protocol import ORDER, BenchConfig
@@ -65,18 +69,18 @@ def main() -> None:
     scores, _ = score_concepts(pipe, ev, concepts, s)
     single = {n: sc["identity"] for n, sc in scores.items()}
     rows, sheet = [], []
-    for text, uncond in [(None, None), *VARIANTS]:
-        mode = RegionMode(text, uncond) if text else None
+    for variant in ["off", *args.variants.split(",")]:
+        mode = None if variant == "off" else RegionMode(*variant.split("/")[:2], float(variant.split("/")[2]))
         for size in (2, 3):
             t0 = time.perf_counter()
             doc, images = score_groups(pipe, ev, concepts, s, size, mode, single)
             if size == 2:  # every pair on the first scene, then the first pair on every scene
                 per_pair = len(s.scenes) * s.seeds
-                sheet.append((f"{text} / {uncond}" if mode else "regions off",
+                sheet.append((variant if mode else "regions off",
                               [*images[::per_pair][:4], *images[: per_pair : s.seeds][1:]]))
             if doc["n"]:
                 doc.pop("prompts")
-                rows.append({**doc, "variant": f"{text} / {uncond}" if mode else "off", "size": size,
+                rows.append({**doc, "variant": variant, "size": size,
                              "seconds": round(time.perf_counter() - t0, 1)})
                 print(_line(rows[-1]), flush=True)
     result = {"method": METHODS["cns"].label, "concepts": [c.name for c in concepts], "single_identity": single,

@@ -263,7 +263,7 @@ def generate(
     precision: Annotated[Precision, typer.Option(help="auto = bf16/fp16 on a GPU, fp32 on CPU (bit-exact).")] = Precision.auto,
     region: Annotated[Optional[list[str]], typer.Option("--region", help="A concept's box: '<name>=x0,y0,x1,y1' as fractions, origin top left (repeatable).")] = None,
     layout: Annotated[Optional[str], typer.Option("--layout", help="auto: one equal column per concept, left to right in order of mention.")] = None,
-    region_prompt: Annotated[Optional[list[str]], typer.Option("--region-prompt", help="'<name>=TEXT': what the concept's box reads instead of 'a <name> class' (repeatable).")] = None,
+    region_prompt: Annotated[Optional[list[str]], typer.Option("--region-prompt", help="'<name>=TEXT': what the concept's box reads instead of 'a <name> class' + the prompt's closing words (repeatable).")] = None,
     region_strength: Annotated[Optional[float], typer.Option("--region-strength", help="0..1: how fully a box's own text replaces the whole prompt inside it (default 1).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="One JSON object per image per line on stdout.")] = False,
 ) -> None:

@@ -9,9 +9,9 @@ regions' is an error that names it.
 For one prompt the sampler needs (a `RegionPlan`):
 - the context text: the expanded prompt with every `<name>` reference taken out and class words kept
   ("a <milo> and a <cottage> on grass" -> "a cat and a house on grass"); pixels outside every box read it;
-- per concept its box and its region text, which the box's pixels read instead: by default "a <milo> cat"
-  (`region_text`; the alternative with the prompt's closing words was measured against it, README), or the
-  user's `--region-prompt`;
+- per concept its box and its region text, which the box's pixels read instead: by default the concept and the
+  prompt's closing words, "a <milo> cat on grass" (`region_text`; chosen over the bare "a <milo> cat" by
+  `benchmarks/region_variants.py`, README), or the user's `--region-prompt`;
 - the strength s in [0, 1]: how fully a box's own text replaces the context's output inside the box.
 """
 
@@ -25,9 +25,11 @@ from .errors import UsageError
 from .prompts import CONCEPT_REF, concepts_in, expand_prompt
 
 LAYOUTS = ("auto",)
-# How a region's default text is made (see `region_text`); "short" was chosen by the benchmark (README).
-REGION_TEXT_STYLES = ("short", "scene")
-DEFAULT_REGION_TEXT = "short"
+# How a region's default text is made (see `region_text`). "scene" was chosen by benchmarks/region_variants.py:
+# the same identity in the boxes as "short", more boxes with the right class, and the prompt's scene kept
+# (with "short" the auto layout's columns cover the whole image and the scene words are read nowhere).
+REGION_TEXT_STYLES = ("short", "scene", "prompt")
+DEFAULT_REGION_TEXT = "scene"
 _NAME = r"<?([a-z0-9][a-z0-9_-]{0,63})>?"
 _REGION = re.compile(rf"^\s*{_NAME}\s*=\s*(.*)$")
 
@@ -195,6 +197,10 @@ def region_text(name: str, prompt: str, classes: dict[str, str], style: str = DE
     own = expand_prompt(f"a <{name}>", classes, expand)
     if style == "short":
         return own
+    if style == "prompt":  # the whole prompt, only this concept personalised (the others by class word)
+        text = CONCEPT_REF.sub(lambda m: m.group(0) if m.group(1) == name else "",
+                               expand_prompt(prompt, classes, expand=True))
+        return " ".join(text.split())
     expanded = expand_prompt(prompt, classes, expand=True)
     last = list(CONCEPT_REF.finditer(expanded))[-1]
     tail = expanded[last.end():]

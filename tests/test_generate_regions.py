@@ -63,12 +63,13 @@ def test_regions_change_the_image_and_records_carry_them(bank, tmp_path):
     a, b = (np.asarray(Image.open(r["path"]), dtype=np.int16) for r in (plain, rec))
     assert np.abs(a - b).max() > 0
     want = {"layout": "auto", "strength": 0.9, "context": "dog wearing a hat on the beach",
-            "regions": [{"concept": "dog", "box": [0.0, 0.0, 0.5, 1.0], "text": "a <dog> dog"},
-                        {"concept": "hat", "box": [0.5, 0.0, 1.0, 1.0], "text": "a <hat> hat"}]}
+            "regions": [{"concept": "dog", "box": [0.0, 0.0, 0.5, 1.0], "text": "a <dog> dog on the beach"},
+                        {"concept": "hat", "box": [0.5, 0.0, 1.0, 1.0], "text": "a <hat> hat on the beach"}]}
     assert rec["regions"] == want
     chunks = Image.open(rec["path"]).text
     assert json.loads(chunks["cns:regions"]) == want
-    assert 'Regions: dog=0,0,0.5,1 "a <dog> dog"; hat=0.5,0,1,1 "a <hat> hat"' in chunks["parameters"]
+    assert 'Regions: dog=0,0,0.5,1 "a <dog> dog on the beach"; hat=0.5,0,1,1 "a <hat> hat on the beach"' \
+        in chunks["parameters"]
     assert "Region strength: 0.9" in chunks["parameters"] and "Region layout: auto" in chunks["parameters"]
     assert rec["path"] != plain["path"]  # a regional image never replaces the plain one
 
@@ -81,7 +82,7 @@ def test_cli_regions_json_and_explicit_boxes(bank, tmp_path):
     rec = json.loads(r.stdout)
     assert rec["regions"]["layout"] == "manual" and rec["regions"]["strength"] == 1.0
     assert [(x["concept"], x["box"], x["text"]) for x in rec["regions"]["regions"]] == [
-        ("dog", [0.0, 0.25, 0.6, 1.0], "a <dog> dog"), ("hat", [0.5, 0.0, 1.0, 0.5], "a <hat> hat in the snow")]
+        ("dog", [0.0, 0.25, 0.6, 1.0], "a <dog> dog on the beach"), ("hat", [0.5, 0.0, 1.0, 0.5], "a <hat> hat in the snow")]
 
 
 def test_a_box_below_one_latent_cell_is_a_warning(bank, tmp_path):

@@ -46,12 +46,14 @@ def test_context_text_drops_references_and_keeps_class_words():
 
 def test_region_texts_default_and_scene_style_and_override():
     prompt = "a <milo> and a <cottage> on the beach"
-    assert region_text("milo", prompt, CLASSES) == "a <milo> cat"
-    assert region_text("milo", prompt, CLASSES, "scene") == "a <milo> cat on the beach"
+    assert region_text("milo", prompt, CLASSES, "short") == "a <milo> cat"
+    assert region_text("milo", prompt, CLASSES) == "a <milo> cat on the beach"  # the default: scene words kept
+    assert region_text("milo", "a <milo> on grass next to a house", CLASSES) == "a <milo> cat on grass next to a house"
+    assert region_text("milo", "<milo> and <rex>", CLASSES) == "a <milo> cat"  # nothing after the last concept
     assert region_text("cottage", "a <milo> cat and a <cottage> house in the snow", CLASSES, "scene") == \
         "a <cottage> house in the snow"
     plan = plan_regions(prompt, request(layout="auto", region_prompt=["milo=a <milo> in the snow"]), CLASSES)
-    assert plan.texts == ["a <milo> cat in the snow", "a <cottage> house"]
+    assert plan.texts == ["a <milo> cat in the snow", "a <cottage> house on the beach"]
 
 
 def test_plan_record_and_a1111_name_everything():
@@ -59,10 +61,10 @@ def test_plan_record_and_a1111_name_everything():
                         request(region=["milo=0,0,0.6,1", "cottage=0.4,0,1,1"], strength=0.8), CLASSES)
     rec = plan.record()
     assert rec == {"layout": "manual", "strength": 0.8, "context": "a cat and a house on grass",
-                   "regions": [{"concept": "milo", "box": [0, 0, 0.6, 1], "text": "a <milo> cat"},
-                               {"concept": "cottage", "box": [0.4, 0, 1, 1], "text": "a <cottage> house"}]}
+                   "regions": [{"concept": "milo", "box": [0, 0, 0.6, 1], "text": "a <milo> cat on grass"},
+                               {"concept": "cottage", "box": [0.4, 0, 1, 1], "text": "a <cottage> house on grass"}]}
     line = plan.a1111()
-    assert 'milo=0,0,0.6,1 "a <milo> cat"' in line and "Region strength: 0.8" in line and "Region layout: manual" in line
+    assert 'milo=0,0,0.6,1 "a <milo> cat on grass"' in line and "Region strength: 0.8" in line and "Region layout: manual" in line
 
 
 def test_unconditional_class_texts_only_when_asked():

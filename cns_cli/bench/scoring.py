@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..regions import DEFAULT_REGION_TEXT
+
 EVAL_SEED = 9_000
 
 
@@ -128,12 +130,12 @@ def group_outcome(read: list[str], names: list[str]) -> dict[str, bool]:
     return {"shown": sorted(read) == sorted(names), "in_order": list(read) == list(names)}
 
 
-def group_plans(prompts: list[str], concepts: list, text_style: str, uncond: str) -> list:
+def group_plans(prompts: list[str], concepts: list, mode: RegionMode) -> list:
     """`cns generate --layout auto` plans of the group prompts (class words already expanded)."""
     from ..regions import RegionRequest, plan_regions
 
     classes = {c.name: c.cls for c in concepts}
-    request = RegionRequest(auto=True, text_style=text_style, uncond=uncond)
+    request = RegionRequest(auto=True, text_style=mode.text_style, uncond=mode.uncond, strength=mode.strength)
     return [plan_regions(p, request, classes) for p in prompts]
 
 
@@ -141,8 +143,9 @@ def group_plans(prompts: list[str], concepts: list, text_style: str, uncond: str
 class RegionMode:
     """How the group prompts are drawn: plain (None), or with the auto layout and these region settings."""
 
-    text_style: str = "short"
+    text_style: str = DEFAULT_REGION_TEXT
     uncond: str = "keep"
+    strength: float = 1.0
 
 
 def score_groups(pipe, ev, concepts: list, s: Sampling, size: int = 2, regions: RegionMode | None = None,
@@ -162,7 +165,7 @@ def score_groups(pipe, ev, concepts: list, s: Sampling, size: int = 2, regions: 
     if not groups:
         return {"n": 0}, np.zeros((0, 64, 64, 3), np.uint8)
     prompts, names, scenes, seeds = (list(x) for x in zip(*groups))
-    plans = group_plans(prompts, concepts, regions.text_style, regions.uncond) if regions else None
+    plans = group_plans(prompts, concepts, regions) if regions else None
     images64 = to_array(generate(pipe, prompts, seeds=seeds, steps=s.steps, guidance=s.guidance, regions=plans))
     boxes = [np.stack([columns(im, size)[j] for im in images64]) for j in range(size)]  # [column][image]
     who = list(zip(*[nearest_individual(ev, b) for b in boxes]))
@@ -178,7 +181,8 @@ def score_groups(pipe, ev, concepts: list, s: Sampling, size: int = 2, regions: 
         single = np.mean([single_identity[x] for n in names for x in n])
         doc["box_identity_ratio"] = float(np.mean(identity) / single) if single > 0 else None
     if regions:
-        doc["regions"] = {"layout": "auto", "text_style": regions.text_style, "uncond": regions.uncond}
+        doc["regions"] = {"layout": "auto", "text_style": regions.text_style, "uncond": regions.uncond,
+                          "strength": regions.strength}
     return doc, images64
 
 

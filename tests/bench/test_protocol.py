@@ -205,8 +205,8 @@ def test_regional_groups_are_drawn_with_the_auto_layout(monkeypatch):
     assert got["n"] == 2 and images.shape == (2, 64, 64, 3) and got["shown"] == 0.0
     assert [r.concept for r in plans[0].regions] == ["rex", "fedora", "milo"]
     assert [r.box.as_list() for r in plans[0].regions][1] == [1 / 3, 0, 2 / 3, 1]
-    assert plans[0].context == "a dog and a hat and a cat on grass" and plans[1].texts[0] == "a <rex> dog"
-    assert got["regions"] == {"layout": "auto", "text_style": "short", "uncond": "keep"}
+    assert plans[0].context == "a dog and a hat and a cat on grass" and plans[1].texts[0] == "a <rex> dog in the snow"
+    assert got["regions"] == {"layout": "auto", "text_style": "scene", "uncond": "keep", "strength": 1.0}
 
 
 def test_pair_scores_read_each_half_of_real_two_concept_renders(monkeypatch):
