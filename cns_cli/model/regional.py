@@ -134,9 +134,9 @@ def _check_layer(name: str, attn) -> None:
         raise UsageError(f"region control supports plain cross-attention layers; {name} is not one")
 
 
-def encode_texts(pipe, texts: Sequence[str]) -> torch.Tensor:
+def encode_texts(pipe, texts: Sequence[str], clip_skip: int | None = None) -> torch.Tensor:
     """[N, L, D] text states of `texts`, exactly as the pipeline encodes a prompt."""
-    embeds, _ = pipe.encode_prompt(list(texts), pipe._execution_device, 1, False)
+    embeds, _ = pipe.encode_prompt(list(texts), pipe._execution_device, 1, False, clip_skip=clip_skip)
     return embeds
 
 
@@ -155,11 +155,12 @@ def regional_generate(pipe, prompt: str | list[str], boxes: Sequence[Box], texts
     width = call_kwargs.get("width") or unet.config.sample_size * pipe.vae_scale_factor
     guided = call_kwargs.get("guidance_scale", 7.5) > 1 and unet.config.time_cond_proj_dim is None
     with torch.no_grad():
-        cond = encode_texts(pipe, [t for row in per_prompt_texts for t in row])
+        clip_skip = call_kwargs.get("clip_skip")
+        cond = encode_texts(pipe, [t for row in per_prompt_texts for t in row], clip_skip)
         uncond = None
         if uncond_texts is not None:
-            uncond = encode_texts(pipe, [t for row in _per_prompt(uncond_texts, len(prompts), len(boxes), "uncond_texts")
-                                         for t in row])
+            rows = _per_prompt(uncond_texts, len(prompts), len(boxes), "uncond_texts")
+            uncond = encode_texts(pipe, [t for row in rows for t in row], clip_skip)
     shape = (len(prompts), len(boxes), *cond.shape[1:])
     regions = _Regions(cond.view(shape), None if uncond is None else uncond.view(shape), boxes, strength,
                        (height // pipe.vae_scale_factor, width // pipe.vae_scale_factor), guided)

@@ -61,4 +61,4 @@ def test_demo_on_the_bundled_model_at_reduced_steps(tmp_path):
     assert (tmp_path / "demo" / "photos" / "milo" / "milo-00.txt").read_text().startswith("a <milo> cat ")
     for name in PAIR:
         assert 0 <= doc["scores"][name]["class_accuracy"] <= 1
-    assert Image.open(doc["contact_sheet"]).size[1] == 128 * 8
+    assert Image.open(doc["contact_sheet"]).size[1] == 128 * 9
