@@ -102,9 +102,10 @@ def zero_shot(pipe, ev, s: Sampling) -> dict:
 
 
 def group_prompts(concepts: list, s: Sampling, size: int = 2) -> list[tuple[str, tuple[str, ...], str, int]]:
-    """(prompt, names left to right, scene, seed): consecutive concepts in groups of `size` ("a <rex> and a <fedora> on
-    grass"; three: "a <a> and a <b> and a <c> ..."), each group on every evaluation scene × seed repetition; class
-    words expanded like `cns generate` does. The first repetition's seeds are the ones earlier runs used."""
+    """(prompt, names left to right, scene, seed): consecutive concepts in groups of `size` ("a <rex> and a
+    <fedora> on grass"; three: "a <a> and a <b> and a <c> ..."), each group on every evaluation scene × seed
+    repetition; class words expanded like `cns generate` does. The first repetition's seeds are the ones earlier
+    runs used."""
     from ..demo.world import SCENE_PHRASES
     from ..prompts import expand_prompt
 
@@ -121,6 +122,7 @@ def group_prompts(concepts: list, s: Sampling, size: int = 2) -> list[tuple[str,
 
 
 def pair_prompts(concepts: list, s: Sampling) -> list[tuple[str, tuple[str, ...], str, int]]:
+    """`group_prompts` of two concepts."""
     return group_prompts(concepts, s, 2)
 
 
@@ -150,12 +152,12 @@ class RegionMode:
 
 def score_groups(pipe, ev, concepts: list, s: Sampling, size: int = 2, regions: RegionMode | None = None,
                  single_identity: dict[str, float] | None = None) -> tuple[dict, np.ndarray]:
-    """{"n", "shown", "in_order", "classes", "scene", "identity_per_box", "box_identity_ratio", "prompts"} over every group
-    prompt of `size` concepts, and the images. Each image is read in `size` equal columns (the auto layout):
-    "shown" = the columns show every named concept in any order, "in_order" = each in its own box, "classes" =
-    the columns show the named classes in any order, "scene" = the whole image shows the prompt's scene.
-    "box_identity_ratio": mean identity of each concept in its
-    box over the same concepts' mean `single_identity` (one concept per image)."""
+    """{"n", "shown", "in_order", "classes", "scene", "identity_per_box", "box_identity_ratio", "prompts"} over
+    every group prompt of `size` concepts, and the images. Each image is read in `size` equal columns (the auto
+    layout): "shown" = the columns show every named concept in any order, "in_order" = each in its own box,
+    "classes" = the columns show the named classes in any order, "scene" = the whole image shows the prompt's
+    scene, "box_identity_ratio" = mean identity of each concept in its box over the same concepts' mean
+    `single_identity` (one concept per image)."""
     from ..demo.assess import generate
     from ..demo.evaluator import to_array
     from ..demo.individuals import INDIVIDUALS
