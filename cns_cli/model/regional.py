@@ -71,12 +71,14 @@ class _Regions:
                  latent_hw: tuple[int, int], guided: bool):
         self.cond, self.uncond = cond, uncond  # [P, R, L, D] encoded region texts, per prompt and region
         self.boxes, self.strength, self.latent_hw, self.guided = list(boxes), strength, latent_hw, guided
-        self._weights: dict[int, torch.Tensor] = {}
+        self._weights: dict[tuple, torch.Tensor] = {}
 
     def weights(self, seq_len: int, like: torch.Tensor) -> torch.Tensor:
-        if seq_len not in self._weights:
-            self._weights[seq_len] = layer_weights(self.boxes, *layer_grid(seq_len, *self.latent_hw))
-        return self._weights[seq_len].to(like.device, like.dtype)
+        key = (seq_len, like.device, like.dtype)
+        if key not in self._weights:
+            w = layer_weights(self.boxes, *layer_grid(seq_len, *self.latent_hw))
+            self._weights[key] = w.to(like.device, like.dtype)
+        return self._weights[key]
 
 
 class RegionalAttnProcessor:
@@ -97,34 +99,40 @@ class RegionalAttnProcessor:
         return out
 
     def _mix(self, attn, x: torch.Tensor, o_ctx: torch.Tensor, texts: torch.Tensor, which: str) -> torch.Tensor:
-        rg = self.regions
         batch, seq_len, _ = x.shape
-        prompts, n_regions = texts.shape[:2]
-        if which not in self._kv:
-            flat = texts.to(x.device, x.dtype).flatten(0, 1)  # [P·R, L, D]
-            if attn.norm_cross:
-                flat = attn.norm_encoder_hidden_states(flat)
-            self._kv[which] = (attn.to_k(flat), attn.to_v(flat))
-        keys, values = self._kv[which]
-        heads, inner = attn.heads, keys.shape[-1]
-        per_prompt = batch // prompts  # rows are prompt-major (diffusers repeats each prompt's images in place)
-
-        def split(t: torch.Tensor) -> torch.Tensor:  # [B, S, inner] -> [B, heads, S, inner/heads]
-            return t.view(t.shape[0], -1, heads, inner // heads).transpose(1, 2)
-
-        q = split(attn.to_q(x))
-        w = rg.weights(seq_len, x)  # [R, N]
-        mixed = torch.zeros_like(q)
-        for r in range(n_regions):
-            k = keys.view(prompts, n_regions, *keys.shape[1:])[:, r].repeat_interleave(per_prompt, 0)
-            v = values.view(prompts, n_regions, *values.shape[1:])[:, r].repeat_interleave(per_prompt, 0)
-            mixed += w[r].view(1, 1, -1, 1) * F.scaled_dot_product_attention(q, split(k), split(v))
+        heads = attn.heads
+        keys, values = self._region_kv(attn, texts, which, batch, x)  # [R·B, heads, L, d]
+        n_regions = texts.shape[1]
+        q = attn.to_q(x)
+        inner = q.shape[-1]
+        q = q.view(batch, seq_len, heads, inner // heads).transpose(1, 2)  # [B, heads, N, d]
+        # Every region in one attention call: the queries repeated per region, the regions' keys side by side.
+        a = F.scaled_dot_product_attention(q.repeat(n_regions, 1, 1, 1), keys, values)
+        a = a.view(n_regions, batch, heads, seq_len, -1)
+        w = self.regions.weights(seq_len, x)  # [R, N]
         total = w.sum(0)  # [N], in [0, 1]
-        mixed = mixed / total.clamp(min=torch.finfo(total.dtype).tiny).view(1, 1, -1, 1)
+        mixed = torch.einsum("rn,rbhnd->bhnd", w / total.clamp(min=torch.finfo(total.dtype).tiny), a)
         region_out = attn.to_out[1](attn.to_out[0](mixed.transpose(1, 2).reshape(batch, seq_len, inner)))
         region_out = region_out / attn.rescale_output_factor
-        share = (rg.strength * total).view(1, -1, 1)
+        share = (self.regions.strength * total).view(1, -1, 1)
         return (1 - share) * o_ctx + share * region_out
+
+    def _region_kv(self, attn, texts: torch.Tensor, which: str, batch: int, like: torch.Tensor):
+        """The regions' keys and values at this layer, [R·B, heads, L, d] with row r·B + b = region r of batch row b
+        (rows are prompt-major: diffusers repeats each prompt's images in place). Computed once per call."""
+        if which not in self._kv:
+            prompts, n_regions = texts.shape[:2]
+            flat = texts.to(like.device, like.dtype).flatten(0, 1)  # [P·R, L, D]
+            if attn.norm_cross:
+                flat = attn.norm_encoder_hidden_states(flat)
+
+            def arrange(t: torch.Tensor) -> torch.Tensor:
+                t = t.view(prompts, n_regions, *t.shape[1:]).transpose(0, 1)  # [R, P, L, inner]
+                t = t.repeat_interleave(batch // prompts, 1).flatten(0, 1)  # [R·B, L, inner]
+                return t.view(t.shape[0], t.shape[1], attn.heads, -1).transpose(1, 2)
+
+            self._kv[which] = (arrange(attn.to_k(flat)), arrange(attn.to_v(flat)))
+        return self._kv[which]
 
 
 def _check_layer(name: str, attn) -> None:
