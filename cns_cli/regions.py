@@ -124,19 +124,19 @@ class RegionRequest:
             return None
         if layout is not None and layout not in LAYOUTS:
             raise UsageError(f"--layout {layout!r} is not known; use --layout auto or give --region boxes")
-        boxes: dict[str, Box] = {}
-        for text in regions:
-            name, box = parse_region(text)
-            if name in boxes:
-                raise UsageError(f"<{name}> has two --region boxes; give each concept one box")
-            boxes[name] = box
-        texts: dict[str, str] = {}
-        for text in region_prompts:
-            name, value = parse_region_prompt(text)
-            if name in texts:
-                raise UsageError(f"<{name}> has two --region-prompt texts; give each concept one")
-            texts[name] = value
+        boxes = _one_per_concept(map(parse_region, regions), "--region boxes")
+        texts = _one_per_concept(map(parse_region_prompt, region_prompts), "--region-prompt texts")
         return cls(boxes=boxes, auto=layout == "auto", texts=texts, strength=1.0 if strength is None else strength)
+
+
+def _one_per_concept(pairs, what: str) -> dict:
+    """{name: value} from parsed (name, value) flags; a concept named twice is an error."""
+    out: dict = {}
+    for name, value in pairs:
+        if name in out:
+            raise UsageError(f"<{name}> has two {what}; give each concept one")
+        out[name] = value
+    return out
 
 
 @dataclass(frozen=True)
