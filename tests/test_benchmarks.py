@@ -39,7 +39,8 @@ def test_generate_scale_covers_each_bank_size():
     assert set(r["cns_generate_s"]) == set(r["apply_deltas_ms"]) == {"0", "3"}
     assert r["plain_diffusers_s"] > 0
     two = r["two_regions"]["tiny"]  # the regions column: both timings of one run, and their ratio
-    assert two["plain_s"] > 0 and two["regions_s"] > 0 and two["ratio"] == round(two["regions_s"] / two["plain_s"], 3)
+    assert two["plain_s"] > 0 and two["regions_s"] > 0
+    assert abs(two["ratio"] - two["regions_s"] / two["plain_s"]) < 0.01  # the ratio of the unrounded medians
 
 
 def test_gpu_script_runs_on_the_tiny_model_on_cpu():
