@@ -111,10 +111,9 @@ def _sample(pipe, text: str, plan: RegionPlan | None, config: GenerateConfig, se
                   height=config.height, generator=torch.Generator().manual_seed(seed))
     if plan is None:
         return pipe(text, **kwargs).images[0]
-    from .model.regional import regional_generate
+    from .model.regional import generate_plans
 
-    return regional_generate(pipe, plan.context, plan.boxes, plan.texts, plan.strength, plan.uncond_texts,
-                             **kwargs).images[0]
+    return generate_plans(pipe, [plan], **kwargs).images[0]
 
 
 def _png_info(record: dict, plan: RegionPlan | None):

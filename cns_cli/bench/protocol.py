@@ -16,7 +16,6 @@ import numpy as np
 
 from ..errors import UsageError
 from ..learn import LearnConfig
-from ..regions import DEFAULT_REGION_TEXT
 from ..reporting import NullReporter, Reporter
 from .methods import METHODS, Budget, make_method
 from .scoring import RegionMode, Sampling, score_concepts, score_groups, zero_shot
@@ -43,10 +42,6 @@ class BenchConfig:
     zero_shot_n: int = 48
     seed: int = 0
     device: str = "auto"
-    # How the group prompts are drawn with regions (`cns generate --layout auto`'s defaults; the region
-    # benchmark, benchmarks/region_variants.py, compares the alternatives).
-    region_text: str = DEFAULT_REGION_TEXT
-    region_uncond: str = "keep"
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -112,8 +107,8 @@ def run_bench(out: Path, config: BenchConfig = BenchConfig(), reporter: Reporter
             pipe = method.pipeline()
             scores, images = score_concepts(pipe, ev, concepts[: k + 1], s)
             steps.append({"learned": c.name, "learn": learn, "concepts": scores, "zero_shot": zero_shot(pipe, ev, s)})
-        groups, group_images = score_all_groups(pipe, ev, concepts, s, steps[-1]["concepts"],
-                                                RegionMode(config.region_text, config.region_uncond))
+        # Regions as `cns generate --layout auto` draws them (benchmarks/region_variants.py compares the others).
+        groups, group_images = score_all_groups(pipe, ev, concepts, s, steps[-1]["concepts"], RegionMode())
         entry = {"label": info.label, "group": info.group, "steps": steps, **groups}
         entry["summary"] = summarise(entry, doc["base"]["zero_shot"], len(concepts))
         doc["methods"][key] = entry

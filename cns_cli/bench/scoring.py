@@ -121,11 +121,6 @@ def group_prompts(concepts: list, s: Sampling, size: int = 2) -> list[tuple[str,
     return out
 
 
-def pair_prompts(concepts: list, s: Sampling) -> list[tuple[str, tuple[str, ...], str, int]]:
-    """`group_prompts` of two concepts."""
-    return group_prompts(concepts, s, 2)
-
-
 def group_outcome(read: list[str], names: list[str]) -> dict[str, bool]:
     """One group image: its boxes' readings (individual names, or classes) left to right, against the prompt's.
     "shown": every named one is there, in any order (the prompt names no side); "in_order": each in its box."""
@@ -186,8 +181,3 @@ def score_groups(pipe, ev, concepts: list, s: Sampling, size: int = 2, regions: 
         doc["regions"] = {"layout": "auto", "text_style": regions.text_style, "uncond": regions.uncond,
                           "strength": regions.strength}
     return doc, images64
-
-
-def score_pairs(pipe, ev, concepts: list, s: Sampling) -> tuple[dict, np.ndarray]:
-    """Pairs drawn as plain prompts (no regions): `score_groups` with two columns, the halves."""
-    return score_groups(pipe, ev, concepts, s, 2)

@@ -24,7 +24,7 @@ def generate(pipe, prompts: list[str], seed: int = 0, steps: int = 25, guidance:
              seeds: list[int] | None = None, regions: list | None = None) -> np.ndarray:
     """uint8 [N, H, W, 3]; image i is drawn from torch seed `seeds[i]` (default `seed + i`), independent of
     batching. `regions`: one `regions.RegionPlan` per prompt, drawn with the regional sampler (consecutive plans
-    with the same boxes share a batch)."""
+    that can share a call share a batch)."""
     import torch
 
     seeds = list(seeds) if seeds is not None else [seed + i for i in range(len(prompts))]
@@ -37,23 +37,22 @@ def generate(pipe, prompts: list[str], seed: int = 0, steps: int = 25, guidance:
         if regions is None:
             res = pipe(prompts[i:j], **kw)
         else:
-            from ..model.regional import regional_generate
+            from ..model.regional import generate_plans
 
-            plans = regions[i:j]
-            uncond = [p.uncond_texts for p in plans] if plans[0].uncond_texts else None
-            res = regional_generate(pipe, [p.context for p in plans], plans[0].boxes, [p.texts for p in plans],
-                                    plans[0].strength, uncond, **kw)
+            res = generate_plans(pipe, regions[i:j], **kw)
         out.append(np.clip(np.rint(res.images * 255), 0, 255).astype(np.uint8))
     return np.concatenate(out) if out else np.zeros((0, 64, 64, 3), np.uint8)
 
 
 def _batches(n: int, batch: int, regions: list | None) -> list[tuple[int, int]]:
-    """[i, j) ranges of at most `batch` prompts; with regions, a batch never mixes plans with other boxes."""
+    """[i, j) ranges of at most `batch` prompts; with regions, a batch holds only plans that can share a call."""
     out, i = [], 0
     while i < n:
         j = min(n, i + batch)
         if regions is not None:
-            j = next((k for k in range(i + 1, j) if regions[k].boxes != regions[i].boxes), j)
+            from ..model.regional import plan_key
+
+            j = next((k for k in range(i + 1, j) if plan_key(regions[k]) != plan_key(regions[i])), j)
         out.append((i, j))
         i = j
     return out

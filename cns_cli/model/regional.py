@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UsageError
-from ..regions import Box
+from ..regions import Box, RegionPlan
 
 
 def layer_grid(seq_len: int, latent_h: int, latent_w: int) -> tuple[int, int]:
@@ -187,6 +187,22 @@ def regional_generate(pipe, prompt: str | list[str], boxes: Sequence[Box], texts
         return pipe(prompts if len(prompts) > 1 else prompts[0], **call_kwargs)
     finally:
         unet.set_attn_processor(dict(saved))
+
+
+def generate_plans(pipe, plans: Sequence[RegionPlan], **call_kwargs):
+    """`regional_generate` for `regions.RegionPlan`s, one per prompt (what `cns generate` and `cns bench` draw).
+    Plans in one call share their boxes, strength and unconditional mode (`plan_key`)."""
+    first = plans[0]
+    if any(plan_key(p) != plan_key(first) for p in plans):
+        raise ValueError("region plans in one call must share boxes, strength and unconditional mode")
+    uncond = [p.uncond_texts for p in plans] if first.uncond_texts is not None else None
+    return regional_generate(pipe, [p.context for p in plans], first.boxes, [p.texts for p in plans], first.strength,
+                             uncond, **call_kwargs)
+
+
+def plan_key(plan: RegionPlan) -> tuple:
+    """What plans drawn in one call must have in common."""
+    return tuple(plan.boxes), plan.strength, plan.uncond_texts is None
 
 
 def _per_prompt(texts, n_prompts: int, n_boxes: int, what: str) -> list[list[str]]:

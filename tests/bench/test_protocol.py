@@ -142,7 +142,7 @@ def test_concepts_are_prompted_the_way_cns_generate_sends_them_with_their_class_
     # beach" without the class word would measure a prompt no user of `cns generate` ever sends.
     from pathlib import Path
 
-    from cns_cli.bench.scoring import Sampling, concept_prompts, pair_prompts
+    from cns_cli.bench.scoring import Sampling, concept_prompts, group_prompts
     from cns_cli.bench.trainer import ConceptData
 
     s = Sampling(scenes=("beach", "night"), seeds=2, steps=1, guidance=1.0, zero_shot_n=1)
@@ -150,7 +150,7 @@ def test_concepts_are_prompted_the_way_cns_generate_sends_them_with_their_class_
     prompts, seeds, scenes = concept_prompts(rex, s)
     assert prompts == ["a <rex> dog on the beach"] * 2 + ["a <rex> dog at night"] * 2
     assert len(set(seeds)) == 4 and scenes == ["beach", "beach", "night", "night"]
-    pairs = pair_prompts([rex, fedora], s)
+    pairs = group_prompts([rex, fedora], s, 2)
     assert [p for p, *_ in pairs] == ["a <rex> dog and a <fedora> hat on the beach"] * 2 + \
         ["a <rex> dog and a <fedora> hat at night"] * 2
     assert len({sd for *_, sd in pairs}) == 4 and pairs[0][1] == ("rex", "fedora")
@@ -210,11 +210,11 @@ def test_regional_groups_are_drawn_with_the_auto_layout(monkeypatch):
 
 
 def test_pair_scores_read_each_half_of_real_two_concept_renders(monkeypatch):
-    """score_pairs on rendered pairs (the evaluator is exact on renders): one pair drawn swapped, which counts for
+    """score_groups on rendered pairs (the evaluator is exact on renders): one pair drawn swapped, which counts for
     "both" (concepts and classes) and not "in order"; one with a dog where the cat should be, which counts for nothing."""
     import numpy as np
 
-    from cns_cli.bench.scoring import Sampling, score_pairs
+    from cns_cli.bench.scoring import Sampling, score_groups
     from cns_cli.bench.trainer import ConceptData
     from cns_cli.demo import assess
     from cns_cli.demo.evaluator import Evaluator
@@ -231,6 +231,6 @@ def test_pair_scores_read_each_half_of_real_two_concept_renders(monkeypatch):
         [render_pair(spec(drawn[p][0]), spec(drawn[p][1]), np.random.default_rng(0)) for p in prompts]))
     concepts = [ConceptData(n, INDIVIDUALS[n].cls, None) for n in ("rex", "fedora", "milo", "beetle")]
     s = Sampling(scenes=("grass",), seeds=1, steps=1, guidance=1.0, zero_shot_n=1)
-    got, images = score_pairs(None, Evaluator.load(), concepts, s)
+    got, images = score_groups(None, Evaluator.load(), concepts, s, 2)
     assert got["n"] == 2 and images.shape == (2, 64, 64, 3)
     assert (got["shown"], got["in_order"], got["classes"]) == (0.5, 0.0, 0.5)

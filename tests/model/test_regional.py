@@ -124,3 +124,20 @@ def test_batched_prompts_each_read_their_own_region_texts(pipe):
     for i, (prompt, t) in enumerate(zip(["a dog and a hat", "a car and a house"], texts)):
         one = regional_generate(pipe, prompt, boxes, t, generator=torch.Generator().manual_seed(5 + i), **KW).images
         np.testing.assert_allclose(both[i], one[0], atol=1e-5)
+
+
+def test_plans_share_a_call_only_when_boxes_strength_and_unconditional_mode_agree():
+    """The bench batches plans; a batch that mixed strengths would draw every image at the first plan's."""
+    from cns_cli.demo.assess import _batches
+    from cns_cli.model.regional import generate_plans
+    from cns_cli.regions import Region, RegionPlan
+
+    def plan(strength=1.0, x=0.5, uncond=None):
+        regions = (Region("a", Box(0, 0, x, 1), "a <a> dog"), Region("b", Box(x, 0, 1, 1), "a <b> hat"))
+        return RegionPlan("a dog and a hat", regions, strength, "manual", uncond)
+
+    plans = [plan(), plan(), plan(0.6), plan(0.6, x=0.4), plan(0.6, x=0.4, uncond=("a dog", "a hat"))]
+    assert _batches(len(plans), 32, plans) == [(0, 2), (2, 3), (3, 4), (4, 5)]
+    assert _batches(3, 2, None) == [(0, 2), (2, 3)]
+    with pytest.raises(ValueError, match="share boxes, strength"):
+        generate_plans(None, [plan(), plan(0.6)])
