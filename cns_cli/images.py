@@ -124,6 +124,8 @@ def _read_image(path: Path, resolution: int, min_side: int) -> np.ndarray:
             rgb = _to_rgb(img)
     except _Skip:
         raise
+    except Image.DecompressionBombError as e:  # Pillow's guard against images that decode to gigabytes
+        raise _Skip(f"too large ({_one_line(e)}); downscale it, a few megapixels are plenty") from e
     except UnidentifiedImageError as e:
         raise _Skip("corrupt: not a readable image") from e
     except MemoryError:

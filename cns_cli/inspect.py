@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from .bank import Bank, Revision
+from .bank.models import trained_parameters
 
 def _concept_summary(bank: Bank, rev: Revision, name: str) -> dict:
     c = rev.concepts[name]
     stored = c.delta.size + c.embedding.size
-    params = c.neurons.total * c.slice.rank  # trainable K/V coefficients; the embedding is counted apart
+    params = trained_parameters(c.neurons.total, c.slice.rank, rev.base.text_dim)
     return {
         "name": name, "token": c.token, "class_word": c.class_word, "learned_in": c.learned_in,
         "neurons": c.neurons.total, "layers": sum(1 for n in c.neurons.per_layer.values() if n),

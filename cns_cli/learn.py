@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import DEFAULT_BASE
 from .bank import Bank, Basis, Concept, Operation, Revision
-from .bank.models import Caches, Neurons, Slice
+from .bank.models import Caches, Neurons, Slice, trained_parameters
 from .bank.names import check_class_word, check_concept_name, token_for
 from .bank.store import encode_object
 from .errors import ConceptError, UsageError
@@ -69,12 +70,14 @@ class LearnConfig:
         need(0 < self.budget <= 1, "budget", "in (0, 1]", self.budget)
         need(self.reg_lambda >= 0, "reg-lambda", "0 or more", self.reg_lambda)
         need(self.batch_size >= 1, "batch-size", "at least 1", self.batch_size)
-        need(self.resolution is None or self.resolution >= 8, "resolution", "at least 8", self.resolution)
+        # the VAE downsamples by 8 (every SD family): other sizes would be cropped silently by the encoder
+        need(self.resolution is None or (self.resolution >= 8 and self.resolution % 8 == 0), "resolution",
+             "a positive multiple of 8 (the VAE's downsampling factor)", self.resolution)
         need(self.score_steps >= 1, "score-steps", "at least 1", self.score_steps)
         need(0 < self.general_top_fraction <= 1, "general-top-fraction", "in (0, 1]", self.general_top_fraction)
         need(0 < self.general_min_share <= 1, "general-min-share", "in (0, 1]", self.general_min_share)
         need(self.selection in SELECTIONS, "selection", " or ".join(SELECTIONS), self.selection)
-        need(self.seed >= 0, "seed", "0 or more", self.seed)
+        need(0 <= self.seed < 2**64, "seed", "between 0 and 2^64 - 1 (a torch generator seed)", self.seed)
 
     def record(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in ("device", "precision")}
@@ -90,28 +93,36 @@ class LearnOutcome:
     stats: dict = field(default_factory=dict)
 
 
-def learn(bank_path: Path, name: str, images_dir: Path, *, class_word: str | None = None, base: str,
+def learn(bank_path: Path, name: str, images_dir: Path, *, class_word: str | None = None, base: str | None = None,
           config: LearnConfig = LearnConfig(), replace: bool = False, dry_run: bool = False,
           argv: list[str] | None = None, reporter: Reporter = NullReporter()) -> LearnOutcome:
+    """`base` names the model of a new bank (default DEFAULT_BASE); for an existing bank it may only repeat
+    the bank's own base. Every input is checked before the model loads (minutes on SD 1.5)."""
     from .images import load_images
+    from .model.loading import resolve_base
 
     check_concept_name(name)
+    if class_word is None:
+        reporter.warn(f"no --class given, so the class word is {name!r}. The class word is what the model already "
+                      f"knows this concept as (dog, hat, person): <{name}> starts from it and prompts say it after the "
+                      "token; pass --class WORD if the name is not such a word")
     class_word = check_class_word(class_word if class_word is not None else name)
     load_images(Path(images_dir), 64, warn=False)  # fail fast on the folder, before a model load of many seconds
     root = Path(bank_path)
     if not (root / "HEAD").exists():
-        from .model.loading import resolve_base
-
-        spec = resolve_base(base)
+        Bank.check_creatable(root)  # a file or a folder of other things: say so now, not after training
+        spec = resolve_base(base or DEFAULT_BASE)
         run = _Run(None, None, spec, name, class_word, Path(images_dir), config, reporter)
         outcome = run.execute(dry_run)
         if dry_run:
             return outcome
-        bank = Bank.create(root, run.base_pointer, argv=["cns", "init", "--base", base])
+        bank = Bank.create(root, run.base_pointer, argv=["cns", "init", "--base", base or DEFAULT_BASE])
         with bank.transaction() as tx:
             outcome.revision = run.commit(tx, argv).number
         return outcome
     bank = Bank.open(root)
+    if base is not None:
+        _check_same_base(bank.head().base, resolve_base(base), base)
     if dry_run:
         parent = bank.head()
         _check_name_free(parent, name, replace)
@@ -124,6 +135,13 @@ def learn(bank_path: Path, name: str, images_dir: Path, *, class_word: str | Non
         outcome = run.execute(False)
         outcome.revision = run.commit(tx, argv).number
     return outcome
+
+
+def _check_same_base(pointer, spec, typed: str) -> None:
+    """A bank has one base model; a --base naming another one is a mistake, never silently ignored."""
+    if (spec.kind, spec.location, spec.revision) != (pointer.kind, pointer.location, pointer.revision):
+        raise UsageError(f"this bank is built on {pointer.location}; --base {typed} names another model (a bank "
+                         "keeps one base): leave out --base, or pass --bank NEW_PATH to start a bank on it")
 
 
 def _check_name_free(rev: Revision, name: str, replace: bool) -> None:
@@ -156,6 +174,8 @@ class _Run:
         amp = lambda: runtime.autocast(device, dtype)  # noqa: E731 - a fresh context per pass
         pipe, earlier = self._load(device, dtype)
         resolution = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        if resolution % pipe.vae_scale_factor:
+            raise UsageError(f"--resolution must be a multiple of {pipe.vae_scale_factor} for this model, got {resolution}")
         images = load_images(self.images_dir, resolution)
         text_dim = self.base_pointer.text_dim
 
@@ -185,7 +205,7 @@ class _Run:
         score_seconds = 0.0
         if cfg.selection == "random":  # ablation: no scoring pass at all
             # seeded per concept name too: one --seed must not give every concept the same rows
-            stream = torch.Generator().manual_seed(cfg.seed * 1_000_003 + zlib.crc32(self.name.encode()))
+            stream = torch.Generator().manual_seed((cfg.seed * 1_000_003 + zlib.crc32(self.name.encode())) % 2**64)
             self.rows = random_neurons(general, budget_rows, stream)
         else:
             self.reporter.phase(f"scoring neurons on {len(prompts)} images ({cfg.score_steps} batches)")
@@ -212,9 +232,10 @@ class _Run:
         train_seconds = time.perf_counter() - t_train
         self.coef = {n: w.coef.detach().float().cpu().numpy() for n, w in wrappers.items()}
         self.embedding = token_wrapper.vector.detach().float().cpu().numpy()[None, :]
-        tail = losses[-max(1, len(losses) // 10):]
+        tenth = max(1, len(losses) // 10)  # the loss of one step is noisy: compare means of equal spans
         self.stats = {
-            "final_loss": float(np.mean(tail)), "first_loss": losses[0], "steps_run": len(losses),
+            "final_loss": float(np.mean(losses[-tenth:])), "first_loss": losses[0],
+            "first_tenth_loss": float(np.mean(losses[:tenth])), "steps_run": len(losses),
             "seconds": round(time.perf_counter() - t0, 3), "seconds_scoring": round(score_seconds, 3),
             "seconds_training": round(train_seconds, 3), "seconds_per_step": round(train_seconds / len(losses), 4),
             "images": len(prompts), "device": device, "precision": runtime.precision_name(dtype),
@@ -314,7 +335,7 @@ class _Run:
             "general_neurons": int(sum(int(g.sum()) for g in general.values())),
             "calibration": self.general_key["calibration"],
             "slice": {"start": self.slice.start, "rank": self.slice.rank},
-            "parameters_trained": n_rows * self.cfg.rank + self.base_pointer.text_dim,
+            "parameters_trained": trained_parameters(n_rows, self.cfg.rank, self.base_pointer.text_dim),
             "share_of_unet": (n_rows * self.base_pointer.text_dim) / unet_params,
             "bytes_to_store": delta_bytes + emb_bytes,
         }

@@ -1,25 +1,50 @@
 """The one place output happens: results on stdout (human text or exactly one JSON document), everything
-else (progress, warnings, errors) on stderr through rich."""
+else (progress, warnings, errors) on stderr through rich.
+
+A closed stdout (`cns generate ... | head -1`) surfaces as BrokenPipeError from every writer here, rich's
+included, so the CLI ends the command in one place (cli._handled) the way Unix tools do.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from functools import lru_cache
+
+# What a shell reports for a process ended by SIGPIPE (128 + 13): the status of `yes | head -1`'s `yes`.
+BROKEN_PIPE_EXIT = 141
+
+
+def _console(stderr: bool):
+    from rich.console import Console
+
+    class _PipeAwareConsole(Console):
+        def on_broken_pipe(self) -> None:  # rich's default exits 1 on its own; let the CLI decide
+            raise BrokenPipeError
+
+    return _PipeAwareConsole(stderr=stderr, highlight=False, soft_wrap=True)
 
 
 @lru_cache(maxsize=1)
 def err_console():
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return _console(stderr=True)
 
 
 @lru_cache(maxsize=1)
 def out_console():
-    from rich.console import Console
+    return _console(stderr=False)
 
-    return Console(highlight=False, soft_wrap=True)
+
+def silence_stdout() -> None:
+    """After the reader of stdout went away: point fd 1 at /dev/null so that the interpreter's final flush
+    does not fail a second time (the recipe of the Python docs, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout replaced by something without a file descriptor (tests)
+        pass
 
 
 def emit_json(doc) -> None:

@@ -26,6 +26,15 @@ def concepts_in(prompt: str) -> list[str]:
     return list(dict.fromkeys(CONCEPT_REF.findall(prompt)))
 
 
+# "<dog" not followed by ">": almost surely a reference missing its closing bracket
+_UNCLOSED_REF = re.compile(r"<([A-Za-z0-9][A-Za-z0-9_-]{0,63})(?![A-Za-z0-9_>-])")
+
+
+def unclosed_references(prompt: str) -> list[str]:
+    """Names written as `<name` without the closing `>`: the text encoder would read them as plain words."""
+    return list(dict.fromkeys(_UNCLOSED_REF.findall(prompt)))
+
+
 def expand_prompt(prompt: str, concepts: dict[str, str], expand: bool = True) -> str:
     """The exact text for the text encoder. `concepts` maps name -> class word.
 

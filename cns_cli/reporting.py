@@ -1,7 +1,12 @@
-"""Progress reporting for long use cases. The use case calls a Reporter; the CLI picks the rich one
-(progress bar with loss and ETA on stderr), tests and --json runs a quiet one."""
+"""Progress reporting for long use cases. The use case calls a Reporter; the CLI picks one with
+`for_stderr()`: a rich progress bar when stderr is a terminal, plain lines at a modest rate when it is not
+(a log file, CI, `2>&1 | tee`), so a long run always shows that it is alive. Library callers and tests get
+the quiet NullReporter by default."""
 
 from __future__ import annotations
+
+import sys
+import time
 
 from . import output
 
@@ -19,6 +24,30 @@ class NullReporter(Reporter):
 
     def warn(self, message: str) -> None:
         output.warn(message)
+
+
+class PlainReporter(NullReporter):
+    """Phases and progress as plain lines on stderr: one line per tenth of the steps, and at least one every
+    `every_s` seconds while steps keep coming, so a log shows progress without a line per step."""
+
+    def __init__(self, every_s: float = 60.0, clock=time.monotonic) -> None:
+        self.every_s, self.clock = every_s, clock
+        self.total, self.next_tenth, self.last_line = 0, 0, 0.0
+
+    def phase(self, message: str) -> None:
+        output.info(f"… {message}")
+
+    def start(self, total: int) -> None:
+        self.total, self.next_tenth, self.last_line = total, 1, self.clock()
+
+    def step(self, done: int, loss: float) -> None:
+        now = self.clock()
+        tenth_reached = done * 10 >= self.next_tenth * self.total
+        if tenth_reached or done == self.total or now - self.last_line >= self.every_s:
+            output.info(f"training {done}/{self.total} loss {loss:.4f}")
+            self.last_line = now
+            while self.next_tenth <= 10 and done * 10 >= self.next_tenth * self.total:
+                self.next_tenth += 1
 
 
 class RichReporter(Reporter):
@@ -50,3 +79,9 @@ class RichReporter(Reporter):
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+def for_stderr() -> Reporter:
+    """What the CLI reports through: the live bar on a terminal, plain lines otherwise (also with --json,
+    whose document goes to stdout)."""
+    return RichReporter() if sys.stderr.isatty() else PlainReporter()

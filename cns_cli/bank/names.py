@@ -19,8 +19,14 @@ CLASS_WORD_PATTERN = r"^[^<>\x00-\x1f\x7f]{1,64}$"
 
 
 def _suggest(name: str) -> str:
-    cleaned = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-_")
+    """A valid name close to `name` (it must itself pass check_concept_name)."""
+    cleaned = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-_")[:NAME_MAX].rstrip("-_")
     return cleaned or "my-concept"
+
+
+def _shown(name: str, most: int = 40) -> str:
+    """The name as quoted in a message: a 300-character name is cut, not repeated in full."""
+    return repr(name) if len(name) <= most else f"{name[:most]!r}… ({len(name)} characters)"
 
 
 def check_concept_name(name: str) -> str:
@@ -39,10 +45,10 @@ def check_concept_name(name: str) -> str:
     ]
     for bad, why in problems:
         if bad:
-            raise ConceptError(f"concept name {name!r} {why}; use something like {_suggest(name)!r}")
+            raise ConceptError(f"concept name {_shown(name)} {why}; use something like {_suggest(name)!r}")
     if not _NAME_RE.fullmatch(name):
         raise ConceptError(
-            f"concept name {name!r} may only use a-z, 0-9, '-' and '_' and must start with a letter or "
+            f"concept name {_shown(name)} may only use a-z, 0-9, '-' and '_' and must start with a letter or "
             f"digit; use something like {_suggest(name)!r}"
         )
     return name

@@ -93,7 +93,7 @@ class BankMethod:
         plan = outcome.plan
         self.bytes_total += plan["bytes_to_store"]
         text_dim = self.budget.text_dim
-        return {"seconds": outcome.stats["seconds"], "params_trained": plan["parameters_trained"],
+        return {"seconds": outcome.stats["seconds"], "params_trained": plan["parameters_trained"]["total"],
                 "weights_changed": plan["neurons"] * text_dim + text_dim, "bytes_total": self.bytes_total,
                 "final_loss": outcome.stats["final_loss"]}
 
