@@ -4,18 +4,31 @@ The pipeline is a plain diffusers StableDiffusionPipeline with W = W0 + Σ_t ΔW
 added; it is called exactly as a user would call diffusers, with a CPU `torch.Generator().manual_seed(seed)`,
 so the same text, seed, steps and guidance give the same pixels as diffusers itself (and the same PNG
 bytes on every run).
+
+Bad numbers and paths are refused before the model loads (checks.py). Files are never overwritten: a name is
+`r{revision}-{prompt index}-{slug}[-regions]-s{seed}-{settings hash}.png`, where the hash covers every setting
+that changes pixels (text, seed, steps, guidance, size, device, precision, sampler, regions, the base's
+fingerprint and the bank's objects), and a name already taken gets -2, -3, …; each PNG is written to a temp
+file and linked into place exclusively, so no final name ever holds a half-written image.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
+import json
 import math
+import os
 import re
-from collections.abc import Callable
+import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from .bank import Bank
-from .errors import UsageError
+from .checks import ModelFacts, check_out_dir, check_seeds, check_size, check_steps, facts_from_configs, model_facts
+from .errors import CnsError, UsageError
 from .regions import RegionPlan, RegionRequest
 
 
@@ -31,12 +44,12 @@ class GenerateConfig:
     device: str = "auto"
     precision: str = "auto"  # fp32 on CPU/MPS (bit-identical to diffusers), bf16/fp16 on a GPU
     regions: RegionRequest | None = None  # region control (regions.py); None: the plain pipeline call
+    force: bool = False  # allow sizes over checks.SIZE_REFUSE_AREA x the model's native area
 
     def __post_init__(self) -> None:
         if self.n < 1:
             raise UsageError(f"-n must be at least 1, got {self.n}")
-        if self.seed < 0:
-            raise UsageError(f"--seed must be 0 or more, got {self.seed}")
+        check_seeds(self.seed, self.n)
         if self.steps < 1:
             raise UsageError(f"--steps must be at least 1, got {self.steps}")
         if not math.isfinite(self.guidance) or self.guidance < 0:
@@ -66,7 +79,8 @@ def build_pipeline(bank: Bank, rev, device: str = "cpu", dtype=None):
 
 def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: GenerateConfig = GenerateConfig(),
              on_image: Callable[[dict], None] | None = None, on_phase: Callable[[str], None] | None = None) -> list[dict]:
-    from .model.runtime import resolve_device, resolve_precision
+    from .model import loading
+    from .model.runtime import precision_name, resolve_device, resolve_precision
     from .prompts import concepts_in, expand_prompt
     from .regions import plan_regions
 
@@ -75,14 +89,27 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
     classes = {name: c.class_word for name, c in rev.concepts.items()}
     texts = [expand_prompt(p, classes, config.expand) for p in prompts]  # unknown concepts fail before loading
     plans = [plan_regions(p, config.regions, classes, config.expand) if config.regions else None for p in prompts]
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir)
+    early = model_facts(loading.spec_of(rev.base))  # what the base's config files say, before any weights load
+    _check_limits(early, config)
     device = resolve_device(config.device)
     dtype = resolve_precision(config.precision, device)
     if on_phase:
         on_phase(f"loading the base model on {device} with {len(rev.concepts)} concept(s)")
     pipe = build_pipeline(bank, rev, device, dtype)
+    loaded = pipeline_facts(pipe)  # the limits not readable before the load (a single file, a hub id not cached)
+    _check_limits(ModelFacts(loaded.max_steps if early.max_steps is None else None, loaded.train_steps,
+                             loaded.native if early.native is None else None), config)
     if config.regions:
         _warn_small_boxes(pipe, plans, config)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    sampler, schedule = sampler_name(type(pipe.scheduler).__name__, pipe.scheduler.config)
+    identity = model_identity(rev, pipe.scheduler)
+    model = model_name(rev.base)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _write_error(out_dir, e) from None
     results = []
     for k, (prompt, text, plan) in enumerate(zip(prompts, texts, plans)):
         for i in range(config.n):
@@ -90,17 +117,99 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
             image = _sample(pipe, text, plan, config, seed)
             record = {"prompt": prompt, "text": text, "seed": seed, "steps": config.steps, "guidance": config.guidance,
                       "width": image.width, "height": image.height, "revision": rev.number,
-                      "concepts": concepts_in(prompt), "bank": str(bank.root)}
+                      "concepts": concepts_in(prompt), "bank": str(bank.root), "sampler": sampler, "model": model,
+                      "device": device, "precision": precision_name(dtype)}
+            if schedule:
+                record["schedule"] = schedule
             if plan:
                 record["regions"] = plan.record()
             suffix = "-regions" if plan else ""
-            path = out_dir / f"r{rev.number}-{k:03d}-{_slug(prompt)}{suffix}-s{seed}.png"
-            image.save(path, pnginfo=_png_info(record, plan))
+            stem = f"r{rev.number}-{k:03d}-{_slug(prompt)}{suffix}-s{seed}-{settings_hash(record, identity)}"
+            path = write_new_file(out_dir, stem, ".png", _png_bytes(image, _png_info(record, plan)))
             record["path"] = str(path)
             results.append(record)
             if on_image:
                 on_image(record)
     return results
+
+
+def _check_limits(facts: ModelFacts, config: GenerateConfig) -> None:
+    from . import output
+
+    check_steps(config.steps, facts)
+    warning = check_size(config.width, config.height, facts, config.force)
+    if warning:
+        output.warn(warning)
+
+
+def pipeline_facts(pipe) -> ModelFacts:
+    """The sampling limits of a loaded pipeline, from its scheduler, UNet and VAE configs."""
+    return facts_from_configs(dict(pipe.scheduler.config), dict(pipe.unet.config), dict(pipe.vae.config))
+
+
+# diffusers scheduler class -> the sampler name AUTOMATIC1111 writes (its k-diffusion / compvis samplers).
+_A1111_SAMPLERS = {
+    "DDIMScheduler": "DDIM",
+    "DDPMScheduler": "DDPM",
+    "EulerDiscreteScheduler": "Euler",
+    "EulerAncestralDiscreteScheduler": "Euler a",
+    "LMSDiscreteScheduler": "LMS",
+    "HeunDiscreteScheduler": "Heun",
+    "KDPM2DiscreteScheduler": "DPM2",
+    "KDPM2AncestralDiscreteScheduler": "DPM2 a",
+    "DPMSolverSDEScheduler": "DPM++ SDE",
+    "UniPCMultistepScheduler": "UniPC",
+    "LCMScheduler": "LCM",
+}
+_A1111_DPM_MULTISTEP = {("dpmsolver++", 2): "DPM++ 2M", ("sde-dpmsolver++", 2): "DPM++ 2M SDE",
+                        ("sde-dpmsolver++", 3): "DPM++ 3M SDE"}
+_A1111_SCHEDULES = {"use_karras_sigmas": "Karras", "use_exponential_sigmas": "Exponential", "use_beta_sigmas": "Beta"}
+
+
+def sampler_name(class_name: str, config: Mapping) -> tuple[str, str | None]:
+    """(A1111's name for this diffusers scheduler, its "Schedule type" or None). PNDMScheduler with skip_prk_steps
+    runs only the linear multistep part of PNDM, which is what A1111 (CompVis) calls PLMS; without it, it also runs
+    Runge-Kutta warm-up steps, which no A1111 sampler does, so it is named PNDM. Multistep DPM-Solver variants
+    without an A1111 counterpart, and unknown schedulers, keep the diffusers class name."""
+    if class_name == "PNDMScheduler":
+        name = "PLMS" if config.get("skip_prk_steps", False) else "PNDM"
+    elif class_name == "DPMSolverMultistepScheduler":
+        key = (config.get("algorithm_type", "dpmsolver++"), config.get("solver_order", 2))
+        name = _A1111_DPM_MULTISTEP.get(key, class_name)
+    else:
+        name = _A1111_SAMPLERS.get(class_name, class_name)
+    schedule = next((label for key, label in _A1111_SCHEDULES.items() if config.get(key)), None)
+    return name, schedule
+
+
+def model_name(base) -> str:
+    """What A1111's `Model:` field shows: the base's name (the bundled model's, a folder's or file's last path
+    component, or the hub id)."""
+    if base.kind == "local-dir":
+        return Path(base.location).name or base.location
+    if base.kind == "single-file":
+        return Path(base.location).stem
+    return base.location
+
+
+def model_identity(rev, scheduler=None) -> dict:
+    """Everything of the model that decides the pixels: the base's fingerprint, the bank's basis and each concept's
+    objects and slice (all of HEAD's concepts change W, not only those in the prompt), and the scheduler."""
+    doc = {"fingerprint": rev.base.fingerprint.digest, "basis": rev.basis.object.sha256 if rev.basis else None,
+           "concepts": {name: {"token": c.token, "delta": c.delta.sha256, "embedding": c.embedding.sha256,
+                               "slice": [c.slice.start, c.slice.rank]} for name, c in sorted(rev.concepts.items())}}
+    if scheduler is not None:
+        doc["scheduler"] = {"class": type(scheduler).__name__,
+                            "config": {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}}
+    return doc
+
+
+def settings_hash(record: dict, identity: dict) -> str:
+    """8 hex digits of sha256 over every setting that changes pixels (the file name's last part)."""
+    doc = {key: record[key] for key in ("text", "seed", "steps", "width", "height", "device", "precision")}
+    doc.update(guidance=float(record["guidance"]), regions=record.get("regions"), model=identity)
+    text = json.dumps(doc, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
 
 
 def _sample(pipe, text: str, plan: RegionPlan | None, config: GenerateConfig, seed: int):
@@ -116,11 +225,29 @@ def _sample(pipe, text: str, plan: RegionPlan | None, config: GenerateConfig, se
     return generate_plans(pipe, [plan], **kwargs).images[0]
 
 
+def _a1111_quote(value) -> str:
+    """A value of an A1111 infotext field, quoted as A1111 does when it holds a comma, colon or newline."""
+    text = str(value)
+    return json.dumps(text, ensure_ascii=False) if any(c in text for c in ",:\n") else text
+
+
+def a1111_infotext(record: dict, plan: RegionPlan | None = None) -> str:
+    """The A1111 `parameters` text: the prompt line (no "Negative prompt:" line: cns has none), then
+    `Steps: N, Sampler: NAME, CFG scale: X, Seed: N, Size: WxH, Model: NAME` and cns's own fields."""
+    fields = [f"Steps: {record['steps']}", f"Sampler: {record['sampler']}"]
+    if record.get("schedule"):
+        fields.append(f"Schedule type: {record['schedule']}")
+    fields += [f"CFG scale: {record['guidance']}", f"Seed: {record['seed']}",
+               f"Size: {record['width']}x{record['height']}", f"Model: {_a1111_quote(record['model'])}",
+               f"cns revision: {record['revision']}"]
+    if plan:
+        fields.append(plan.a1111())
+    return f"{record['text']}\n" + ", ".join(fields)
+
+
 def _png_info(record: dict, plan: RegionPlan | None):
     """The PNG text chunks: cns's own keys, and an A1111 "parameters" chunk so other tools show how the image was
-    made. Without regions exactly the chunks of earlier versions (same bytes)."""
-    import json
-
+    made."""
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
@@ -128,10 +255,86 @@ def _png_info(record: dict, plan: RegionPlan | None):
         info.add_text(f"cns:{key}", str(record[key]) if key != "concepts" else ",".join(record[key]))
     if plan:
         info.add_text("cns:regions", json.dumps(record["regions"], ensure_ascii=False))
-    params = (f"{record['text']}\nSteps: {record['steps']}, CFG scale: {record['guidance']}, Seed: {record['seed']}, "
-              f"Size: {record['width']}x{record['height']}, cns revision: {record['revision']}")
-    info.add_text("parameters", params + (f", {plan.a1111()}" if plan else ""))
+    info.add_text("parameters", a1111_infotext(record, plan))
     return info
+
+
+def _png_bytes(image, info) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="png", pnginfo=info)
+    return buf.getvalue()
+
+
+# os.link fails with these where the file system has no hard links (FAT, exFAT, some network shares).
+_NO_HARD_LINKS = {errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOSYS} | {
+    getattr(errno, name) for name in ("ENOTSUP", "EOPNOTSUPP") if hasattr(errno, name)}
+MAX_SAME_NAME = 10_000
+
+
+def write_new_file(folder: Path, stem: str, ext: str, data: bytes) -> Path:
+    """Write `data` as folder/stem+ext, or stem-2+ext, stem-3+ext, … if taken, never replacing an existing file.
+
+    The bytes go to a hidden temp file in `folder` (fsynced); the temp file is then hard-linked to the final name
+    (which fails if the name exists, so a concurrent writer can never be overwritten) and removed. Where hard links
+    are unsupported, the name is claimed with O_CREAT|O_EXCL and the temp file renamed over that empty claim.
+    A crash or Ctrl-C leaves at most the temp file (removed on Ctrl-C), never a partial file under a final name."""
+    tmp = folder / f".{stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    try:
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            path = _claim_name(tmp, folder, stem, ext)
+        except OSError as e:
+            raise _write_error(folder, e) from None
+    finally:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+    from .bank.atomic import fsync_dir
+
+    fsync_dir(folder)
+    return path
+
+
+def _claim_name(tmp: Path, folder: Path, stem: str, ext: str) -> Path:
+    links = True
+    for i in range(1, MAX_SAME_NAME + 1):
+        path = folder / (f"{stem}{ext}" if i == 1 else f"{stem}-{i}{ext}")
+        if links:
+            try:
+                os.link(tmp, path)
+                return path
+            except FileExistsError:
+                continue
+            except OSError as e:
+                if e.errno not in _NO_HARD_LINKS:
+                    raise
+                links = False
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        try:
+            os.replace(tmp, path)  # over our own empty claim only
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return path
+    raise CnsError(f"{MAX_SAME_NAME} images named {stem}-N{ext} already exist in {folder}; use another --out")
+
+
+def _write_error(folder: Path, e: OSError) -> CnsError:
+    if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return CnsError(f"disk full while writing images to {folder}; free some space and run the command again")
+    return CnsError(f"could not write images to {folder}: {e.strerror or e}; check the permissions and free space")
 
 
 def _warn_small_boxes(pipe, plans: list[RegionPlan], config: GenerateConfig) -> None:

@@ -57,7 +57,7 @@ def dog_bank(tiny_base, dog_photos, tmp_path_factory) -> Path:
 def dog_hat_bank(dog_bank, hat_photos, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("loop") / "doghat.cnsbank"
     shutil.copytree(dog_bank, path)
-    learn(path, "hat", hat_photos, base="unused", config=LearnConfig(**FAST))
+    learn(path, "hat", hat_photos, config=LearnConfig(**FAST))
     return path
 
 
@@ -135,7 +135,7 @@ def test_regulariser_reduces_kv_drift_on_the_first_concept(dog_bank, hat_photos,
     for lam in (0.0, 1.0):
         path = tmp_path / f"lambda-{lam}.cnsbank"
         shutil.copytree(dog_bank, path)
-        learn(path, "hat", hat_photos, base="unused", config=LearnConfig(steps=30, score_steps=2, reg_lambda=lam))
+        learn(path, "hat", hat_photos, config=LearnConfig(steps=30, score_steps=2, reg_lambda=lam))
         drift[lam] = _hat_drift(path)
     print(f"K/V drift on '<dog>' prompt after learning <hat>: regulariser off {drift[0.0]:.4f}, on {drift[1.0]:.4f}")
     assert drift[1.0] < 0.8 * drift[0.0]
@@ -199,7 +199,7 @@ def test_learn_then_forget_gives_the_images_from_before(dog_bank, hat_photos, tm
     shutil.copytree(dog_bank, path)
     cfg = GenerateConfig(seed=1, steps=3, n=2)
     before = [_pixels(r["path"]) for r in generate(path, ["<dog> at night"], tmp_path / "before", cfg)]
-    learn(path, "hat", hat_photos, base="unused", config=LearnConfig(**FAST))
+    learn(path, "hat", hat_photos, config=LearnConfig(**FAST))
     assert cns("--bank", str(path), "forget", "hat").exit_code == 0
     after = [_pixels(r["path"]) for r in generate(path, ["<dog> at night"], tmp_path / "after", cfg)]
     assert all(np.array_equal(x, y) for x, y in zip(before, after))
@@ -237,7 +237,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(dog_bank, hat_photos):
     plan = json.loads(r.stdout)["plan"]
     assert plan["neurons"] == sum(plan["neurons_per_layer"].values()) > 0
     assert len(plan["images"]) == 4 and plan["bytes_to_store"] > 0
-    assert plan["parameters_trained"] == plan["neurons"] * 4 + 32
+    assert plan["parameters_trained"] == {"coefficients": plan["neurons"] * 4, "token": 32, "total": plan["neurons"] * 4 + 32}
     assert files_digest(dog_bank) == before
 
 
@@ -245,7 +245,7 @@ def test_replace_relearns_a_concept_in_place(dog_hat_bank, dog_photos, tmp_path)
     path = tmp_path / "b.cnsbank"
     shutil.copytree(dog_hat_bank, path)
     old = Bank.open(path).head().concepts
-    learn(path, "dog", dog_photos, base="unused", replace=True, config=LearnConfig(**FAST, seed=7))
+    learn(path, "dog", dog_photos, replace=True, config=LearnConfig(**FAST, seed=7))
     rev = Bank.open(path).head()
     assert rev.concepts["hat"] == old["hat"]  # the other concept is untouched
     assert rev.concepts["dog"].learned_in == rev.number and rev.concepts["dog"].delta != old["dog"].delta
@@ -261,7 +261,7 @@ def test_frozen_token_trains_rows_only(dog_bank, hat_photos, tmp_path, base_pipe
 
     path = tmp_path / "b.cnsbank"
     shutil.copytree(dog_bank, path)
-    learn(path, "hat", hat_photos, base="unused", config=LearnConfig(**FAST, lr_token=0.0))
+    learn(path, "hat", hat_photos, config=LearnConfig(**FAST, lr_token=0.0))
     bank = Bank.open(path)
     hat = bank.head().concepts["hat"]
     start = class_word_vector(base_pipe.tokenizer, base_pipe.text_encoder, "hat").numpy()

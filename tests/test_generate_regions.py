@@ -34,7 +34,7 @@ def bank(tiny_base, dog_photos, hat_photos, tmp_path_factory) -> Path:
     return path
 
 
-def test_without_regions_the_png_is_the_plain_call_byte_for_byte(bank, tmp_path, monkeypatch):
+def test_without_regions_the_png_is_the_plain_call_byte_for_byte(bank, tiny_base, tmp_path, monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("the regional sampler ran without a region flag")
 
@@ -44,12 +44,12 @@ def test_without_regions_the_png_is_the_plain_call_byte_for_byte(bank, tmp_path,
     b = Bank.open(bank)
     pipe = build_pipeline(b, b.head())
     image = pipe(rec["text"], num_inference_steps=3, guidance_scale=7.5, generator=torch.Generator().manual_seed(3)).images[0]
-    info = PngInfo()  # the chunks every earlier cns wrote, in the same order
+    info = PngInfo()  # the chunks every earlier cns wrote, in the same order; the A1111 text as A1111 writes it
     for key, value in (("prompt", PROMPT), ("text", rec["text"]), ("seed", "3"), ("steps", "3"), ("guidance", "7.5"),
                        ("revision", "2"), ("concepts", "dog,hat")):
         info.add_text(f"cns:{key}", value)
-    info.add_text("parameters", f"{rec['text']}\nSteps: 3, CFG scale: 7.5, Seed: 3, Size: {image.width}x{image.height}, "
-                                "cns revision: 2")
+    info.add_text("parameters", f"{rec['text']}\nSteps: 3, Sampler: DDIM, CFG scale: 7.5, Seed: 3, "
+                                f"Size: {image.width}x{image.height}, Model: {Path(tiny_base).name}, cns revision: 2")
     buf = io.BytesIO()
     image.save(buf, format="png", pnginfo=info)
     assert Path(rec["path"]).read_bytes() == buf.getvalue()
