@@ -176,6 +176,25 @@ def forget(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The con
         output.info(f"forgot {name}; now at revision {rev.number} (`cns undo` brings it back)")
 
 
+@command()
+def restore(
+    ctx: typer.Context,
+    rev: Annotated[str, typer.Argument(metavar="REV", help="The revision whose state to bring back (see `cns log`, or `cns verify` when HEAD is damaged).")],
+    json_: JsonOpt = False,
+) -> None:
+    """Bring back the state of any revision as a new revision: redo, checkout or rollback. Works on a damaged HEAD."""
+    from .bank.history import restore as run_restore
+
+    new = run_restore(_open(ctx), rev, argv=_argv(), on_broken_head=output.warn)
+    doc = {"revision": new.number, "restores": new.operation.restores, "parent": new.parent,
+           "concepts": sorted(new.concepts)}
+    if json_:
+        output.emit_json(doc)
+    else:
+        typer.echo(f"restored revision {doc['restores']}; now at revision {new.number} "
+                   f"({', '.join(doc['concepts']) or 'no concepts'})")
+
+
 # -- model commands ----------------------------------------------------------------------------------
 
 
@@ -290,13 +309,14 @@ def export(
     concept: Annotated[Optional[list[str]], typer.Option("--concept", help="Only these concepts (repeatable).")] = None,
     merged: Annotated[bool, typer.Option("--merged", help="One LoRA file for all concepts (kohya, diffusers).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Write into a non-empty OUT.")] = False,
+    revision: Annotated[Optional[str], typer.Option("--revision", metavar="N", help="Export the state of revision N instead of HEAD (see `cns log`).")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Export concepts for diffusers, ComfyUI, AUTOMATIC1111 or kohya (exact, not an approximation)."""
     from .export import export as run_export
     from .render import render_export
 
-    doc = run_export(ctx.obj, out, format.value, concept, merged, force)
+    doc = run_export(ctx.obj, out, format.value, concept, merged, force, revision=revision)
     output.emit_json(doc) if json_ else render_export(doc)
 
 

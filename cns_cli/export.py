@@ -25,6 +25,7 @@ import numpy as np
 from . import __version__
 from .bank import Bank, Revision
 from .bank.atomic import atomic_write
+from .bank.integrity import require_intact
 from .errors import ConceptError, UsageError
 
 FORMATS = ("kohya", "diffusers", "embedding", "pipeline")
@@ -96,26 +97,37 @@ def _check_out(out: Path, force: bool) -> None:
         raise UsageError(f"{out} is not empty; choose an empty folder or pass --force to write into it")
 
 
-def select_concepts(rev: Revision, wanted: list[str] | None) -> list[str]:
+def select_concepts(rev: Revision, wanted: list[str] | None, where: str = "this bank") -> list[str]:
     if not rev.concepts:
-        raise ConceptError("the bank has no concepts to export; teach one first with `cns learn NAME ./photos`")
+        raise ConceptError(f"{where} has no concepts to export; teach one first with `cns learn NAME ./photos`")
     known = sorted(rev.concepts, key=lambda n: (rev.concepts[n].learned_in, n))
     unknown = [n for n in wanted or [] if n not in rev.concepts]
     if unknown:
-        raise ConceptError(f"no concept {unknown[0]!r} in this bank; known: {', '.join(known)}")
+        raise ConceptError(f"no concept {unknown[0]!r} in {where}; known: {', '.join(known)}")
     return [n for n in known if not wanted or n in wanted]
 
 
 def export(bank_path: Path, out: Path, fmt: str = "kohya", concepts: list[str] | None = None,
-           merged: bool = False, force: bool = False) -> dict:
+           merged: bool = False, force: bool = False, revision: int | str | None = None) -> dict:
+    """Export concepts of HEAD, or of `revision` (any revision on disk, in HEAD's history or not)."""
+    from .bank.history import parse_revision_number, read_existing_revision
+
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     if merged and fmt not in ("kohya", "diffusers"):
         raise UsageError(f"--merged applies to LoRA formats (kohya, diffusers), not {fmt}")
     bank = Bank.open(bank_path)
-    rev = bank.head()
-    names = select_concepts(rev, concepts)
+    if revision is None:
+        rev, where = bank.head(), "this bank"
+    else:
+        number = parse_revision_number(revision, "--revision")
+        rev, where = read_existing_revision(bank, number, "cannot be exported"), f"revision {number}"
+    names = select_concepts(rev, concepts, where)
     _check_out(out, force)
+    # every object needed, before writing anything (or loading a model): embeddings alone need no basis
+    fix = None if revision is None else ("leave the concept out (--concept NAME for each other one) or restore the "
+                                         "file from a backup; `cns verify` lists every problem")
+    require_intact(bank, rev, names, basis=fmt != "embedding", fix=fix)
     if fmt == "pipeline":
         files = _export_pipeline(bank, rev, names, out)
     else:

@@ -82,6 +82,8 @@ def render_inspect(doc: dict, neurons: bool) -> None:
 def _describe(op: dict) -> str:
     if op["kind"] == "undo":
         return f"undo revision {op['undone']} (back to the state of {op['restores']})"
+    if op["kind"] == "restore":
+        return f"restore the state of revision {op['restores']}"
     return f"{op['kind']} {op['concept']}" if op.get("concept") else op["kind"]
 
 

@@ -204,3 +204,87 @@ def test_existing_non_empty_out_needs_force(bank, tmp_path):
     r = runner.invoke(app, ["--bank", str(bank), "export", str(tmp_path), "--force", "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["format"] == "kohya"
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+# -- export --revision, and damaged objects ----------------------------------------------------------------------
+
+
+def _tree(root: Path) -> dict[str, tuple[dict, dict]]:
+    """Each exported file's metadata and tensors (safetensors writes metadata in a random order, so not bytes)."""
+    out = {}
+    for p in sorted(root.rglob("*.safetensors")):
+        with safe_open(p, "np") as f:
+            out[p.relative_to(root).as_posix()] = (f.metadata(), {k: f.get_tensor(k).tobytes() for k in f.keys()})
+    return out
+
+
+def test_export_revision_gives_the_files_of_that_revision(bank, tmp_path):
+    head = export(bank, tmp_path / "head", "kohya")  # the fixture bank: HEAD 2 holds dog and hat
+    assert head["revision"] == 2
+    copy = tmp_path / "copy.cnsbank"
+    shutil.copytree(bank, copy)
+    forget(Bank.open(copy), "dog")  # revision 3: hat only
+    r = runner.invoke(app, ["--bank", str(copy), "export", str(tmp_path / "rev2"), "--revision", "2", "--json"])
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["revision"] == 2 and doc["concepts"] == ["dog", "hat"]
+    exported = _tree(tmp_path / "rev2")
+    assert len(exported) == 4 and exported == _tree(tmp_path / "head")  # exactly what HEAD 2 exported
+    now = export(copy, tmp_path / "now", "kohya")
+    assert now["revision"] == 3 and now["concepts"] == ["hat"]
+    with safe_open(tmp_path / "rev2" / "lora" / "dog.safetensors", "np") as f:
+        assert f.metadata()["cns.bank_revision"] == "2"
+
+
+def _small_bank(path: Path) -> Path:
+    from tests.bank import bankfactory as bf
+
+    b = bf.build_bank(path, 0)
+    bf.learn(b, "dog", seed=1)
+    bf.learn(b, "hat", seed=2)
+    return path
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--revision", "99"], "revision 99 does not exist (revisions on disk: 0-2); `cns log` lists them"),
+        (["--revision", "two"], "--revision must be a revision number (0, 1, 2, …), not 'two'"),
+        (["--revision", "0"], "revision 0 has no concepts to export"),
+        (["--revision", "1", "--concept", "hat"], "no concept 'hat' in revision 1; known: dog"),
+    ],
+)
+def test_bad_export_revision(tmp_path, args, words):
+    path = _small_bank(tmp_path / "b.cnsbank")
+    r = runner.invoke(app, ["--bank", str(path), "export", str(tmp_path / "out"), "--format", "embedding", *args])
+    assert r.exit_code == 2 and words in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_of_a_revision_whose_head_is_garbage(tmp_path):
+    path = _small_bank(tmp_path / "b.cnsbank")
+    (path / "HEAD").write_bytes(b"garbage\n")
+    r = runner.invoke(app, ["--bank", str(path), "export", str(tmp_path / "out"), "--format", "embedding",
+                            "--revision", "1", "--json"])
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["concepts"] == ["dog"]
+
+
+def test_damaged_object_names_the_concept_and_the_command(tmp_path):
+    path = _small_bank(tmp_path / "b.cnsbank")
+    b = Bank.open(path)
+    ref = b.head().concepts["hat"].embedding
+    b.object_path(ref).unlink()
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["--bank", str(path), "export", str(out), "--format", "embedding"])
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert (f"the files of concept hat are damaged (objects/{ref.sha256[:12]}….safetensors: missing); "
+            "`cns forget hat` removes it (or restore the file from a backup); `cns verify` lists every problem") in r.stderr
+    assert "cns undo" not in r.stderr and not out.exists()
+    r = runner.invoke(app, ["--bank", str(path), "export", str(out), "--format", "embedding", "--concept", "dog"])
+    assert r.exit_code == 0, r.stderr
+    # a revision asked for by number may not be HEAD, where `cns forget` acts: it says what does help
+    r = runner.invoke(app, ["--bank", str(path), "export", str(tmp_path / "o2"), "--format", "kohya", "--revision", "2"])
+    assert r.exit_code == 2
+    assert "the files of concept hat are damaged" in r.stderr and "leave the concept out (--concept NAME" in r.stderr
+    assert "cns forget" not in r.stderr

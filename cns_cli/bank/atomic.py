@@ -1,8 +1,10 @@
-"""Crash-safe file writes: write a sibling temp file, fsync it, rename it over the target, fsync the folder.
+"""Crash-safe file writes: write a sibling temp file, fsync it, then put it in place, fsync the folder.
 
-A reader sees either the old file or the new one, never a half-written one, and an existing file is never
-truncated in place (a file we mmapped earlier keeps its bytes; cf. safetensors #764). Disk-full and other
-OS errors become CommitError with the temp file removed.
+`atomic_write` renames the temp file over the target (HEAD, objects): a reader sees either the old file or
+the new one, never a half-written one, and an existing file is never truncated in place (a file we mmapped
+earlier keeps its bytes; cf. safetensors #764). `create_exclusive` hard-links it to a name that must not
+exist yet (revision files: history is never replaced). Disk-full and other OS errors become CommitError with
+the temp file removed.
 """
 
 from __future__ import annotations
@@ -42,22 +44,74 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _temp_name(path: Path) -> Path:
+    return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create `path` (which must not exist: O_EXCL), write `data` and fsync it. If writing fails, the file
+    this call created is removed again (never one that existed before: O_EXCL refused that)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+
+
+def _write_failed(path: Path, e: OSError) -> CommitError:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return CommitError(f"disk full while writing {path.name}; free some space and run the command again")
+    return CommitError(f"could not write {path}: {e.strerror or e}; check the permissions and free space")
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace `path` with `data` atomically and durably."""
-    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
+    tmp = _temp_name(path)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_new(tmp, data)
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise CommitError(f"disk full while writing {path.name}; free some space and run the command again") from None
-        raise CommitError(f"could not write {path}: {e.strerror or e}; check the permissions and free space") from None
+        raise _write_failed(path, e) from None
+    fsync_dir(path.parent)
+
+
+# link(2) errors that mean "this file system has no hard links" (FAT, some network shares): then the file is
+# created in place with O_EXCL instead (a crash may leave it half-written, but it is never HEAD's revision:
+# HEAD moves only after the fsync, and verify reports such a file as damaged and outside HEAD's history).
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK}
+
+
+def create_exclusive(path: Path, data: bytes) -> None:
+    """Create `path` holding `data`, durably, only if no file of that name exists: write and fsync a temp
+    file, then hard-link it to `path` (link fails if the name is taken, atomically), then drop the temp
+    name. An existing `path` raises CommitError and is left untouched: it is never replaced."""
+    tmp = _temp_name(path)
+    try:
+        _write_new(tmp, data)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except (OSError, AttributeError) as e:  # AttributeError: a platform without os.link
+            if isinstance(e, OSError) and e.errno not in _NO_HARD_LINKS:
+                raise
+            tmp.unlink(missing_ok=True)
+            _write_new(path, data)
+        tmp.unlink(missing_ok=True)
+    except FileExistsError:
+        tmp.unlink(missing_ok=True)
+        raise CommitError(
+            f"{path.parent.name}/{path.name} already exists and is never replaced; another program wrote to the bank without "
+            "its lock, nothing was committed; run the command again"
+        ) from None
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _write_failed(path, e) from None
     fsync_dir(path.parent)

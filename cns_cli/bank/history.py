@@ -1,17 +1,46 @@
-"""Revisions that only rearrange what the bank already holds: forget and undo. No tensors are touched,
-so these need neither torch nor the base model."""
+"""Revisions that only rearrange what the bank already holds: forget, undo and restore. No tensors are
+touched, so these need neither torch nor the base model."""
 
 from __future__ import annotations
 
-from ..errors import ConceptError, UsageError
-from .models import Operation, Revision
+from ..errors import BankFormatError, ConceptError, UsageError
+from .integrity import find_damage
+from .models import Caches, Operation, Revision
 from .names import check_concept_name
+from .revision_io import number_ranges, revision_name
 from .store import Bank
 
 
 def state_of(bank: Bank, rev: Revision) -> Revision:
-    """The non-undo revision whose content `rev` holds (undo revisions copy an earlier state)."""
+    """The revision whose content `rev` holds: undo revisions copy an earlier state (`restores`); every
+    other revision, a restore included, holds its own (so undo after a restore undoes the restore)."""
     return bank.revision(rev.operation.restores) if rev.operation.kind == "undo" else rev
+
+
+def parse_revision_number(text: str | int, what: str = "REV") -> int:
+    """A revision number given on the command line ("7"), or a one-line UsageError."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        s = str(text).strip()
+        if not (s.isascii() and s.isdigit() and len(s) <= 16):
+            raise UsageError(f"{what} must be a revision number (0, 1, 2, …), not {str(text)[:40]!r}; `cns log` lists them")
+        value = int(s)
+    if value < 0:
+        raise UsageError(f"{what} must be a revision number (0, 1, 2, …), not {value}; `cns log` lists them")
+    return value
+
+
+def read_existing_revision(bank: Bank, number: int, why: str) -> Revision:
+    """Revision `number` for a command that names it (restore, export --revision), or a one-line UsageError
+    saying that it does not exist or cannot be read, and what to do."""
+    if not (bank.root / revision_name(number)).is_file():
+        raise UsageError(f"revision {number} does not exist (revisions on disk: "
+                         f"{number_ranges(bank.revision_numbers())}); `cns log` lists them")
+    try:
+        return bank.revision(number)
+    except BankFormatError as e:
+        raise UsageError(f"revision {number} {why}: {e}; `cns verify` lists the intact revisions") from None
 
 
 def forget(bank: Bank, name: str, argv: list[str] | None = None) -> Revision:
@@ -37,3 +66,36 @@ def undo(bank: Bank, argv: list[str] | None = None) -> Revision:
         target = state_of(bank, bank.revision(current.parent))
         op = Operation(kind="undo", undone=current.number, restores=target.number, argv=argv or [])
         return tx.commit(op, concepts=target.concepts, basis=target.basis, caches=target.caches)
+
+
+def restore(bank: Bank, rev: int | str, argv: list[str] | None = None, on_broken_head=None) -> Revision:
+    """Record a revision whose state (concepts, basis, caches) is that of revision `rev`, any revision on
+    disk: redo after too many undos, a checkout of an old state, or the way back from a damaged HEAD. Its
+    parent is HEAD, or `rev` itself when HEAD cannot be read (`tx.head_error` says why).
+
+    Refused, with nothing written, when `rev` does not exist or cannot be read, when the files of its
+    concepts or basis are damaged (restoring them would only move the damage to HEAD), and when HEAD
+    already has that state. A cache whose object is damaged is dropped (caches are derived from the base
+    and recomputed when needed). `on_broken_head(message)` is told when HEAD could not be read."""
+    number = parse_revision_number(rev)
+    with bank.transaction(allow_broken_head=True) as tx:
+        target = read_existing_revision(bank, number, "cannot be restored")
+        damage = find_damage(bank, target)
+        if damage:
+            raise UsageError(f"revision {number} cannot be restored: {damage.what()}; `cns verify` lists the intact revisions")
+        head = tx.parent
+        if head is not None and (head.concepts, head.basis) == (target.concepts, target.basis):
+            shown = ", ".join(sorted(target.concepts)) or "no concepts"
+            same = "is" if head.number == number else "already has the state of"
+            raise UsageError(f"nothing to restore: HEAD (revision {head.number}) {same} revision {number} ({shown})")
+        if head is None:
+            tx.parent = target
+        caches = target.caches
+        if caches.general_neurons is not None and bank.object_problem(caches.general_neurons):
+            caches = Caches()
+        op = Operation(kind="restore", restores=number, argv=argv or [])
+        new = tx.commit(op, concepts=target.concepts, basis=target.basis, caches=caches)
+    if head is None and on_broken_head is not None:
+        why = tx.head_error.split("; ")[0]  # without the advice to run restore: that is what just happened
+        on_broken_head(f"HEAD could not be read ({why}); the new revision's parent is revision {number}")
+    return new

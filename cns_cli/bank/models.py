@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .names import CLASS_WORD_PATTERN, NAME_PATTERN
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1  # 1.1: history is the parent chain from HEAD (numbers may skip), and `restore`
 FORMAT_VERSION = f"{FORMAT_MAJOR}.{FORMAT_MINOR}"
 
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
@@ -114,9 +114,10 @@ class Concept(_Strict):
 
 
 class Operation(_Strict):
-    """What made this revision. `undo` restores the state of `restores`, reverting `undone`."""
+    """What made this revision. `undo` restores the state of `restores`, reverting `undone`; `restore`
+    (format 1.1) copies the state of revision `restores`."""
 
-    kind: Literal["init", "learn", "forget", "undo"]
+    kind: Literal["init", "learn", "forget", "undo", "restore"]
     concept: str | None = Field(default=None, pattern=NAME_PATTERN)
     undone: Count | None = None
     restores: Count | None = None
@@ -126,8 +127,10 @@ class Operation(_Strict):
     def _fields_fit_kind(self) -> Operation:
         if (self.kind in ("learn", "forget")) != (self.concept is not None):
             raise ValueError(f"operation {self.kind!r} {'needs' if self.concept is None else 'takes no'} concept")
-        if (self.kind == "undo") != (self.undone is not None and self.restores is not None):
-            raise ValueError("undone/restores are set exactly on undo operations")
+        if (self.kind in ("undo", "restore")) != (self.restores is not None):
+            raise ValueError("restores is set exactly on undo and restore operations")
+        if (self.kind == "undo") != (self.undone is not None):
+            raise ValueError("undone is set exactly on undo operations")
         return self
 
 
@@ -166,10 +169,17 @@ class Revision(_Strict):
             raise ValueError("revision 0, and only revision 0, is the init revision")
         if self.number == 0 and (self.parent is not None or self.concepts or self.basis is not None):
             raise ValueError("revision 0 has parent null, no basis and no concepts")
-        if self.number > 0 and self.parent != self.number - 1:
-            raise ValueError(f"revision {self.number} must have parent {self.number - 1}, not {self.parent}")
+        if self.number > 0 and (self.parent is None or self.parent >= self.number):
+            raise ValueError(f"revision {self.number} must have a parent numbered below {self.number}, not {self.parent}")
+        if int(self.format_version.split(".")[1]) == 0:  # every revision is read by its own format_version
+            if self.number > 0 and self.parent != self.number - 1:
+                raise ValueError(f"revision {self.number} (format 1.0) must have parent {self.number - 1}, not {self.parent}")
+            if self.operation.kind == "restore":
+                raise ValueError("restore operations need format 1.1 or later")
         if self.operation.kind == "undo" and not (self.operation.restores < self.operation.undone < self.number):
             raise ValueError("an undo must restore an older revision than the one it undoes, both before itself")
+        if self.operation.kind == "restore" and not self.operation.restores < self.number:
+            raise ValueError(f"a restore must copy a revision numbered below its own ({self.number})")
         if self.basis is not None and self.basis.dim != self.base.text_dim:
             raise ValueError(f"basis.dim {self.basis.dim} differs from base.text_dim {self.base.text_dim}")
         tokens = [c.token for c in self.concepts.values()]
@@ -199,3 +209,9 @@ class Revision(_Strict):
         return refs
 
 
+
+
+def trained_parameters(neurons: int, rank: int, text_dim: int) -> dict[str, int]:
+    """What learning a concept trains, counted one way everywhere (learn's report, inspect): the coefficients
+    A (neurons x rank) and the token's embedding vector (text_dim)."""
+    return {"coefficients": neurons * rank, "token": text_dim, "total": neurons * rank + text_dim}

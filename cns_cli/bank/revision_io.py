@@ -15,10 +15,25 @@ from .models import FORMAT_MAJOR, FORMAT_MINOR, Revision
 
 MAX_REVISION_BYTES = 64 * 1024 * 1024  # a cap so a hostile file cannot make us parse gigabytes of JSON
 HEAD_NAME = "HEAD"
+# What every "HEAD is broken" message advises (not changing HEAD by hand: a restore records what it did).
+RECOVER_HINT = "`cns verify` lists the intact revisions and `cns restore N` makes a new HEAD from one of them"
 
 
 def revision_name(number: int) -> str:
     return f"revisions/{number:06d}.json"
+
+
+def number_ranges(numbers: list[int]) -> str:
+    """[0, 1, 2, 3, 5, 7, 8] -> "0-3, 5, 7-8" (how messages list revisions)."""
+    parts: list[str] = []
+    for n in sorted(set(numbers)):
+        if parts and n == last + 1:
+            first = parts[-1].split("-")[0]
+            parts[-1] = f"{first}-{n}"
+        else:
+            parts.append(str(n))
+        last = n
+    return ", ".join(parts) or "none"
 
 
 def parse_head(raw: bytes) -> int:
@@ -26,8 +41,7 @@ def parse_head(raw: bytes) -> int:
     text = raw.decode("ascii", errors="replace")
     if not text.endswith("\n") or not text[:-1].isdigit() or len(text) > 16:
         raise BankFormatError(
-            f"HEAD must hold one revision number, found {text[:40]!r}; write the last good revision number "
-            "into HEAD (see `ls revisions/`) or run `cns verify`"
+            f"HEAD must hold one revision number, found {text[:40]!r}; {RECOVER_HINT}"
         )
     return int(text[:-1])
 

@@ -1,9 +1,10 @@
 """The bank on disk: open, read revisions and objects, and commit new revisions atomically.
 
-Commit protocol (format/SPEC.md, "Writing"): take the writer lock, write every new object, write the new
-revision file, then replace HEAD. HEAD is the commit point: a crash before it leaves the previous revision
-as HEAD and intact; leftovers (objects nobody references, a revision numbered past HEAD) are harmless and
-are reported by verify.
+Commit protocol (format/SPEC.md, "Writing"): take the writer lock, write every new object, create the new
+revision file (numbered one past the highest revision on disk, never replacing a file), then replace HEAD.
+HEAD is the commit point: a crash before it leaves the previous revision as HEAD and intact; leftovers
+(objects nobody references, a revision outside HEAD's history) are harmless and are reported by verify.
+History is the chain of `parent` links from HEAD, so numbers may skip the revisions HEAD does not descend from.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import secrets
 from collections.abc import Iterator
@@ -22,11 +24,13 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from .. import __version__
-from ..errors import BankExistsError, BankFormatError, BankNotFoundError, CommitError, IntegrityError
-from .atomic import atomic_write, fsync_dir
+from ..errors import (
+    BankExistsError, BankFormatError, BankNotFoundError, BankVersionError, CommitError, IntegrityError,
+)
+from .atomic import atomic_write, create_exclusive, fsync_dir
 from .lock import WriterLock
 from .models import FORMAT_MAJOR, FORMAT_MINOR, FORMAT_VERSION, ObjectRef, Operation, Revision
-from .revision_io import HEAD_NAME, dump_revision, parse_head, parse_revision, revision_name
+from .revision_io import HEAD_NAME, RECOVER_HINT, dump_revision, parse_head, parse_revision, revision_name
 
 if TYPE_CHECKING:  # numpy is imported where tensors are handled, so `cns inspect`/`log` start faster
     import numpy as np
@@ -67,7 +71,10 @@ def _sha256_file(path: Path) -> str:
 
 
 class Bank:
-    """A `.cnsbank` directory. Reading needs no lock; writing goes through `transaction()`."""
+    """A `.cnsbank` directory. Reading needs no lock; writing goes through `transaction()`.
+
+    `open` checks only that the folder is a bank; HEAD and revisions are read (and checked, with messages
+    that name the file) when used, so `cns verify` and `cns restore` work on a bank whose HEAD is damaged."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -83,18 +90,23 @@ class Bank:
             raise BankNotFoundError(
                 f"{root} is not a cns bank (no HEAD or revisions/); pass the bank folder with --bank PATH"
             )
-        bank = cls(root)
-        bank.head()  # fail now, with a clear message, if HEAD or its revision is broken
-        return bank
+        return cls(root)
+
+    @staticmethod
+    def check_creatable(root: Path) -> None:
+        """Raise BankExistsError unless a new bank may be made at `root` (absent or an empty folder)."""
+        if root.exists() and not root.is_dir():
+            raise BankExistsError(f"--bank {root} is a file, not a folder; pass a new folder for the bank")
+        if root.exists() and any(root.iterdir()):
+            what = "a bank" if (root / HEAD_NAME).exists() else "other files and is not a cns bank"
+            raise BankExistsError(f"{root} already holds {what}; choose another --bank path or remove it first")
 
     @classmethod
     def create(cls, path: str | os.PathLike, base, argv: list[str] | None = None, annotations=None) -> Bank:
         """Create a bank holding revision 0 (no concepts). Built in a sibling temp folder and renamed into
         place, so a crash never leaves a half-made bank behind."""
         root = Path(path)
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
-            what = "a bank" if (root / HEAD_NAME).exists() else "files"
-            raise BankExistsError(f"{root} already holds {what}; choose another --bank path or remove it first")
+        cls.check_creatable(root)
         root.parent.mkdir(parents=True, exist_ok=True)
         tmp = root.parent / f".{root.name}.tmp-{secrets.token_hex(4)}"
         try:
@@ -125,14 +137,20 @@ class Bank:
         try:
             raw = (self.root / HEAD_NAME).read_bytes()
         except OSError as e:
-            raise BankFormatError(f"cannot read {self.root / HEAD_NAME}: {e.strerror}") from None
+            raise BankFormatError(f"cannot read {self.root / HEAD_NAME}: {e.strerror}; {RECOVER_HINT}") from None
         n = parse_head(raw)
         if not (self.root / revision_name(n)).is_file():
-            raise BankFormatError(
-                f"HEAD names revision {n} but {revision_name(n)} is missing; write the last revision that "
-                "exists into HEAD, then run `cns verify`"
-            )
+            raise BankFormatError(f"HEAD names revision {n} but {revision_name(n)} is missing; {RECOVER_HINT}")
         return n
+
+    def revision_numbers(self) -> list[int]:
+        """The numbers of every revision file on disk (in or out of HEAD's history), ascending."""
+        numbers = []
+        for path in (self.root / "revisions").iterdir():
+            m = re.fullmatch(r"([0-9]{6,})\.json", path.name)
+            if m and revision_name(int(m.group(1))) == f"revisions/{path.name}":  # canonical names only
+                numbers.append(int(m.group(1)))
+        return sorted(numbers)
 
     def revision(self, number: int) -> Revision:
         name = revision_name(number)
@@ -149,20 +167,49 @@ class Bank:
         return self.revision(self.head_number())
 
     def history(self) -> Iterator[Revision]:
-        """Revisions from HEAD back to 0 (newest first)."""
-        for n in range(self.head_number(), -1, -1):
-            yield self.revision(n)
+        """HEAD's history, newest first: HEAD, its parent, that one's parent ... down to revision 0. Revision
+        files not on this chain (an interrupted write, HEAD moved by hand) are not part of it."""
+        rev = self.head()
+        yield rev
+        while rev.parent is not None:
+            rev = self.revision(rev.parent)  # parent < number (validated), so this ends at 0
+            yield rev
 
     def object_path(self, ref: ObjectRef) -> Path:
         return self.root / ref.path  # ref.path is validated to be objects/<sha256>.safetensors
+
+    def object_problem(self, ref: ObjectRef) -> str | None:
+        """Why the object's file is unusable ("missing", a size or sha256 mismatch), or None if its bytes
+        are exactly the ones `ref` names. Streams the file: objects can be large."""
+        path = self.object_path(ref)
+        if not path.is_file():
+            return "missing"
+        h, size = hashlib.sha256(), 0
+        try:
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+                    size += len(chunk)
+        except OSError as e:
+            return f"unreadable ({e.strerror or e})"
+        if size != ref.size:
+            return f"size {size} bytes, the revision says {ref.size}"
+        if h.hexdigest() != ref.sha256:
+            return f"sha256 mismatch (content is {h.hexdigest()[:12]}…): the file is corrupt"
+        return None
 
     def read_object_bytes(self, ref: ObjectRef) -> bytes:
         try:
             data = self.object_path(ref).read_bytes()
         except FileNotFoundError:
-            raise IntegrityError(f"object {ref.path} is missing; restore it from a backup or `cns undo`") from None
+            raise IntegrityError(
+                f"object {ref.path} is missing; restore the file from a backup (`cns verify` lists every damaged file)"
+            ) from None
         if len(data) != ref.size or hashlib.sha256(data).hexdigest() != ref.sha256:
-            raise IntegrityError(f"object {ref.path} is corrupt (its bytes do not match its sha256); restore it from a backup")
+            raise IntegrityError(
+                f"object {ref.path} is corrupt (its bytes do not match its sha256); restore the file from a backup "
+                "(`cns verify` lists every damaged file)"
+            )
         return data
 
     def read_object(self, ref: ObjectRef) -> dict[str, np.ndarray]:
@@ -193,25 +240,45 @@ class Bank:
     # -- writing ------------------------------------------------------------------------------------
 
     @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
+    def transaction(self, allow_broken_head: bool = False) -> Iterator[Transaction]:
+        """Take the writer lock. With allow_broken_head (only `restore` uses it), an unreadable HEAD gives
+        `tx.parent` None and `tx.head_error` its message instead of failing; the caller then sets `tx.parent`."""
         with WriterLock(self.root) as lock:
-            yield Transaction(self, lock.stale_pid)
+            yield Transaction(self, lock.stale_pid, allow_broken_head)
+
+
+def check_writable(rev: Revision) -> None:
+    """A writer MUST NOT add to a bank whose parent revision has a newer format than its own."""
+    major, minor = (int(p) for p in rev.format_version.split("."))
+    if (major, minor) > (FORMAT_MAJOR, FORMAT_MINOR):
+        raise BankFormatError(
+            f"this bank was written by a newer cns (format {rev.format_version}); "
+            "upgrade cns (pip install -U cns-cli) to change it"
+        )
 
 
 class Transaction:
     """Holds the writer lock. `put` objects, then `commit` exactly once; leaving without commit writes
-    nothing that a reader would see."""
+    nothing that a reader would see. `number` is the number the commit will get: one past the highest
+    revision file on disk, so no revision file is ever replaced (SPEC "Writing")."""
 
-    def __init__(self, bank: Bank, stale_pid: int | None):
+    def __init__(self, bank: Bank, stale_pid: int | None, allow_broken_head: bool = False):
         self.bank = bank
         self.stale_pid = stale_pid
-        self.parent = bank.head()  # re-read under the lock: another writer may have committed meanwhile
-        major, minor = (int(p) for p in self.parent.format_version.split("."))
-        if (major, minor) > (FORMAT_MAJOR, FORMAT_MINOR):
-            raise BankFormatError(
-                f"this bank was written by a newer cns (format {self.parent.format_version}); "
-                "upgrade cns (pip install -U cns-cli) to change it"
-            )
+        self.head_error: str | None = None
+        self.parent: Revision | None
+        try:
+            self.parent = bank.head()  # re-read under the lock: another writer may have committed meanwhile
+        except BankVersionError:
+            raise
+        except BankFormatError as e:
+            if not allow_broken_head:
+                raise
+            self.parent, self.head_error = None, str(e)
+        if self.parent is not None:
+            check_writable(self.parent)
+        on_disk = bank.revision_numbers()
+        self.number = max([*on_disk, self.parent.number if self.parent else -1]) + 1
         self.committed: Revision | None = None
 
     def put(self, tensors: dict[str, np.ndarray], kind: str, metadata: dict[str, str] | None = None) -> ObjectRef:
@@ -226,24 +293,44 @@ class Transaction:
         return ref
 
     def commit(self, operation: Operation, **changes) -> Revision:
-        """Write revision parent+1 = the parent with `changes` (concepts=, basis=, caches=) and move HEAD."""
+        """Create revision `self.number` = the parent with `changes` (concepts=, basis=, caches=), its
+        `parent` the parent's number, and move HEAD to it."""
         if self.committed is not None:
             raise RuntimeError("a transaction commits once")
-        number = self.parent.number + 1
+        if self.parent is None:
+            raise RuntimeError("a transaction on a broken HEAD needs tx.parent set before commit")
+        check_writable(self.parent)
+        number = self.number
         fields = self.parent.model_dump() | {
             "format_version": FORMAT_VERSION, "writer": WRITER, "number": number, "parent": self.parent.number,
             "created": now_utc(), "operation": operation,
         }
         fields.update(changes)
+        if operation.kind == "learn" and operation.concept in (fields.get("concepts") or {}):
+            # learned_in is the number of the revision that learned the concept: this one (a writer that
+            # computed parent + 1 would name another revision when numbers skip)
+            name, concepts = operation.concept, dict(fields["concepts"])
+            entry, before = concepts[name], self.parent.concepts.get(name)
+            if before is None or entry not in (before, before.model_dump()):
+                if isinstance(entry, dict):
+                    concepts[name] = {**entry, "learned_in": number}
+                else:
+                    concepts[name] = entry.model_copy(update={"learned_in": number})
+                fields["concepts"] = concepts
         try:
             rev = Revision.model_validate(fields)
         except ValidationError as e:  # a bug in the caller, but never a half-written bank
             raise CommitError(f"internal: refusing to commit an invalid revision ({e.errors()[0]['msg']})") from None
+        carried = {ref.path for ref in self.parent.objects()}
         for ref in rev.objects():
             if not self.bank.object_path(ref).is_file():
+                if ref.path in carried:  # damage on disk, not a bug: say which file and how to find the rest
+                    raise CommitError(f"object {ref.path} of revision {self.parent.number} is missing, so nothing was "
+                                      "committed; restore the file from a backup (`cns verify` lists every damaged file)")
                 raise CommitError(f"internal: object {ref.path} was not written before the commit")
-        # A revision file numbered past HEAD is a leftover of an interrupted writer; we may replace it.
-        atomic_write(self.bank.root / revision_name(number), dump_revision(rev))
+        # Created exclusively: an existing revision file (history, or a leftover of an interrupted writer
+        # that `cns restore` may still want) is never replaced.
+        create_exclusive(self.bank.root / revision_name(number), dump_revision(rev))
         atomic_write(self.bank.root / HEAD_NAME, f"{number}\n".encode())
         self.committed = rev
         return rev

@@ -1,30 +1,34 @@
-"""`cns verify`: check every revision from HEAD back to 0 and every object they reference.
+"""`cns verify`: check HEAD, HEAD's history (the chain of `parent` links down to revision 0), every object
+they reference, and every other revision file on disk.
 
-Problems make the bank unusable or untrustworthy (exit 1). Notes are harmless leftovers of interrupted
-writers (temp files, a revision numbered past HEAD, unreferenced objects) that a later commit replaces.
+Problems make the bank unusable or untrustworthy (exit 1): a broken HEAD, a revision of HEAD's history that
+is missing or invalid, a damaged object it references, a bad tensor in HEAD. Notes are harmless: temp files
+and unreferenced objects of interrupted writers, and revision files outside HEAD's history (an interrupted
+write, or HEAD moved by hand), which `cns restore N` can still bring back. Works on a bank whose HEAD is
+garbage: then it lists the intact revisions (file valid, objects' bytes intact) to restore from.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import dataclass, field
 
 from ..errors import BankFormatError
 from . import layout
 from .atomic import TMP_PREFIX
 from .models import ObjectRef, Revision
-from .revision_io import revision_name
+from .revision_io import RECOVER_HINT, number_ranges, revision_name
 from .store import Bank
 
 
 @dataclass
 class Report:
     head: int | None = None
-    revisions_checked: int = 0
+    revisions_checked: int = 0  # revision files on disk that parse and validate
     objects_checked: int = 0
     problems: list[dict] = field(default_factory=list)  # {"where": path, "problem": text}
-    notes: list[dict] = field(default_factory=list)
+    notes: list[dict] = field(default_factory=list)  # {"where": path, "note": text}
+    history: list[int] = field(default_factory=list)  # HEAD's chain as far as it could be followed, newest first
+    intact: list[int] = field(default_factory=list)  # revisions whose file and objects are intact, ascending
 
     @property
     def ok(self) -> bool:
@@ -34,23 +38,8 @@ class Report:
         return {
             "ok": self.ok, "head": self.head, "revisions_checked": self.revisions_checked,
             "objects_checked": self.objects_checked, "problems": self.problems, "notes": self.notes,
+            "history": self.history, "intact": self.intact,
         }
-
-
-def _check_object_bytes(bank: Bank, ref: ObjectRef) -> str | None:
-    path = bank.object_path(ref)
-    if not path.is_file():
-        return "missing"
-    h, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    if size != ref.size:
-        return f"size {size} bytes, the revision says {ref.size}"
-    if h.hexdigest() != ref.sha256:
-        return f"sha256 mismatch (content is {h.hexdigest()[:12]}…): the file is corrupt"
-    return None
 
 
 def _check_contents(bank: Bank, rev: Revision) -> list[dict]:
@@ -78,47 +67,112 @@ def _check_contents(bank: Bank, rev: Revision) -> list[dict]:
 
 def verify(bank: Bank) -> Report:
     report = Report()
-    try:
-        head = bank.head_number()
-    except BankFormatError as e:
-        report.problems.append({"where": "HEAD", "problem": str(e)})
-        return report
-    report.head = head
-    referenced: set[str] = set()
-    checked: dict[str, str | None] = {}
-    for n in range(head, -1, -1):
+    numbers = bank.revision_numbers()
+    revs: dict[int, Revision] = {}
+    unreadable: dict[int, str] = {}
+    for n in numbers:
         try:
-            rev = bank.revision(n)
+            revs[n] = bank.revision(n)
         except BankFormatError as e:
-            report.problems.append({"where": revision_name(n), "problem": str(e)})
-            continue
-        report.revisions_checked += 1
-        for ref in rev.objects():
-            referenced.add(ref.path)
-            if ref.path not in checked:
-                checked[ref.path] = _check_object_bytes(bank, ref)
-                if checked[ref.path]:
-                    report.problems.append({"where": ref.path, "problem": f"{checked[ref.path]} (referenced by {revision_name(n)})"})
+            unreadable[n] = str(e)
+    report.revisions_checked = len(revs)
+
+    bytes_ok: dict[str, str | None] = {}  # object path -> why it is damaged (None: intact), checked once
+
+    def damaged(ref: ObjectRef) -> str | None:
+        if ref.path not in bytes_ok:
+            bytes_ok[ref.path] = bank.object_problem(ref)
+        return bytes_ok[ref.path]
+
+    # HEAD and its history
+    try:
+        head: int | None = bank.head_number()
+    except BankFormatError as e:  # the advice to run verify and restore is given by the note below
+        report.problems.append({"where": "HEAD", "problem": str(e).replace(f"; {RECOVER_HINT}", "")})
+        head = None
+    report.head = head
+    chain: list[int] = []
+    complete = head is not None  # the chain was followed down to revision 0
+    n, child = head, None
+    while n is not None:
+        if n in unreadable or n not in revs:
+            why = unreadable.get(n) or f"missing (revision {child} names it as its parent)"
+            report.problems.append({"where": revision_name(n), "problem": why})
+            complete = False
+            break
+        chain.append(n)
+        n, child = revs[n].parent, n
+    report.history = chain
+
+    content_bad: set[str] = set()
+    reported: set[str] = set()  # each damaged object once, named with the newest revision that uses it
+    for n in chain:
+        for ref in revs[n].objects():
+            if ref.path not in reported and (why := damaged(ref)):
+                reported.add(ref.path)
+                report.problems.append({"where": ref.path, "problem": f"{why} (referenced by {revision_name(n)})"})
         if n == head:
             # Tensor contents are checked against HEAD, the revision every command uses; older revisions
             # get the byte-level check above (their objects are immutable and were checked when written).
             broken = {p["where"] for p in report.problems}
-            report.problems += [p for p in _check_contents(bank, rev) if p["where"] not in broken]
-    report.objects_checked = len(checked)
+            found = [p for p in _check_contents(bank, revs[n]) if p["where"] not in broken]
+            content_bad = {p["where"] for p in found}
+            report.problems += found
 
+    # every other revision file: intact (restorable) or not
+    on_chain = set(chain)
+    for n in numbers:
+        where = revision_name(n)
+        if n in on_chain or (n in unreadable and any(p["where"] == where for p in report.problems)):
+            continue
+        if n in unreadable:
+            report.notes.append({"where": where, "note": f"not in HEAD's history, and unreadable: {unreadable[n]}"})
+            continue
+        bad = [f"{ref.path}: {why}" for ref in revs[n].objects() if (why := damaged(ref))]
+        if complete:
+            if bad:
+                report.notes.append({"where": where, "note": "not in HEAD's history (left by an interrupted write or "
+                                     f"by HEAD moved by hand), and damaged: {'; '.join(bad)}"})
+            else:
+                report.notes.append({"where": where, "note": "not in HEAD's history: left by an interrupted write or "
+                                     f"by HEAD moved by hand; `cns restore {n}` brings its state back"})
+        elif bad:  # HEAD's history is unknown: only say what is damaged; the intact ones are summed up below
+            report.notes.append({"where": where, "note": f"damaged: {'; '.join(bad)}"})
+
+    report.intact = [n for n in sorted(revs) if not any(damaged(ref) for ref in revs[n].objects())
+                     and not (n == head and any(ref.path in content_bad for ref in revs[n].objects()))]
+    report.objects_checked = len(bytes_ok)
+    if report.problems:
+        report.notes.append({"where": "revisions/", "note": _intact_note(report.intact, chain, head)})
+
+    # leftovers of interrupted writers
     for path in sorted((bank.root / "revisions").iterdir()):
-        m = re.fullmatch(r"([0-9]{6,})\.json", path.name)
-        if m and int(m.group(1)) > head:
-            report.notes.append({"where": f"revisions/{path.name}", "note": "past HEAD: left by an interrupted write; ignored"})
-        elif path.name.startswith(TMP_PREFIX):
+        if path.name.startswith(TMP_PREFIX):
             report.notes.append({"where": f"revisions/{path.name}", "note": "temp file of an interrupted write"})
     for path in sorted(bank.root.glob(f"{TMP_PREFIX}*")):
         report.notes.append({"where": path.name, "note": "temp file of an interrupted write"})
+    if complete:
+        referenced, scope = {ref.path for n in chain for ref in revs[n].objects()}, "in HEAD's history"
+    else:
+        referenced, scope = {ref.path for rev in revs.values() for ref in rev.objects()}, "on disk"
     objects = bank.root / "objects"
     for path in sorted(objects.iterdir()) if objects.is_dir() else []:
         rel = f"objects/{path.name}"
         if path.name.startswith(TMP_PREFIX):
             report.notes.append({"where": rel, "note": "temp file of an interrupted write"})
         elif rel not in referenced:
-            report.notes.append({"where": rel, "note": "not referenced by any revision up to HEAD"})
+            report.notes.append({"where": rel, "note": f"not referenced by any revision {scope}"})
     return report
+
+
+def _intact_note(intact: list[int], chain: list[int], head: int | None) -> str:
+    """Which revisions a user can go back to, and the command (only when HEAD itself is not intact)."""
+    if not intact:
+        return "intact revisions: none; restore the damaged files from a backup"
+    text = f"intact revisions: {number_ranges(intact)}"
+    if head is not None and head in intact:
+        return text
+    in_history = [n for n in chain if n in intact]
+    if in_history:
+        return text + f"; `cns restore {in_history[0]}` makes a new HEAD from the newest in HEAD's history"
+    return text + f"; `cns restore {max(intact)}` makes a new HEAD from the newest"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..bank import Bank, Revision
+from ..bank.integrity import require_intact
 from ..errors import BankFormatError
 from .kv import ConceptTensors, apply_deltas
 from .tokens import add_tokens
@@ -40,10 +41,13 @@ def concept_embedding(bank: Bank, rev: Revision, name: str) -> torch.Tensor:
 
 
 def apply_bank(pipe, bank: Bank, rev: Revision, names: list[str] | None = None) -> list[str]:
-    """Apply the given concepts of `rev` (default: all) to `pipe` in place; returns them in token order."""
+    """Apply the given concepts of `rev` (default: all) to `pipe` in place; returns them in token order.
+    Every object needed is checked first: a damaged one fails here, naming its concept and the fix, with
+    `pipe` untouched."""
     names = ordered(rev, names)
     if not names:
         return []
+    require_intact(bank, rev, names)
     q = basis_matrix(bank, rev)
     apply_deltas(pipe.unet, [concept_tensors(bank, rev, n, q) for n in names])
     add_tokens(pipe.tokenizer, pipe.text_encoder, [(rev.concepts[n].token, concept_embedding(bank, rev, n)) for n in names])

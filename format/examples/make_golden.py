@@ -29,12 +29,15 @@ from pathlib import Path
 import numpy as np
 
 from cns_cli.bank.models import (
-    FORMAT_VERSION, BaseModelPointer, Basis, Caches, Concept, Neurons, Operation, Revision, Slice,
+    BaseModelPointer, Basis, Caches, Concept, Neurons, Operation, Revision, Slice,
 )
 from cns_cli.bank.revision_io import HEAD_NAME, dump_revision, revision_name
 from cns_cli.bank.store import encode_object, object_ref
 
 WRITER = "cns format/examples/make_golden.py"
+# The golden banks are format 1.0 test vectors (linear history, no restore): every 1.x reader must read them,
+# so they keep their version when cns writes a newer minor.
+FORMAT_VERSION = "1.0"
 TEXT_DIM = 8
 LAYER_K = "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k"
 LAYER_V = "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_v"

@@ -1,5 +1,6 @@
 """Crash safety of the commit protocol (objects, then the revision file, then HEAD), with a real SIGKILL at each
-step, and write failures (disk full, I/O errors) that must leave the bank at its previous revision."""
+step, and write failures (disk full, I/O errors) that must leave the bank at its previous revision. A revision
+file, once on disk, is never replaced: not even the leftover of a killed writer."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 import bankfactory as bf
-from cns_cli.bank import Bank, atomic
+from cns_cli.bank import Bank, Operation, atomic
 from cns_cli.bank.atomic import TMP_PREFIX
 from cns_cli.bank.history import forget, undo
 from cns_cli.bank.revision_io import parse_revision, revision_name
@@ -29,7 +30,7 @@ from cns_cli.bank import Bank, store
 from cns_cli.bank.atomic import TMP_PREFIX
 
 root, stage = sys.argv[1], sys.argv[2]
-real_write, real_replace = store.atomic_write, os.replace
+real_write, real_create, real_replace = store.atomic_write, store.create_exclusive, os.replace
 
 def stop(marker):
     print(marker, flush=True)
@@ -39,9 +40,12 @@ def stop(marker):
 def hooked_write(path, data):
     if stage == "head" and path.name == "HEAD":
         stop("about-to-move-head")
+    real_write(path, data)
+
+def hooked_create(path, data):
     if stage == "revision" and path.parent.name == "revisions":
         stop("about-to-write-revision")
-    real_write(path, data)
+    real_create(path, data)
 
 def hooked_replace(src, dst):
     # atomic_write has written and fsynced the temp file; stop before renaming it over the object
@@ -50,6 +54,7 @@ def hooked_replace(src, dst):
     real_replace(src, dst)
 
 store.atomic_write = hooked_write
+store.create_exclusive = hooked_create
 os.replace = hooked_replace
 bf.learn(Bank.open(root), "crashed", seed=99)
 print("committed", flush=True)
@@ -101,23 +106,29 @@ def test_killed_before_moving_head(bank):
 
     report = verify(Bank.open(root))
     assert report.ok, report.problems
-    assert report.head == 2
+    assert report.head == 2 and report.history == [2, 1, 0] and report.intact == [0, 1, 2, 3]
     notes = {n["where"]: n["note"] for n in report.notes}
+    leftover_note = ("not in HEAD's history: left by an interrupted write or by HEAD moved by hand; "
+                     "`cns restore 3` brings its state back")
     assert notes == {
-        "revisions/000003.json": "past HEAD: left by an interrupted write; ignored",
-        **{p: "not referenced by any revision up to HEAD" for p in objs},
+        "revisions/000003.json": leftover_note,
+        **{p: "not referenced by any revision in HEAD's history" for p in objs},
     }
 
-    # the next writer takes over the dead writer's lock and overwrites the leftover revision
+    # the next writer takes over the dead writer's lock and numbers its revision past the leftover, which it
+    # never replaces (it holds a complete state that `cns restore 3` can still bring back)
+    leftover_bytes = leftover.read_bytes()
     with bank.transaction() as tx:
-        assert tx.stale_pid == dead and tx.parent.number == 2
+        assert tx.stale_pid == dead and tx.parent.number == 2 and tx.number == 4
     rev = forget(bank, "concept-0")
-    assert rev.number == 3 and (root / "HEAD").read_bytes() == b"3\n"
-    now = Bank.open(root).revision(3)
-    assert now.operation.kind == "forget" and sorted(now.concepts) == ["concept-1"]
+    assert (rev.number, rev.parent) == (4, 2) and (root / "HEAD").read_bytes() == b"4\n"
+    assert leftover.read_bytes() == leftover_bytes
+    now = Bank.open(root)
+    assert now.revision(4).operation.kind == "forget" and sorted(now.revision(4).concepts) == ["concept-1"]
+    assert [r.number for r in now.history()] == [4, 2, 1, 0]
     report = verify(bank)
-    assert report.ok and not [n for n in report.notes if "past HEAD" in n["note"]]
-    assert {n["where"] for n in report.notes} == objs  # still unreferenced, still harmless
+    assert report.ok and report.notes == [{"where": "revisions/000003.json", "note": leftover_note}] + [
+        {"where": p, "note": "not referenced by any revision in HEAD's history"} for p in sorted(objs)]
 
 
 def test_killed_before_writing_the_revision(bank):
@@ -132,7 +143,7 @@ def test_killed_before_writing_the_revision(bank):
 
     report = verify(Bank.open(root))
     assert report.ok, report.problems
-    assert {n["where"]: n["note"] for n in report.notes} == {p: "not referenced by any revision up to HEAD" for p in objs}
+    assert {n["where"]: n["note"] for n in report.notes} == {p: "not referenced by any revision in HEAD's history" for p in objs}
 
     # learning the same concept again reuses the identical objects (content-addressed), which become referenced
     with bank.transaction() as tx:
@@ -203,8 +214,14 @@ def test_disk_full_during_commit(bank, monkeypatch, suffix, err):
     assert_previous_state_intact(root, before)
     assert verify(Bank.open(root)).ok
     assert (root / "lock").read_bytes() == b"", "the lock must be released after a failed commit"
-    # with space again, the same commit succeeds
-    assert bf.learn(bank, "full", seed=7).number == 3 and verify(bank).ok
+    # with space again, the same commit succeeds; a revision file written before HEAD failed stays as it was
+    # (outside HEAD's history) and the new one is numbered past it
+    leftover = (root / revision_name(3)).read_bytes() if suffix == "-HEAD" else None
+    rev = bf.learn(bank, "full", seed=7)
+    assert (rev.number, rev.parent) == ((4, 2) if leftover else (3, 2)) and verify(bank).ok
+    assert rev.concepts["full"].learned_in == rev.number
+    if leftover:
+        assert (root / revision_name(3)).read_bytes() == leftover
 
 
 def test_io_error_during_commit(bank, monkeypatch):
@@ -220,8 +237,11 @@ def test_io_error_during_commit(bank, monkeypatch):
 def test_rename_failure_during_commit(bank, monkeypatch):
     before = bf.snapshot(bank.root)
 
-    class NoRename(FailingOS):
+    class NoRename(FailingOS):  # neither rename (HEAD, objects) nor link (revision files) works
         def replace(self, src, dst):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def link(self, src, dst):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(atomic, "os", NoRename("never", 0))
@@ -248,3 +268,46 @@ def test_objects_are_never_rewritten_in_place(bank):
     with bank.transaction() as tx:
         assert tx.put(bf.fake_delta(rng, 2, 3), "delta", {"concept": "concept-0"}) == ref
     assert os.stat(bank.object_path(ref)).st_ino == inode
+
+
+# -- revision files are created, never replaced ---------------------------------------------------------------
+
+
+def test_create_exclusive_never_replaces(tmp_path):
+    target = tmp_path / "000003.json"
+    target.write_bytes(b"history")
+    with pytest.raises(CommitError, match=r"000003\.json already exists and is never replaced"):
+        atomic.create_exclusive(target, b"new")
+    assert target.read_bytes() == b"history"
+    assert [p.name for p in tmp_path.iterdir()] == ["000003.json"]  # no temp file left
+    atomic.create_exclusive(tmp_path / "000004.json", b"new")
+    assert (tmp_path / "000004.json").read_bytes() == b"new" and len(list(tmp_path.iterdir())) == 2
+
+
+@pytest.mark.parametrize("err", [errno.EPERM, errno.EOPNOTSUPP])
+def test_create_exclusive_without_hard_links(tmp_path, monkeypatch, err):
+    class NoLinks(FailingOS):
+        def link(self, src, dst):
+            raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(atomic, "os", NoLinks("never", 0))
+    atomic.create_exclusive(tmp_path / "000001.json", b"one")  # falls back to O_CREAT | O_EXCL
+    assert (tmp_path / "000001.json").read_bytes() == b"one"
+    with pytest.raises(CommitError, match="already exists and is never replaced"):
+        atomic.create_exclusive(tmp_path / "000001.json", b"two")
+    assert (tmp_path / "000001.json").read_bytes() == b"one"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["000001.json"]
+
+
+def test_a_revision_file_that_appears_during_the_commit_is_not_replaced(bank):
+    # Another program writing without the lock takes the number this transaction chose: the commit fails,
+    # that file and HEAD stay as they are.
+    before = bf.snapshot(bank.root)
+    with pytest.raises(CommitError, match=r"revisions/000003\.json already exists and is never replaced"):
+        with bank.transaction() as tx:
+            assert tx.number == 3
+            (bank.root / revision_name(3)).write_bytes(b"someone else's\n")
+            tx.commit(Operation(kind="forget", concept="concept-1"), concepts={})
+    assert (bank.root / revision_name(3)).read_bytes() == b"someone else's\n"
+    assert_previous_state_intact(bank.root, {**before})
+    assert no_temp_files(bank.root)

@@ -12,7 +12,7 @@ import pytest
 import bankfactory as bf
 from cns_cli.bank import Bank, Basis, Operation
 from cns_cli.bank.history import forget
-from cns_cli.bank.models import Caches
+from cns_cli.bank.models import FORMAT_VERSION, Caches
 from cns_cli.bank.revision_io import MAX_REVISION_BYTES, parse_revision, revision_name
 from cns_cli.bank.verify import verify
 from cns_cli.errors import (
@@ -23,6 +23,9 @@ from cns_cli.errors import (
     CnsError,
     IntegrityError,
 )
+
+
+VERSION_FIELD = f'"format_version": "{FORMAT_VERSION}"'.encode()
 
 
 def load_rev(root: Path, n: int) -> dict:
@@ -93,7 +96,7 @@ def test_unknown_major_version(bank, unchanged):
     edit_rev(bank.root, 2, lambda d: d.update(format_version="2.0"))
     check = unchanged(bank.root, healthy=False)
     with pytest.raises(BankVersionError, match=r"format 2\.0.*upgrade cns"):
-        Bank.open(bank.root)
+        Bank.open(bank.root).head()
     report = verify(bank)
     assert not report.ok and report.problems[0]["where"] == "revisions/000002.json"
     assert "upgrade" in report.problems[0]["problem"]
@@ -103,7 +106,7 @@ def test_unknown_major_version(bank, unchanged):
 def test_older_major_version_says_convert(bank):
     edit_rev(bank.root, 2, lambda d: d.update(format_version="0.9"))
     with pytest.raises(BankVersionError, match="older cns"):
-        Bank.open(bank.root)
+        Bank.open(bank.root).head()
 
 
 def _add_future_fields(doc: dict) -> None:
@@ -139,14 +142,14 @@ def test_same_minor_unknown_field_is_an_error(bank, unchanged):
     edit_rev(bank.root, 2, lambda d: d.update(surprise=1))
     check = unchanged(bank.root, healthy=False)
     with pytest.raises(BankFormatError, match=r"000002\.json does not follow the bank format: surprise: Extra inputs"):
-        Bank.open(bank.root)
+        Bank.open(bank.root).head()
     check()
 
 
 def test_same_minor_unknown_field_inside_a_concept(bank):
     edit_rev(bank.root, 2, lambda d: d["concepts"]["concept-1"].update(surprise=1))
     with pytest.raises(BankFormatError, match=r"concepts\.concept-1\.surprise"):
-        Bank.open(bank.root)
+        Bank.open(bank.root).head()
 
 
 # -- HEAD -------------------------------------------------------------------------------------------------
@@ -162,7 +165,7 @@ def test_invalid_head(bank, unchanged, raw):
     (bank.root / "HEAD").write_bytes(raw)
     check = unchanged(bank.root, healthy=False)
     with pytest.raises(BankFormatError, match="HEAD must hold one revision number"):
-        Bank.open(bank.root)
+        Bank.open(bank.root).head()
     report = verify(bank)
     assert not report.ok and report.problems[0]["where"] == "HEAD" and report.head is None
     check()
@@ -172,7 +175,7 @@ def test_head_naming_a_missing_revision(bank, unchanged):
     (bank.root / "HEAD").write_bytes(b"7\n")
     check = unchanged(bank.root, healthy=False)
     with pytest.raises(BankFormatError, match=r"HEAD names revision 7 but revisions/000007\.json is missing"):
-        Bank.open(bank.root)
+        Bank.open(bank.root).head()
     check()
 
 
@@ -187,7 +190,11 @@ def test_head_may_point_back(bank):
 
 
 def _bad_parent(d):
-    d["parent"] = 0
+    d["parent"] = 2  # a parent numbered below the revision is valid in 1.1 (numbers may skip); itself is not
+
+
+def _no_parent(d):
+    d["parent"] = None
 
 
 def _bad_sha(d):
@@ -246,7 +253,8 @@ def _bad_concept_key(d):
 @pytest.mark.parametrize(
     "mutate, words",
     [
-        (_bad_parent, r"revision 2 must have parent 1, not 0"),
+        (_bad_parent, r"revision 2 must have a parent numbered below 2, not 2"),
+        (_no_parent, r"revision 2 must have a parent numbered below 2, not None"),
         (_bad_sha, r"concepts\.concept-0\.delta\.sha256: String should match pattern"),
         (_sha_path_mismatch, r"does not match its sha256"),
         (_number_as_list, r"number: Input should be a valid integer"),
@@ -267,7 +275,7 @@ def test_revision_fails_schema(bank, unchanged, mutate, words):
     edit_rev(bank.root, 2, mutate)
     check = unchanged(bank.root, healthy=False)
     with pytest.raises(BankFormatError, match=r"revisions/000002\.json does not follow the bank format: .*" + words):
-        Bank.open(bank.root)
+        Bank.open(bank.root).head()
     check()
 
 
@@ -281,9 +289,9 @@ def test_revision_fails_schema(bank, unchanged, mutate, words):
         (lambda raw: raw.replace(b'"loss": 0.25', b'"loss": -Infinity'), "-Infinity is not allowed"),
         (lambda raw: raw.replace(b'"loss": 0.25', b'"loss": 1e999'), "1e999 is out of range"),
         (lambda raw: b"[" + raw + b"]", "must hold a JSON object"),
-        (lambda raw: raw.replace(b'"format_version": "1.0"', b'"format_version": "1."'), "no valid format_version"),
-        (lambda raw: raw.replace(b'"format_version": "1.0"', b'"format_version": 1.0'), "no valid format_version"),
-        (lambda raw: raw.replace(b'"format_version": "1.0",', b""), "no valid format_version"),
+        (lambda raw: raw.replace(VERSION_FIELD, b'"format_version": "1."'), "no valid format_version"),
+        (lambda raw: raw.replace(VERSION_FIELD, b'"format_version": 1.1'), "no valid format_version"),
+        (lambda raw: raw.replace(VERSION_FIELD + b",", b""), "no valid format_version"),
     ],
     ids=["truncated", "not-utf8", "duplicate-key", "nan", "infinity", "overflow-float", "array", "version-1.",
          "version-number", "no-version"],
@@ -295,7 +303,7 @@ def test_revision_not_parseable(bank, unchanged, edit, words):
     p.write_bytes(new)
     check = unchanged(bank.root, healthy=False)
     with pytest.raises(BankFormatError, match=r"revisions/000002\.json .*" + words):
-        Bank.open(bank.root)
+        Bank.open(bank.root).head()
     check()
 
 
@@ -309,7 +317,7 @@ def test_renamed_revision(bank, unchanged):
     (bank.root / revision_name(2)).write_bytes((bank.root / revision_name(1)).read_bytes())
     check = unchanged(bank.root, healthy=False)
     with pytest.raises(BankFormatError, match=r"000002\.json says it is revision 1; the file was renamed"):
-        Bank.open(bank.root)
+        Bank.open(bank.root).head()
     check()
 
 
@@ -354,7 +362,7 @@ def test_dangerous_object_paths(bank, unchanged, path, words, where):
     edit_rev(bank.root, 2, mutate)
     check = unchanged(bank.root, healthy=False)
     with pytest.raises(BankFormatError, match=r"revisions/000002\.json: object path .* " + words):
-        Bank.open(bank.root)
+        Bank.open(bank.root).head()
     check()
 
 
@@ -365,7 +373,7 @@ def test_object_path_must_be_under_objects(bank):
 
     edit_rev(bank.root, 2, mutate)
     with pytest.raises(BankFormatError, match=r"delta\.path: String should match pattern"):
-        Bank.open(bank.root)
+        Bank.open(bank.root).head()
 
 
 # -- objects ----------------------------------------------------------------------------------------------
@@ -434,7 +442,7 @@ def test_unreferenced_and_temp_files_are_notes(bank):
     assert report.ok
     notes = {n["where"]: n["note"] for n in report.notes}
     assert notes == {
-        "objects/" + "f" * 64 + ".safetensors": "not referenced by any revision up to HEAD",
+        "objects/" + "f" * 64 + ".safetensors": "not referenced by any revision in HEAD's history",
         "objects/.tmp-123-abcd-x.safetensors": "temp file of an interrupted write",
         "revisions/.tmp-123-abcd-000003.json": "temp file of an interrupted write",
         ".tmp-123-abcd-HEAD": "temp file of an interrupted write",

@@ -17,7 +17,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from cns_cli.bank import Bank
-from cns_cli.bank.history import forget, state_of, undo
+from cns_cli.bank.history import forget, restore, state_of, undo
 from cns_cli.bank.revision_io import dump_revision, parse_revision, revision_name
 from cns_cli.bank.store import encode_object
 from cns_cli.bank.verify import verify
@@ -148,18 +148,45 @@ def _copy_at(tmp_path: Path, head: int) -> Bank:
     return Bank.open(root)
 
 
-def _same_but_stamp(a, b) -> None:
-    skip = {"created", "writer"}
+def _same_but_stamp(a, b, skip=()) -> None:
+    skip = {"created", "writer", "format_version", *skip}
     assert a.model_dump(exclude=skip) == b.model_dump(exclude=skip)
 
 
+def test_golden_banks_are_format_1_0():
+    # Test vectors for every 1.x reader: a 1.1 writer keeps them at 1.0 (linear history, no restore).
+    assert {json.loads(p.read_bytes())["format_version"] for p in EXAMPLES.glob("*.cnsbank/revisions/*.json")} == {"1.0"}
+
+
 def test_library_forget_and_undo_reproduce_golden_revisions(tmp_path: Path):
-    bank = _copy_at(tmp_path, 2)  # revisions 3 and 4 become leftovers past HEAD
+    bank = _copy_at(tmp_path, 2)  # revisions 3 and 4 are now outside HEAD's history
     assert [n["where"] for n in verify(bank).notes] == [revision_name(3), revision_name(4)]
-    _same_but_stamp(forget(bank, "hat", argv=["cns", "forget", "hat"]), bank.revision(3))
-    golden = parse_revision((TWO / revision_name(4)).read_bytes(), "golden")
-    _same_but_stamp(undo(bank, argv=["cns", "undo"]), golden)  # overwrote the leftover revision 4
-    assert verify(bank).ok
+    before = {n: (TWO / revision_name(n)).read_bytes() for n in range(5)}
+    # the same operations again make the same states, as new revisions 5 and 6 (never replacing 3 and 4)
+    forgot = forget(bank, "hat", argv=["cns", "forget", "hat"])
+    assert (forgot.number, forgot.parent, forgot.format_version) == (5, 2, "1.1")
+    _same_but_stamp(forgot, bank.revision(3), skip={"number"})
+    undid = undo(bank, argv=["cns", "undo"])
+    assert (undid.number, undid.parent, undid.operation.undone, undid.operation.restores) == (6, 5, 5, 2)
+    _same_but_stamp(undid, bank.revision(4), skip={"number", "parent", "operation"})
+    assert {n: (bank.root / revision_name(n)).read_bytes() for n in range(5)} == before
+    assert [r.number for r in bank.history()] == [6, 5, 2, 1, 0]
+    report = verify(bank)
+    assert report.ok and [n["where"] for n in report.notes] == [revision_name(3), revision_name(4)]
+
+
+def test_spec_restore_example_is_what_restore_writes(tmp_path: Path):
+    """SPEC's format 1.1 example: HEAD moved back to 3 by hand, then `cns restore 2`."""
+    import re
+
+    text = (ROOT / "format" / "SPEC.md").read_text(encoding="utf-8")
+    [body] = [b for b in re.findall(r"```json\n(.*?)```", text, re.S) if '"kind": "restore"' in b]
+    example = parse_revision(body.encode(), "SPEC.md restore example")
+    bank = _copy_at(tmp_path, 3)
+    rev = restore(bank, 2, argv=["cns", "restore", "2"])
+    assert rev.format_version == example.format_version == "1.1"
+    _same_but_stamp(rev, example)
+    assert [r.number for r in bank.history()] == [5, 3, 2, 1, 0]
 
 
 def test_repeated_undo_steps_further_back(tmp_path: Path):

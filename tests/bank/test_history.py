@@ -17,7 +17,8 @@ def object_bytes(bank: Bank, rev) -> dict[str, bytes]:
 
 
 def assert_chain(bank: Bank, kinds: list[str]) -> None:
-    """History from 0 to HEAD has exactly these operation kinds, each revision's parent the one before."""
+    """History from 0 to HEAD has exactly these operation kinds, each revision's parent the one before (true of
+    these linear histories: numbers skip only past revision files outside HEAD's history, see test_restore.py)."""
     revs = list(Bank.open(bank.root).history())[::-1]
     assert [r.operation.kind for r in revs] == kinds
     assert [r.number for r in revs] == list(range(len(kinds)))
