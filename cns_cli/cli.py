@@ -2,13 +2,16 @@
 
 Heavy libraries (torch, diffusers) are imported inside the use cases, so `cns --help` stays instant.
 Every command runs through `_handled`, the one place where errors become messages and exit codes:
-CnsError -> its message, exit 2; Ctrl-C -> exit 130; anything else -> "internal error", exit 101.
-CNS_DEBUG=1 shows tracebacks instead.
+CnsError -> its message, exit 2; Ctrl-C -> exit 130; stdout closed by its reader (`| head`) -> quietly,
+exit 141 like any Unix tool ended by SIGPIPE; anything else -> "internal error", exit 101.
+CNS_DEBUG=1 shows tracebacks instead. The installed `cns` script is `run()`, which also makes Ctrl-C
+work during long native operations (interrupt.py).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect as pyinspect
 import os
 import sys
 from enum import Enum
@@ -17,7 +20,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import __version__, output
+from . import DEFAULT_BASE, __version__, output
 from .errors import CHECK_FAILED_EXIT, INTERNAL_ERROR_EXIT, CnsError
 
 app = typer.Typer(
@@ -27,11 +30,11 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: no "<bool>" after flags, no panels cut at 80 columns
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
-DEFAULT_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 
 def _handled(fn):
@@ -48,6 +51,9 @@ def _handled(fn):
                 raise
             output.error(str(e))
             raise typer.Exit(e.exit_code) from None
+        except BrokenPipeError:  # the reader of stdout is gone: stop quietly, nothing is half-written
+            output.silence_stdout()
+            raise typer.Exit(output.BROKEN_PIPE_EXIT) from None
         except KeyboardInterrupt:
             output.error("interrupted; nothing was committed, the bank is as it was")
             raise typer.Exit(130) from None
@@ -60,11 +66,31 @@ def _handled(fn):
     return wrapper
 
 
-def command(*args, **kwargs):
-    """`@app.command` with error handling applied."""
+BankHere = Annotated[Optional[Path], typer.Option("--bank", help="The bank folder (also accepted before the command; default .cnsbank or $CNS_BANK).", show_default=False)]
+
+
+def _bank_option_too(fn):
+    """`fn` with a `--bank` option of its own, so `cns learn dog ./photos --bank my.cnsbank` works like
+    `cns --bank my.cnsbank learn ...`: the value lands in ctx.obj, where every bank command reads it."""
+    sig = pyinspect.signature(fn, eval_str=True)
+    extra = pyinspect.Parameter("bank_here", pyinspect.Parameter.KEYWORD_ONLY, default=None, annotation=BankHere)
+
+    @functools.wraps(fn)
+    def wrapper(*args, bank_here: Optional[Path] = None, **kwargs):
+        if bank_here is not None:
+            kwargs["ctx"].obj = bank_here
+        return fn(*args, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), extra])
+    wrapper.__annotations__ = {**fn.__annotations__, "bank_here": BankHere}
+    return wrapper
+
+
+def command(*args, bank: bool = True, **kwargs):
+    """`@app.command` with error handling applied and, for commands on a bank, `--bank` after the command."""
 
     def register(fn):
-        return app.command(*args, **kwargs)(_handled(fn))
+        return app.command(*args, **kwargs)(_handled(_bank_option_too(fn) if bank else fn))
 
     return register
 
@@ -160,8 +186,8 @@ def undo(ctx: typer.Context, json_: JsonOpt = False) -> None:
     if json_:
         output.emit_json(doc)
     else:
-        output.info(f"undid revision {doc['undone']}; now at revision {rev.number} "
-                    f"(the state of revision {doc['restores']}: {', '.join(doc['concepts']) or 'no concepts'})")
+        typer.echo(f"undid revision {doc['undone']}; now at revision {rev.number} "
+                   f"(the state of revision {doc['restores']}: {', '.join(doc['concepts']) or 'no concepts'})")
 
 
 @command()
@@ -173,7 +199,7 @@ def forget(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The con
     if json_:
         output.emit_json({"revision": rev.number, "forgot": name, "concepts": sorted(rev.concepts)})
     else:
-        output.info(f"forgot {name}; now at revision {rev.number} (`cns undo` brings it back)")
+        typer.echo(f"forgot {name}; now at revision {rev.number} (`cns undo` brings it back)")
 
 
 @command()
@@ -229,8 +255,8 @@ def learn(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Concept name; the prompt token is <name>.")],
     images: Annotated[Path, typer.Argument(help="Folder of jpg/png/webp/bmp images (+ optional same-named .txt captions).")],
-    class_word: Annotated[Optional[str], typer.Option("--class", help="Class word, e.g. dog. Default: NAME.")] = None,
-    base: Annotated[str, typer.Option("--base", help="Base model, used if the bank does not exist yet.")] = DEFAULT_BASE,
+    class_word: Annotated[Optional[str], typer.Option("--class", help="What the concept is, in a word the model knows (dog, hat, person): the token starts there and prompts say it. Default: NAME, with a warning.")] = None,
+    base: Annotated[Optional[str], typer.Option("--base", help=f"Base model of a new bank (default {DEFAULT_BASE}); for an existing bank it must be the bank's own base.")] = None,
     steps: Annotated[int, typer.Option(help="Training steps.")] = 400,
     lr: Annotated[float, typer.Option(help="Learning rate of the neuron coefficients.")] = 1e-3,
     lr_token: Annotated[float, typer.Option(help="Learning rate of the token embedding.")] = 1e-3,
@@ -252,7 +278,7 @@ def learn(
 ) -> None:
     """Teach the model a new concept from a folder of images."""
     from .learn import LearnConfig, learn as run_learn
-    from .reporting import NullReporter, RichReporter
+    from .reporting import for_stderr
     from .render import render_learn
 
     config = LearnConfig(steps=steps, lr=lr, lr_token=lr_token, rank=rank, budget=budget, reg_lambda=reg_lambda,
@@ -260,7 +286,7 @@ def learn(
                          selection=selection.value, remove_general=not keep_general,
                          device=device.value, precision=precision.value, gradient_checkpointing=gradient_checkpointing)
     outcome = run_learn(ctx.obj, name, images, class_word=class_word, base=base, config=config, replace=replace,
-                        dry_run=dry_run, argv=_argv(), reporter=NullReporter() if json_ else RichReporter())
+                        dry_run=dry_run, argv=_argv(), reporter=for_stderr())
     doc = {"concept": outcome.name, "dry_run": dry_run, "revision": outcome.revision, "plan": outcome.plan,
            "stats": outcome.stats}
     output.emit_json(doc) if json_ else render_learn(doc)
@@ -298,7 +324,7 @@ def generate(
                             force=force)
     texts = read_prompts(prompts, sys.stdin)
     show = output.emit_jsonl if json_ else (lambda rec: typer.echo(rec["path"]))
-    run_generate(ctx.obj, texts, out, config, on_image=show, on_phase=None if json_ else output.info)
+    run_generate(ctx.obj, texts, out, config, on_image=show, on_phase=output.info)  # phases: stderr, also with --json
 
 
 @command()
@@ -320,7 +346,7 @@ def export(
     output.emit_json(doc) if json_ else render_export(doc)
 
 
-@command()
+@command(bank=False)
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the photos, bank, images and contact sheet.")] = Path("cns-demo"),
     base: Annotated[str, typer.Option("--base", help="Base model (default: the bundled demo model).")] = "demo",
@@ -330,10 +356,9 @@ def demo(
 ) -> None:
     """Offline quickstart: learn two concepts of the demo world, generate, forget one, score the images."""
     from .demo.run import DemoConfig, run_demo
-    from .reporting import NullReporter, RichReporter
+    from .reporting import for_stderr
 
-    doc = run_demo(out, DemoConfig(base=base, steps=steps, device=device.value),
-                   NullReporter() if json_ else RichReporter())
+    doc = run_demo(out, DemoConfig(base=base, steps=steps, device=device.value), for_stderr())
     if json_:
         output.emit_json(doc)
         return
@@ -350,7 +375,7 @@ def demo(
     typer.echo(doc["contact_sheet"])
 
 
-@command()
+@command(bank=False)
 def bench(
     out: Annotated[Path, typer.Option(help="Folder for bench.json, table.md, forgetting.png, contact-sheet.png.")] = Path("cns-bench"),
     concepts: Annotated[int, typer.Option(help="Personal concepts learned one after another (1-12).")] = 10,
@@ -365,7 +390,7 @@ def bench(
 ) -> None:
     """Continual-personalization benchmark on the demo world: cns vs its ablations and the usual baselines."""
     from .bench.protocol import BenchConfig, run_bench
-    from .reporting import NullReporter, RichReporter
+    from .reporting import for_stderr
 
     kw: dict = {"base": base, "device": device.value}
     if methods:
@@ -380,7 +405,7 @@ def bench(
         config = BenchConfig.quick(**kw)
     else:
         config = BenchConfig(concepts=concepts, **kw)
-    doc = run_bench(out, config, NullReporter() if json_ else RichReporter())
+    doc = run_bench(out, config, for_stderr())
     if json_:
         output.emit_json(doc)
         return
@@ -391,5 +416,18 @@ def bench(
         typer.echo(f"{what}: {path}")
 
 
+def run() -> None:
+    """The `cns` console script: the app, with Ctrl-C that works during long native operations, and a closed
+    stdout handled even where no command runs (`cns --help | head -1`)."""
+    from . import interrupt
+
+    interrupt.install()
+    try:
+        app()
+    except BrokenPipeError:
+        output.silence_stdout()
+        sys.exit(output.BROKEN_PIPE_EXIT)
+
+
 if __name__ == "__main__":  # python -m cns_cli.cli
-    app()
+    run()

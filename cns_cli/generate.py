@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .bank import Bank
+from .bank.integrity import require_intact
 from .checks import ModelFacts, check_out_dir, check_seeds, check_size, check_steps, facts_from_configs, model_facts
 from .errors import CnsError, UsageError
 from .regions import RegionPlan, RegionRequest
@@ -88,6 +89,7 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
     rev = bank.head()
     classes = {name: c.class_word for name, c in rev.concepts.items()}
     texts = [expand_prompt(p, classes, config.expand) for p in prompts]  # unknown concepts fail before loading
+    _warn_unclosed(prompts)
     plans = [plan_regions(p, config.regions, classes, config.expand) if config.regions else None for p in prompts]
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
@@ -97,6 +99,7 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
     dtype = resolve_precision(config.precision, device)
     if on_phase:
         on_phase(f"loading the base model on {device} with {len(rev.concepts)} concept(s)")
+    require_intact(bank, rev)  # a damaged concept is named now, not after a model load
     pipe = build_pipeline(bank, rev, device, dtype)
     loaded = pipeline_facts(pipe)  # the limits not readable before the load (a single file, a hub id not cached)
     _check_limits(ModelFacts(loaded.max_steps if early.max_steps is None else None, loaded.train_steps,
@@ -335,6 +338,17 @@ def _write_error(folder: Path, e: OSError) -> CnsError:
     if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
         return CnsError(f"disk full while writing images to {folder}; free some space and run the command again")
     return CnsError(f"could not write images to {folder}: {e.strerror or e}; check the permissions and free space")
+
+
+def _warn_unclosed(prompts: list[str]) -> None:
+    """`<dog on a beach` passes as text (the encoder reads "<dog" as plain words); the user meant `<dog>`."""
+    from . import output
+    from .prompts import unclosed_references
+
+    for prompt in prompts:
+        for name in unclosed_references(prompt):
+            output.warn(f"<{name} in {prompt!r} has no closing '>', so it is plain text, not a concept; "
+                        f"write <{name}> to use the concept")
 
 
 def _warn_small_boxes(pipe, plans: list[RegionPlan], config: GenerateConfig) -> None:

@@ -360,7 +360,7 @@ class _Run:
         emb = tx.put({"embedding": self.embedding.astype(np.float32)}, "embedding", {"token": token_for(self.name)})
         per_layer = {n: int(c.shape[0]) for n, c in coef.items()}
         concept = Concept(
-            token=token_for(self.name), class_word=self.class_word, learned_in=tx.parent.number + 1,
+            token=token_for(self.name), class_word=self.class_word, learned_in=tx.number,
             slice=self.slice, neurons=Neurons(total=sum(per_layer.values()), per_layer=per_layer),
             delta=delta, embedding=emb, training=self.cfg.record(), stats=self.stats,
         )

@@ -65,7 +65,7 @@ def render_inspect(doc: dict, neurons: bool) -> None:
     for c in doc["concepts"]:
         s = c["slice"]
         t.add_row(c["name"], c["token"], c["class_word"], f"{c['neurons']:,}", str(c["layers"]),
-                  f"{s['start']}:{s['start'] + s['rank']}", f"{c['parameters']:,}", human_bytes(c["bytes"]),
+                  f"{s['start']}:{s['start'] + s['rank']}", f"{c['parameters']['total']:,}", human_bytes(c["bytes"]),
                   str(c["learned_in"]))
     tot = doc["totals"]
     t.add_row("total", "", "", f"{tot['neurons']:,}", "", "", "", human_bytes(tot["bytes"]), "")
@@ -117,7 +117,8 @@ def render_verify(report: Report) -> None:
     for n in report.notes:
         con.print(f"note    {n['where']}: {n['note']}")
     status = "ok" if report.ok else f"{len(report.problems)} problem(s)"
-    con.print(f"{status}: {report.revisions_checked} revisions, {report.objects_checked} objects checked (HEAD {report.head})")
+    head = f"HEAD {report.head}" if report.head is not None else "HEAD damaged"
+    con.print(f"{status}: {report.revisions_checked} revisions, {report.objects_checked} objects checked ({head})")
 
 
 def render_learn(doc: dict) -> None:
@@ -128,8 +129,9 @@ def render_learn(doc: dict) -> None:
               f"{len(plan['images'])} image(s)" + (f", {len(plan['skipped'])} skipped" if plan["skipped"] else ""))
     con.print(f"  neurons      {plan['neurons']:,} in {len(layers)} layers (budget {plan['budget_rows']:,}, "
               f"{plan['general_neurons']:,} general neurons excluded)")
-    con.print(f"  trained      {plan['parameters_trained']:,} parameters; slice {plan['slice']['start']}:"
-              f"{plan['slice']['start'] + plan['slice']['rank']}")
+    p = plan["parameters_trained"]
+    con.print(f"  trained      {p['total']:,} parameters ({p['coefficients']:,} neuron coefficients + {p['token']:,} token); "
+              f"slice {plan['slice']['start']}:{plan['slice']['start'] + plan['slice']['rank']}")
     con.print(f"  stored       {human_bytes(plan['bytes_to_store'])}")
     if doc["dry_run"]:
         t = _table("layer", "neurons")
@@ -139,8 +141,8 @@ def render_learn(doc: dict) -> None:
         con.print("dry run: nothing was written")
         return
     s = doc["stats"]
-    con.print(f"  loss         {s['first_loss']:.4f} -> {s['final_loss']:.4f} in {s['steps_run']} steps "
-              f"({s['seconds_per_step'] * 1000:.0f} ms/step, {s['seconds']:.1f} s in all)")
+    con.print(f"  loss         {s['first_tenth_loss']:.4f} -> {s['final_loss']:.4f} (means of the first and last tenth of "
+              f"{s['steps_run']} steps; {s['seconds_per_step'] * 1000:.0f} ms/step, {s['seconds']:.1f} s in all)")
     con.print(f"revision {doc['revision']}: try `cns generate \"{plan['token']} on a beach\"`")
 
 

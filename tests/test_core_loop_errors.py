@@ -88,7 +88,7 @@ def test_corrupt_image_among_good_ones_is_skipped_with_a_warning(bank, dog_photo
         (["--budget", "0"], "--budget must be in (0, 1]"),
         (["--rank", "0"], "--rank must be at least 1"),
         (["--reg-lambda", "inf"], "--reg-lambda must be a finite number"),
-        (["--seed", "-3"], "--seed must be 0 or more"),
+        (["--seed", "-3"], "--seed must be between 0 and 2^64 - 1"),
     ],
 )
 def test_bad_numbers_are_refused_before_any_work(bank, dog_photos, flags, words, unchanged):

@@ -26,3 +26,31 @@ def test_readme_pins_torch_before_anything_pulls_it():
 
 def test_the_first_command_ends_with_the_offline_demo():
     assert _readme_commands()[0].endswith("&& cns demo")
+
+
+def _command_rows() -> dict[str, str]:
+    """README's command reference: the table under "## Commands", one row per command."""
+    section = (ROOT / "README.md").read_text().split("\n## Commands\n", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        if line.startswith("| `cns "):
+            rows[line.split("`cns ", 1)[1].split()[0].rstrip("`")] = line
+    return rows, section
+
+
+def test_the_command_reference_lists_every_command_and_flag():
+    """Every option of every command, as the CLI declares it, appears in that command's README row (flags that
+    every command shares are listed once, under the table)."""
+    import typer.main
+
+    from cns_cli.cli import app
+
+    rows, section = _command_rows()
+    group = typer.main.get_command(app)
+    shared = {"--help", "-h", "--json", "--bank"}
+    for name, command in group.commands.items():
+        assert name in rows, f"README's command table has no row for `cns {name}`"
+        for param in command.params:
+            for opt in [o for o in (*param.opts, *param.secondary_opts) if o.startswith("-")]:
+                where = section if opt in shared else rows[name]
+                assert opt in where, f"README does not mention {opt} of `cns {name}`"

@@ -306,17 +306,6 @@ class Transaction:
             "created": now_utc(), "operation": operation,
         }
         fields.update(changes)
-        if operation.kind == "learn" and operation.concept in (fields.get("concepts") or {}):
-            # learned_in is the number of the revision that learned the concept: this one (a writer that
-            # computed parent + 1 would name another revision when numbers skip)
-            name, concepts = operation.concept, dict(fields["concepts"])
-            entry, before = concepts[name], self.parent.concepts.get(name)
-            if before is None or entry not in (before, before.model_dump()):
-                if isinstance(entry, dict):
-                    concepts[name] = {**entry, "learned_in": number}
-                else:
-                    concepts[name] = entry.model_copy(update={"learned_in": number})
-                fields["concepts"] = concepts
         try:
             rev = Revision.model_validate(fields)
         except ValidationError as e:  # a bug in the caller, but never a half-written bank

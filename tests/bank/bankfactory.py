@@ -88,7 +88,7 @@ def learn(
         concept = Concept(
             token=f"<{name}>",
             class_word="dog",
-            learned_in=parent.number + 1,
+            learned_in=tx.number,
             slice=Slice(start=start, rank=rank),
             neurons=Neurons(total=n_rows * len(KV_LAYERS), per_layer={layer: n_rows for layer in KV_LAYERS}),
             delta=delta_ref,

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cns_cli.bank.models import FORMAT_VERSION
 from cns_cli.cli import app
 
 from tests.bank import bankfactory as bf
@@ -139,7 +140,7 @@ def test_verify_names_the_corrupt_object_and_exits_1(tiny_base, tmp_path):
 def test_unknown_major_version_is_refused(tmp_path):
     path = make_bank(tmp_path / "b.cnsbank", concepts=[])
     rev = path / "revisions" / "000000.json"
-    rev.write_text(rev.read_text().replace('"format_version": "1.0"', '"format_version": "2.0"'))
+    rev.write_text(rev.read_text().replace(f'"format_version": "{FORMAT_VERSION}"', '"format_version": "2.0"'))
     r = cns("--bank", str(path), "inspect")
     assert r.exit_code == 2 and "format 2.0" in r.stderr and "upgrade cns" in r.stderr
 

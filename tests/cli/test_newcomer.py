@@ -271,3 +271,11 @@ def test_help_shows_no_bool_metavar():
     for command in ("learn", "generate", "export", "inspect"):
         r = cns(command, "--help")
         assert r.exit_code == 0 and "<bool>" not in r.stdout and "--json" in r.stdout
+
+
+def test_an_unclosed_reference_is_warned_about(dog_bank, tmp_path):
+    r = cns("--bank", dog_bank, "generate", "<dog on a beach", "--steps", "1", "--out", tmp_path)
+    assert r.exit_code == 0, r.stderr
+    assert "<dog in '<dog on a beach' has no closing '>'" in r.stderr
+    assert "no closing" not in cns("--bank", dog_bank, "generate", "<dog> on a beach", "--steps", "1",
+                                   "--out", tmp_path).stderr
