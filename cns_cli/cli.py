@@ -114,6 +114,15 @@ def _argv() -> list[str]:
     return ["cns", *sys.argv[1:]]
 
 
+def _result(json_: bool, doc: dict, line: str) -> None:
+    """A command's result on stdout: the JSON document, or one line for people."""
+    output.emit_json(doc) if json_ else typer.echo(line)
+
+
+def _concepts(doc: dict) -> str:
+    return ", ".join(doc["concepts"]) or "no concepts"
+
+
 def _open(ctx: typer.Context):
     from .bank import Bank
 
@@ -183,11 +192,8 @@ def undo(ctx: typer.Context, json_: JsonOpt = False) -> None:
     rev = run_undo(_open(ctx), argv=_argv())
     doc = {"revision": rev.number, "undone": rev.operation.undone, "restores": rev.operation.restores,
            "concepts": sorted(rev.concepts)}
-    if json_:
-        output.emit_json(doc)
-    else:
-        typer.echo(f"undid revision {doc['undone']}; now at revision {rev.number} "
-                   f"(the state of revision {doc['restores']}: {', '.join(doc['concepts']) or 'no concepts'})")
+    _result(json_, doc, f"undid revision {doc['undone']}; now at revision {rev.number} "
+                        f"(the state of revision {doc['restores']}: {_concepts(doc)})")
 
 
 @command()
@@ -196,10 +202,8 @@ def forget(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The con
     from .bank.history import forget as run_forget
 
     rev = run_forget(_open(ctx), name, argv=_argv())
-    if json_:
-        output.emit_json({"revision": rev.number, "forgot": name, "concepts": sorted(rev.concepts)})
-    else:
-        typer.echo(f"forgot {name}; now at revision {rev.number} (`cns undo` brings it back)")
+    doc = {"revision": rev.number, "forgot": name, "concepts": sorted(rev.concepts)}
+    _result(json_, doc, f"forgot {name}; now at revision {rev.number} (`cns undo` brings it back)")
 
 
 @command()
@@ -214,11 +218,7 @@ def restore(
     new = run_restore(_open(ctx), rev, argv=_argv(), on_broken_head=output.warn)
     doc = {"revision": new.number, "restores": new.operation.restores, "parent": new.parent,
            "concepts": sorted(new.concepts)}
-    if json_:
-        output.emit_json(doc)
-    else:
-        typer.echo(f"restored revision {doc['restores']}; now at revision {new.number} "
-                   f"({', '.join(doc['concepts']) or 'no concepts'})")
+    _result(json_, doc, f"restored revision {doc['restores']}; now at revision {new.number} ({_concepts(doc)})")
 
 
 # -- model commands ----------------------------------------------------------------------------------

@@ -19,9 +19,7 @@ import hashlib
 import io
 import json
 import math
-import os
 import re
-import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,69 +266,27 @@ def _png_bytes(image, info) -> bytes:
     return buf.getvalue()
 
 
-# os.link fails with these where the file system has no hard links (FAT, exFAT, some network shares).
-_NO_HARD_LINKS = {errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOSYS} | {
-    getattr(errno, name) for name in ("ENOTSUP", "EOPNOTSUPP") if hasattr(errno, name)}
 MAX_SAME_NAME = 10_000
 
 
 def write_new_file(folder: Path, stem: str, ext: str, data: bytes) -> Path:
-    """Write `data` as folder/stem+ext, or stem-2+ext, stem-3+ext, … if taken, never replacing an existing file.
+    """Write `data` as folder/stem+ext, or stem-2+ext, stem-3+ext, … if taken, never replacing an existing file:
+    the bytes go to a hidden, fsynced temp file that then takes the first free name (bank.atomic.place_new),
+    so a crash or Ctrl-C never leaves a partial file under a final name and a concurrent run never overwrites."""
+    from .bank.atomic import fsync_dir, place_new, temp_name, write_new
 
-    The bytes go to a hidden temp file in `folder` (fsynced); the temp file is then hard-linked to the final name
-    (which fails if the name exists, so a concurrent writer can never be overwritten) and removed. Where hard links
-    are unsupported, the name is claimed with O_CREAT|O_EXCL and the temp file renamed over that empty claim.
-    A crash or Ctrl-C leaves at most the temp file (removed on Ctrl-C), never a partial file under a final name."""
-    tmp = folder / f".{stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    tmp = temp_name(folder / f"{stem}{ext}")
     try:
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            path = _claim_name(tmp, folder, stem, ext)
-        except OSError as e:
-            raise _write_error(folder, e) from None
-    finally:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-    from .bank.atomic import fsync_dir
-
-    fsync_dir(folder)
-    return path
-
-
-def _claim_name(tmp: Path, folder: Path, stem: str, ext: str) -> Path:
-    links = True
-    for i in range(1, MAX_SAME_NAME + 1):
-        path = folder / (f"{stem}{ext}" if i == 1 else f"{stem}-{i}{ext}")
-        if links:
-            try:
-                os.link(tmp, path)
+        write_new(tmp, data)
+        for i in range(1, MAX_SAME_NAME + 1):
+            path = folder / (f"{stem}{ext}" if i == 1 else f"{stem}-{i}{ext}")
+            if place_new(tmp, path):
+                fsync_dir(folder)
                 return path
-            except FileExistsError:
-                continue
-            except OSError as e:
-                if e.errno not in _NO_HARD_LINKS:
-                    raise
-                links = False
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        os.close(fd)
-        try:
-            os.replace(tmp, path)  # over our own empty claim only
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-        return path
+    except OSError as e:
+        raise _write_error(folder, e) from None
+    finally:
+        tmp.unlink(missing_ok=True)
     raise CnsError(f"{MAX_SAME_NAME} images named {stem}-N{ext} already exist in {folder}; use another --out")
 
 

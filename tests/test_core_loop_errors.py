@@ -9,16 +9,11 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from cns_cli.cli import app
 
-runner = CliRunner()
+from tests.clitools import cns, one_line_error
+
 FAST = ["--steps", "3", "--score-steps", "1"]
-
-
-def cns(*args: str, input: str | None = None):
-    return runner.invoke(app, [str(a) for a in args], input=input)
 
 
 def digest(root: Path) -> dict[str, str]:
@@ -32,14 +27,6 @@ def bank(tiny_base, dog_photos, tmp_path_factory) -> Path:
     r = cns("--bank", path, "learn", "dog", dog_photos, "--base", tiny_base, *FAST)
     assert r.exit_code == 0, r.stderr
     return path
-
-
-def one_line_error(r, code: int = 2) -> str:
-    assert r.exit_code == code, (r.exit_code, r.stderr, r.exception)
-    assert "Traceback" not in r.stderr
-    lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, r.stderr
-    return lines[0]
 
 
 @pytest.fixture

@@ -13,32 +13,19 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 from cns_cli import checks
 from cns_cli import generate as gen
 from cns_cli.checks import ModelFacts, model_facts
-from cns_cli.cli import app
 from cns_cli.errors import CnsError, UsageError
 from cns_cli.learn import LearnConfig, learn
 from cns_cli.model import loading
 from cns_cli.model.loading import BaseSpec, resolve_base
 
-runner = CliRunner()
+from tests.clitools import cns, one_line_error
+
 PROMPT = "<dog> on a beach"
 NAME = re.compile(r"r1-000-dog-on-a-beach-s(\d+)-([0-9a-f]{8})(-\d+)?\.png")
-
-
-def cns(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(r, code: int = 2) -> str:
-    assert r.exit_code == code, (r.exit_code, r.stderr, r.exception)
-    assert "Traceback" not in r.stderr
-    lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, r.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -44,11 +44,11 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _temp_name(path: Path) -> Path:
+def temp_name(path: Path) -> Path:
     return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
 
 
-def _write_new(path: Path, data: bytes) -> None:
+def write_new(path: Path, data: bytes) -> None:
     """Create `path` (which must not exist: O_EXCL), write `data` and fsync it. If writing fails, the file
     this call created is removed again (never one that existed before: O_EXCL refused that)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -72,9 +72,9 @@ def _write_failed(path: Path, e: OSError) -> CommitError:
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace `path` with `data` atomically and durably."""
-    tmp = _temp_name(path)
+    tmp = temp_name(path)
     try:
-        _write_new(tmp, data)
+        write_new(tmp, data)
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
@@ -82,36 +82,46 @@ def atomic_write(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-# link(2) errors that mean "this file system has no hard links" (FAT, some network shares): then the file is
-# created in place with O_EXCL instead (a crash may leave it half-written, but it is never HEAD's revision:
-# HEAD moves only after the fsync, and verify reports such a file as damaged and outside HEAD's history).
-_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK}
+# link(2) errors that mean "this file system has no hard links" (FAT, exFAT, some network shares).
+_NO_HARD_LINKS = {errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOSYS} | {
+    getattr(errno, name) for name in ("ENOTSUP", "EOPNOTSUPP") if hasattr(errno, name)}
+
+
+def place_new(tmp: Path, path: Path) -> bool:
+    """Give the complete, fsynced file `tmp` the name `path` unless a file of that name exists; False (and
+    nothing changed) if one does. Never replaces a file. With hard links this is one atomic link(2), which
+    fails if the name is taken; without them the name is claimed with O_EXCL and `tmp` renamed over that
+    empty claim (a crash in between leaves an empty file under the name, never a half-written one)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    except (OSError, AttributeError) as e:  # AttributeError: a platform without os.link
+        if isinstance(e, OSError) and e.errno not in _NO_HARD_LINKS:
+            raise
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:
+            return False
+        os.replace(tmp, path)  # over our own empty claim only
+        return True
+    tmp.unlink(missing_ok=True)
+    return True
 
 
 def create_exclusive(path: Path, data: bytes) -> None:
-    """Create `path` holding `data`, durably, only if no file of that name exists: write and fsync a temp
-    file, then hard-link it to `path` (link fails if the name is taken, atomically), then drop the temp
-    name. An existing `path` raises CommitError and is left untouched: it is never replaced."""
-    tmp = _temp_name(path)
+    """Create `path` holding `data`, durably, only if no file of that name exists (`place_new`). An existing
+    `path` raises CommitError and is left untouched: it is never replaced."""
+    tmp = temp_name(path)
     try:
-        _write_new(tmp, data)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise
-        except (OSError, AttributeError) as e:  # AttributeError: a platform without os.link
-            if isinstance(e, OSError) and e.errno not in _NO_HARD_LINKS:
-                raise
-            tmp.unlink(missing_ok=True)
-            _write_new(path, data)
-        tmp.unlink(missing_ok=True)
-    except FileExistsError:
-        tmp.unlink(missing_ok=True)
-        raise CommitError(
-            f"{path.parent.name}/{path.name} already exists and is never replaced; another program wrote to the bank without "
-            "its lock, nothing was committed; run the command again"
-        ) from None
+        write_new(tmp, data)
+        if not place_new(tmp, path):
+            raise CommitError(
+                f"{path.parent.name}/{path.name} already exists and is never replaced; another program wrote to the "
+                "bank without its lock, nothing was committed; run the command again"
+            )
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise _write_failed(path, e) from None
+    finally:
+        tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)

@@ -25,15 +25,13 @@ def revision_name(number: int) -> str:
 
 def number_ranges(numbers: list[int]) -> str:
     """[0, 1, 2, 3, 5, 7, 8] -> "0-3, 5, 7-8" (how messages list revisions)."""
-    parts: list[str] = []
+    runs: list[list[int]] = []  # [first, last] of each run of consecutive numbers
     for n in sorted(set(numbers)):
-        if parts and n == last + 1:
-            first = parts[-1].split("-")[0]
-            parts[-1] = f"{first}-{n}"
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
         else:
-            parts.append(str(n))
-        last = n
-    return ", ".join(parts) or "none"
+            runs.append([n, n])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs) or "none"
 
 
 def parse_head(raw: bytes) -> int:

@@ -60,7 +60,6 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
     from .assess import generate as generate_images
     from .evaluator import Evaluator
     from .individuals import INDIVIDUALS, render_photos
-    from .pairs import columns
     from .world import SCENE_PHRASES
 
     out = Path(out)

@@ -12,21 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from cns_cli.cli import app
 from cns_cli.output import BROKEN_PIPE_EXIT
 from cns_cli.reporting import PlainReporter
 
 from tests.bank import bankfactory as bf
+from tests.clitools import cns, one_line_error
 
-runner = CliRunner()
 FAST = ["--steps", "3", "--score-steps", "1"]
 CLI = [sys.executable, "-m", "cns_cli.cli"]  # what the installed `cns` script runs: cli.run()
-
-
-def cns(*args, env: dict | None = None):
-    return runner.invoke(app, [str(a) for a in args], env=env)
 
 
 def fixture_bank(path: Path, concepts: list[str]) -> Path:
@@ -34,14 +27,6 @@ def fixture_bank(path: Path, concepts: list[str]) -> Path:
     for i, name in enumerate(concepts):
         bf.learn(bank, name, seed=i + 1)
     return path
-
-
-def error_line(r, code: int = 2) -> str:
-    assert r.exit_code == code, (r.exit_code, r.stderr, r.exception)
-    assert "Traceback" not in r.stderr
-    lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, r.stderr
-    return lines[0]
 
 
 @pytest.fixture
@@ -135,7 +120,7 @@ def test_ctrl_c_ends_the_process_during_one_long_torch_call(tmp_path):
 def test_learn_into_a_bank_path_that_is_a_file(dog_photos, tmp_path, no_model_load):
     target = tmp_path / "notes.txt"
     target.write_text("mine")
-    line = error_line(cns("--bank", target, "learn", "dog", dog_photos, "--class", "dog"))
+    line = one_line_error(cns("--bank", target, "learn", "dog", dog_photos, "--class", "dog"))
     assert "is a file" in line
     assert target.read_text() == "mine"
 
@@ -144,7 +129,7 @@ def test_learn_into_a_folder_of_other_things(dog_photos, tmp_path, no_model_load
     folder = tmp_path / "holiday"
     folder.mkdir()
     (folder / "a.jpg").write_bytes(b"x")
-    line = error_line(cns("--bank", folder, "learn", "dog", dog_photos, "--class", "dog"))
+    line = one_line_error(cns("--bank", folder, "learn", "dog", dog_photos, "--class", "dog"))
     assert "not a cns bank" in line
     assert [p.name for p in folder.iterdir()] == ["a.jpg"]
 
@@ -154,11 +139,11 @@ def test_learn_into_a_folder_of_other_things(dog_photos, tmp_path, no_model_load
     (["--resolution", "33"], "multiple of 8"),
 ])
 def test_learn_numbers_a_model_cannot_use(dog_bank, dog_photos, no_model_load, flags, words):
-    assert words in error_line(cns("--bank", dog_bank, "learn", "cat", dog_photos, "--class", "cat", *flags))
+    assert words in one_line_error(cns("--bank", dog_bank, "learn", "cat", dog_photos, "--class", "cat", *flags))
 
 
 def test_a_base_other_than_the_banks_is_an_error(dog_bank, dog_photos, no_model_load):
-    line = error_line(cns("--bank", dog_bank, "learn", "cat", dog_photos, "--class", "cat", "--base", "demo"))
+    line = one_line_error(cns("--bank", dog_bank, "learn", "cat", dog_photos, "--class", "cat", "--base", "demo"))
     assert "this bank is built on" in line and "--bank NEW_PATH" in line
 
 
@@ -263,7 +248,7 @@ def test_a_huge_photo_is_too_large_not_corrupt(tmp_path, monkeypatch):
 
 
 def test_a_300_character_name_is_not_repeated_in_full(dog_bank, dog_photos, no_model_load):
-    line = error_line(cns("--bank", dog_bank, "learn", "a" * 300, dog_photos, "--class", "x"))
+    line = one_line_error(cns("--bank", dog_bank, "learn", "a" * 300, dog_photos, "--class", "x"))
     assert "a" * 100 not in line and "300 characters" in line
 
 
