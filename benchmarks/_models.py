@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmarks: model shapes, and one training step per method on the same model.
+"""Shared pieces of the benchmarks: model shapes, and one step of the one training loop per method on the same model.
 
 Methods (each the method as people run it, same batch, resolution, noise and timesteps):
 - cns:    the concept's rows of attn2.to_k/to_v (budget 0.13 % of UNet parameters), rank-4 slice
@@ -71,27 +71,21 @@ def _amp(s: Setup):
     return autocast(s.device, s.dtype)
 
 
-def _loss(s: Setup, unet, states) -> torch.Tensor:
-    t = torch.randint(0, 1000, (s.batch,), generator=s.gen).to(s.device)
-    noise = torch.randn(s.latents.shape, generator=s.gen).to(s.device)
-    with _amp(s):
-        pred = unet(s.scheduler.add_noise(s.latents, noise, t), t, encoder_hidden_states=states).sample
-    return torch.nn.functional.mse_loss(pred.float(), noise)
-
-
 def make_step(method: str, base: Setup, rows_budget: float = 0.0013, copy_model: bool = True):
-    """A zero-argument callable doing one optimiser step of `method` on its own copy of the UNet (or, with
-    copy_model=False, on `base`'s UNet itself: for a process that measures one method only)."""
+    """A zero-argument callable doing one step of the one training loop (cns_cli.model.train.Trainer, what
+    `cns learn` and `cns bench` run) for `method`, on its own copy of the UNet (or, with copy_model=False, on
+    `base`'s UNet itself: for a process that measures one method only)."""
+    from cns_cli.bench.methods import add_lora
     from cns_cli.method.basis import orthogonal_basis
-    from cns_cli.method.delta import protection_gram, self_regularisation
+    from cns_cli.method.delta import protection_gram
     from cns_cli.method.select import budget_in_rows
-    from cns_cli.model.kv import attach_trainable
     from cns_cli.model.loading import kv_layers
-    from cns_cli.model.tokens import attach_trainable_token
+    from cns_cli.model.train import Trainer, cns_trainables
 
     s = copy.copy(base)
     s.unet = copy.deepcopy(base.unet) if copy_model else base.unet
     te = copy.deepcopy(base.text_encoder) if copy_model else base.text_encoder
+    extra = None
     if method in ("cns", "cns_rows_only"):
         layers = kv_layers(s.unet)
         d = next(iter(layers.values())).in_features
@@ -100,60 +94,42 @@ def make_step(method: str, base: Setup, rows_budget: float = 0.0013, copy_model:
         pick = torch.randperm(int(sizes.sum()), generator=torch.Generator().manual_seed(1))[:n_rows].sort().values
         offsets, rows = torch.cumsum(sizes, 0) - sizes, {}
         for (name, m), off in zip(layers.items(), offsets.tolist()):
-            sel = pick[(pick >= off) & (pick < off + m.out_features)] - off
-            rows[name] = sel
+            rows[name] = pick[(pick >= off) & (pick < off + m.out_features)] - off
         b = torch.from_numpy(orthogonal_basis(d))[:, :4].to(s.device)
-        wrappers = attach_trainable(s.unet, rows, b)
         gram = protection_gram(torch.randn(280 * 77, d, device=s.device), b)
-        params = [w.coef for w in wrappers.values()]
-        if method == "cns":
-            token = attach_trainable_token(te, s.token_id, te.get_input_embeddings().weight[0].float())
-            params.append(token.vector)
-
-            def states():
-                with _amp(s):
-                    return te(s.ids)[0]
-        else:  # token frozen: the text states are computed once, as `cns learn --lr-token 0` does
-            with torch.no_grad(), _amp(s):
-                fixed_states = te(s.ids)[0]
-
-            def states():
-                return fixed_states
-
-        def extra():
-            return self_regularisation([w.coef for w in wrappers.values()], gram)
+        init = te.get_input_embeddings().weight[0].float()
+        groups, extra, _, _ = cns_trainables(s.unet, te, rows, b, s.token_id, init, lr=1e-4,
+                                             lr_token=1e-4 if method == "cns" else 0.0, reg_lambda=1.0, gram=gram)
     elif method == "lora":
-        from peft import LoraConfig
-
-        s.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
-                                      target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-        params = [p for n, p in s.unet.named_parameters() if "lora" in n]
-        for p in params:
+        add_lora(s.unet, seed=0)
+        groups = [{"params": [p for n, p in s.unet.named_parameters() if "lora" in n], "lr": 1e-4}]
+        for p in groups[0]["params"]:
             p.data = p.data.float()
-        with torch.no_grad(), _amp(s):
-            fixed = te(s.ids)[0]
-        states, extra = (lambda: fixed), (lambda: 0.0)
     elif method == "kv_full":
-        params = [m.weight for m in kv_layers(s.unet).values()]
-        for p in params:
+        groups = [{"params": [m.weight for m in kv_layers(s.unet).values()], "lr": 1e-4}]
+        for p in groups[0]["params"]:
             p.data = p.data.float() if s.dtype == torch.float32 else p.data
             p.requires_grad_(True)
-        with torch.no_grad(), _amp(s):
-            fixed = te(s.ids)[0]
-        states, extra = (lambda: fixed), (lambda: 0.0)
     else:
         raise ValueError(method)
-    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0)
-    trainable = sum(p.numel() for p in params)
+    if method == "cns":  # the token trains: the text encoder runs in every step, as in `cns learn`
+        def states(texts):
+            with _amp(s):
+                return te(s.ids)[0]
+    else:  # text side frozen: states computed once (`cns learn --lr-token 0`, the LoRA and K/V baselines)
+        with torch.no_grad(), _amp(s):
+            fixed = te(s.ids)[0]
 
-    def step() -> float:
-        loss = _loss(s, s.unet, states()) + extra()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return float(loss.detach())
+        def states(texts):
+            return fixed
+    prompts = [f"image {i}" for i in range(s.batch)]  # stand-ins: the Setup's token ids are the prompts
+    trainer = Trainer(s.unet, s.scheduler, s.latents, prompts, states, groups, batch=s.batch, gen=s.gen,
+                      amp=lambda: _amp(s))
 
-    step.trainable = trainable
+    def step() -> float:  # the step `cns learn` runs: nothing re-implemented here
+        return trainer.step()
+
+    step.trainable = sum(p.numel() for p in trainer.parameters)
     return step
 
 
@@ -162,6 +138,7 @@ def fake_concepts(kv: dict[str, int], text_dim: int, n: int, unet_parameters: in
     vector): what a bank of n learned concepts costs to store and apply, without training n concepts."""
     import numpy as np
 
+    from cns_cli.bank.delta import encode_delta
     from cns_cli.method.select import budget_in_rows
 
     rng = np.random.default_rng(seed)
@@ -171,12 +148,12 @@ def fake_concepts(kv: dict[str, int], text_dim: int, n: int, unet_parameters: in
     for i in range(n):
         pick = np.sort(rng.choice(int(sizes.sum()), size=min(n_rows, int(sizes.sum())), replace=False))
         edges = np.concatenate([[0], np.cumsum(sizes)])
-        delta = {}
+        parts = {}
         for j, layer in enumerate(layers):
             rows = pick[(pick >= edges[j]) & (pick < edges[j + 1])] - edges[j]
             if rows.size:
-                delta[f"{layer}.rows"] = rows.astype(np.int32)
-                delta[f"{layer}.coef"] = (rng.standard_normal((rows.size, rank)) * 1e-3).astype(np.float32)
+                parts[layer] = (rows, (rng.standard_normal((rows.size, rank)) * 1e-3).astype(np.float32))
+        delta = encode_delta(parts)  # the delta object's tensors (cns_cli/bank/delta.py)
         out.append((f"c{i}", delta, rng.standard_normal((1, text_dim)).astype(np.float32) * 0.01))
     return out
 
@@ -185,6 +162,7 @@ def bank_with_concepts(path, base_path: str, n: int, seed: int = 0):
     """A bank on `base_path` holding n fake concepts (valid objects and revisions, one learn each)."""
 
     from cns_cli.bank import Bank, Basis, Concept, Operation
+    from cns_cli.bank.delta import decode_delta
     from cns_cli.bank.models import Neurons, Slice
     from cns_cli.method.basis import allocate_slice, orthogonal_basis
     from cns_cli.model.loading import describe_base, load_pipeline, resolve_base
@@ -203,7 +181,7 @@ def bank_with_concepts(path, base_path: str, n: int, seed: int = 0):
         for name, delta, emb in fake_concepts(pointer.kv_layers, pointer.text_dim, n, params, seed=seed):
             start, _ = allocate_slice(used, pointer.text_dim, 4)
             used.append((start, 4))
-            per_layer = {k[:-5]: int(v.size) for k, v in delta.items() if k.endswith(".rows")}
+            per_layer = {layer: d.n for layer, d in decode_delta(delta).items()}
             concepts[name] = Concept(
                 token=f"<{name}>", class_word="thing", learned_in=1, slice=Slice(start=start, rank=4),
                 neurons=Neurons(total=sum(per_layer.values()), per_layer=per_layer),

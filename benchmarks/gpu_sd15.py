@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    from cns_cli.bank.delta import decode_delta
     from cns_cli.model.kv import ConceptTensors, apply_deltas
     from cns_cli.model.loading import kv_layers
     from cns_cli.model.runtime import autocast, resolve_precision
@@ -98,8 +99,9 @@ def main() -> None:
     q = torch.linalg.qr(torch.randn(t_dim, t_dim))[0]
     concepts = []
     for i, (_, delta, _) in enumerate(fake_concepts(kv, t_dim, 100, sum(p.numel() for p in s.unet.parameters()))):
-        rows = {k[:-5]: torch.from_numpy(v).long() for k, v in delta.items() if k.endswith(".rows")}
-        coef = {k[:-5]: torch.from_numpy(v) for k, v in delta.items() if k.endswith(".coef")}
+        layers = decode_delta(delta)
+        rows = {layer: torch.from_numpy(d.rows).long() for layer, d in layers.items()}
+        coef = {layer: torch.from_numpy(d.coef) for layer, d in layers.items()}
         start = (4 * i) % (t_dim - 3)
         concepts.append(ConceptTensors(rows, coef, q[:, start:start + 4]))
     out["apply_100_concepts_ms"] = round(statistics.median(

@@ -46,7 +46,7 @@ def main() -> None:
     from cns_cli.bench.trainer import ConceptData
     from cns_cli.demo.evaluator import Evaluator
     from cns_cli.demo.individuals import INDIVIDUALS, render_photos
-    from cns_cli.demo.run import claim_folder
+    from cns_cli.demo.outputs import claim_folder
     from cns_cli.model.runtime import resolve_device
 
     config = BenchConfig.quick(base=args.base) if args.quick else BenchConfig(base=args.base, concepts=args.concepts,
@@ -86,7 +86,7 @@ def main() -> None:
     result = {"method": METHODS["cns"].label, "concepts": [c.name for c in concepts], "single_identity": single,
               "config": {"steps": config.steps, "sample_steps": s.steps, "scenes": list(s.scenes)}, "rows": rows}
     (args.out / "region-variants.json").write_text(json.dumps(result, indent=2) + "\n")
-    from cns_cli.demo.run import labelled_sheet
+    from cns_cli.demo.outputs import labelled_sheet
 
     labelled_sheet(args.out / "contact-sheet.png", sheet, tile=96, label_w=110,
                    title="each pair on the beach | the first pair on grass, snow, night (same seeds in every row)")

@@ -83,7 +83,7 @@ def main() -> None:
     ap.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "OVERRIDES"))
     ap.add_argument("--basis", choices=("random", "calibration-energy"), default="random")
     ap.add_argument("--concepts", type=int, default=2)
-    ap.add_argument("--zero-shot-prompts", type=int, default=12)
+    ap.add_argument("--zero-shot-prompts", type=int, default=None, help="default 12; --quick 6")
     ap.add_argument("--out", type=Path, default=Path("row-sweep"))
     ap.add_argument("--base", default="demo")
     ap.add_argument("--quick", action="store_true", help="the bench's --quick settings (checks the script)")
@@ -95,16 +95,14 @@ def main() -> None:
     variants = args.variant or DEFAULT_VARIANTS
     for name, text in variants:  # registered as bench methods for this process only
         methods.METHODS[name] = methods.MethodInfo(name, "ablation", f"cns, {text or 'defaults'}", parse_overrides(text))
-    energies = None
+    q = energies = None
     if args.basis == "calibration-energy":
-        import cns_cli.method.basis as basis
-
-        q, energies = calibration_energy_basis(args.base)
-        basis.orthogonal_basis = lambda dim, seed=0: q  # what cns learn calls when it makes a bank's Q
-    kw = {"base": args.base, "methods": tuple(n for n, _ in variants)}
-    config = (BenchConfig.quick(**kw) if args.quick
-              else BenchConfig(concepts=args.concepts, zero_shot_n=args.zero_shot_prompts, **kw))
-    doc = run_bench(args.out, config)
+        q, energies = calibration_energy_basis(args.base)  # the Q every new bank of this run starts from
+    kw = {"base": args.base, "methods": tuple(n for n, _ in variants), "concepts": args.concepts}  # --quick too
+    if args.zero_shot_prompts is not None:
+        kw["zero_shot_n"] = args.zero_shot_prompts
+    config = BenchConfig.quick(**kw) if args.quick else BenchConfig(**{"zero_shot_n": 12, **kw})
+    doc = run_bench(args.out, config, new_basis=q)
     if energies is not None:
         shutil.rmtree(args.out / "banks")
     rows = [{"basis": args.basis, "concepts": config.concepts, "overrides": dict(variants)[k], **summary_row(k, e)}

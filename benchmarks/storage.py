@@ -33,6 +33,7 @@ def _zeros_bytes(shapes: dict[str, tuple], dtype) -> int:
 
 
 def measure(unet, text_dim: int) -> dict:
+    from cns_cli.bank.delta import decode_delta
     from cns_cli.bank.store import encode_object
     from cns_cli.model.loading import kv_layers
 
@@ -46,7 +47,7 @@ def measure(unet, text_dim: int) -> dict:
             lora[f"unet.{name}.lora_A.weight"] = (4, m.in_features)
             lora[f"unet.{name}.lora_B.weight"] = (m.out_features, 4)
     full = {f"{name}.weight": (m.out_features, m.in_features) for name, m in kv_layers(unet).items()}
-    rows = sum(v.size for k, v in delta.items() if k.endswith(".rows"))
+    rows = sum(d.n for d in decode_delta(delta).values())
     return {
         "unet_parameters": params, "kv_rows": sum(kv.values()), "cns_rows": int(rows),
         "cns_bytes": cns,

@@ -32,8 +32,8 @@ def main() -> None:
 
     rows = []
     for value in [float(v) for v in args.values.split(",")]:
-        kw = {"base": args.base, "methods": tuple(args.methods.split(",")), "lr_token": value}
-        config = BenchConfig.quick(**kw) if args.quick else BenchConfig(concepts=args.concepts, **kw)
+        kw = {"base": args.base, "methods": tuple(args.methods.split(",")), "lr_token": value, "concepts": args.concepts}
+        config = BenchConfig.quick(**kw) if args.quick else BenchConfig(**kw)  # --concepts counts with --quick too
         doc = run_bench(args.out / f"lr_token-{value:g}", config)
         for key, entry in doc["methods"].items():
             last = entry["steps"][-1]["concepts"]

@@ -378,7 +378,7 @@ def demo(
 @command(bank=False)
 def bench(
     out: Annotated[Path, typer.Option(help="Folder for bench.json, table.md, forgetting.png, contact-sheet.png.")] = Path("cns-bench"),
-    concepts: Annotated[int, typer.Option(help="Personal concepts learned one after another (1-12).")] = 10,
+    concepts: Annotated[Optional[int], typer.Option(help="Personal concepts learned one after another, 1-12 (default 10; --quick 2).")] = None,
     methods: Annotated[Optional[str], typer.Option(help="Comma-separated methods (default: all): cns, cns-keep-general, cns-random, cns-dense, cns-no-reg, kv-finetune, lora-seq, lora-merge, ti.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Training steps per concept, every method (default 150; --quick 8).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="2 concepts, few steps and images: checks the pipeline, not the numbers.")] = False,
@@ -393,6 +393,8 @@ def bench(
     from .reporting import for_stderr
 
     kw: dict = {"base": base, "device": device.value}
+    if concepts is not None:  # given: it counts with --quick too
+        kw["concepts"] = concepts
     if methods:
         kw["methods"] = tuple(m.strip() for m in methods.split(",") if m.strip())
     if steps is not None:
@@ -401,10 +403,7 @@ def bench(
         kw["lr_token"] = lr_token
     if zero_shot_n is not None:
         kw["zero_shot_n"] = zero_shot_n
-    if quick:
-        config = BenchConfig.quick(**kw)
-    else:
-        config = BenchConfig(concepts=concepts, **kw)
+    config = BenchConfig.quick(**kw) if quick else BenchConfig(**kw)
     doc = run_bench(out, config, for_stderr())
     if json_:
         output.emit_json(doc)

@@ -25,6 +25,7 @@ import numpy as np
 from . import __version__
 from .bank import Bank, Revision
 from .bank.atomic import atomic_write
+from .bank.delta import read_delta
 from .bank.integrity import require_intact
 from .errors import ConceptError, UsageError
 
@@ -35,14 +36,13 @@ MERGED_NAME = "cns-merged"
 def _lora_factors(bank: Bank, rev: Revision, name: str, q: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """layer -> (down (r, d), up (out, r)) of one concept, float32, exact."""
     c = rev.concepts[name]
-    t = bank.read_object(c.delta)
     b = q[:, c.slice.start : c.slice.start + c.slice.rank]  # (d, r)
     out = {}
-    for layer, n in c.neurons.per_layer.items():
-        if not n:
+    for layer, d in read_delta(bank, c).items():
+        if not d.n:
             continue
         up = np.zeros((rev.base.kv_layers[layer], c.slice.rank), dtype=np.float32)
-        up[t[f"{layer}.rows"]] = t[f"{layer}.coef"]
+        up[d.rows] = d.coef
         out[layer] = (np.ascontiguousarray(b.T, dtype=np.float32), up)
     return out
 
@@ -129,7 +129,7 @@ def export(bank_path: Path, out: Path, fmt: str = "kohya", concepts: list[str] |
                                          "file from a backup; `cns verify` lists every problem")
     require_intact(bank, rev, names, basis=fmt != "embedding", fix=fix)
     if fmt == "pipeline":
-        files = _export_pipeline(bank, rev, names, out)
+        files = _export_pipeline(bank, rev, names, out, fix)
     else:
         files = _export_files(bank, rev, names, out, fmt, merged)
     return {"format": fmt, "revision": rev.number, "concepts": names, "out": str(out), "files": files,
@@ -173,15 +173,12 @@ def _export_files(bank: Bank, rev: Revision, names: list[str], out: Path, fmt: s
     return files
 
 
-def _export_pipeline(bank: Bank, rev: Revision, names: list[str], out: Path) -> list[dict]:
+def _export_pipeline(bank: Bank, rev: Revision, names: list[str], out: Path, fix: str | None = None) -> list[dict]:
     """save_pretrained of the base with these concepts merged in and their tokens added; built in a temp
     folder next to OUT and moved in, so a failure leaves no half-written pipeline."""
-    from .model import loading
-    from .model.bank_apply import apply_bank
+    from .model.personalised import load_personalised
 
-    pipe = loading.load_pipeline(loading.spec_of(rev.base))
-    loading.check_matches(rev.base, pipe)
-    apply_bank(pipe, bank, rev, names)
+    pipe = load_personalised(bank, rev, names, fix=fix)
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".cns-export-", dir=out.parent))
     try:

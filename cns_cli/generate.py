@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .bank import Bank
-from .bank.integrity import require_intact
 from .checks import ModelFacts, check_out_dir, check_seeds, check_size, check_steps, facts_from_configs, model_facts
 from .errors import CnsError, UsageError
 from .regions import RegionPlan, RegionRequest
@@ -64,16 +63,10 @@ def _slug(text: str) -> str:
 
 def build_pipeline(bank: Bank, rev, device: str = "cpu", dtype=None):
     """The base pipeline with every concept of `rev` applied (in float32), then placed on `device` in
-    `dtype` (default float32): what `cns generate` runs."""
-    import torch
+    `dtype` (default float32): what `cns generate` runs (model.personalised.load_personalised)."""
+    from .model.personalised import load_personalised
 
-    from .model import loading
-    from .model.bank_apply import apply_bank
-
-    pipe = loading.load_pipeline(loading.spec_of(rev.base))
-    loading.check_matches(rev.base, pipe)
-    apply_bank(pipe, bank, rev)
-    return loading.place(pipe, device, dtype or torch.float32)
+    return load_personalised(bank, rev, None, device, dtype)
 
 
 def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: GenerateConfig = GenerateConfig(),
@@ -97,8 +90,7 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
     dtype = resolve_precision(config.precision, device)
     if on_phase:
         on_phase(f"loading the base model on {device} with {len(rev.concepts)} concept(s)")
-    require_intact(bank, rev)  # a damaged concept is named now, not after a model load
-    pipe = build_pipeline(bank, rev, device, dtype)
+    pipe = build_pipeline(bank, rev, device, dtype)  # a damaged concept is named before the model loads
     loaded = pipeline_facts(pipe)  # the limits not readable before the load (a single file, a hub id not cached)
     _check_limits(ModelFacts(loaded.max_steps if early.max_steps is None else None, loaded.train_steps,
                              loaded.native if early.native is None else None), config)

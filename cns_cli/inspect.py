@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .bank import Bank, Revision
+from .bank.delta import read_delta
 from .bank.models import trained_parameters
 
 def _concept_summary(bank: Bank, rev: Revision, name: str) -> dict:
@@ -18,9 +19,7 @@ def _concept_summary(bank: Bank, rev: Revision, name: str) -> dict:
 
 
 def _rows(bank: Bank, rev: Revision, name: str) -> dict[str, set[int]]:
-    c = rev.concepts[name]
-    tensors = bank.read_object(c.delta)
-    return {layer: set(tensors[f"{layer}.rows"].tolist()) for layer in c.neurons.per_layer}
+    return {layer: set(d.rows.tolist()) for layer, d in read_delta(bank, rev.concepts[name]).items()}
 
 
 def inspect_bank(bank: Bank, neurons: bool = False) -> dict:

@@ -149,10 +149,13 @@ def test_disk_full_while_committing(bank, hat_photos, monkeypatch, unchanged):
 def test_ctrl_c_during_training_commits_nothing(bank, hat_photos, monkeypatch, unchanged):
     import cns_cli.model.train as train
 
-    def interrupted(*a, **k):
-        raise KeyboardInterrupt
+    def interrupted(self):
+        if self.steps_done == 2:  # mid-run, after some optimiser steps
+            raise KeyboardInterrupt
+        return real_step(self)
 
-    monkeypatch.setattr(train, "train", interrupted)
+    real_step = train.Trainer.step
+    monkeypatch.setattr(train.Trainer, "step", interrupted)
     r = cns("--bank", bank, "learn", "hat", hat_photos, *FAST)
     assert r.exit_code == 130 and "nothing was committed" in r.stderr
     monkeypatch.undo()

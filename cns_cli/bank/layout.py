@@ -4,6 +4,7 @@ Tensor names (format/SPEC.md, "Objects"):
 - basis:           "Q"                 F32 [dim, dim], orthogonal
 - delta:           "<layer>.rows"      I32 [n]        strictly increasing output-row indices (the neurons)
                    "<layer>.coef"      F32 [n, rank]  trained coefficients A; dW = S^T A B^T
+                   (encoded and decoded only by bank/delta.py)
 - embedding:       "embedding"         F32 [k, text_dim], k >= 1 vectors for the concept's token
 - general neurons: "<layer>"           I32 [m]        strictly increasing rows
 Every object's safetensors `__metadata__` has one entry, "cns": a JSON map whose "kind" is one of the
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .delta import decode_delta, expected_names
 from .models import Concept, Revision
 
 def _increasing_rows(rows: np.ndarray, limit: int) -> str | None:
@@ -29,13 +31,14 @@ def _increasing_rows(rows: np.ndarray, limit: int) -> str | None:
 def check_delta(tensors: dict[str, np.ndarray], concept: Concept, rev: Revision) -> list[str]:
     """Problems with a concept's delta object, as one-line strings (empty list = fine)."""
     problems: list[str] = []
-    expected = {f"{layer}.{part}" for layer in concept.neurons.per_layer for part in ("rows", "coef")}
+    expected = expected_names(concept.neurons.per_layer)
     if set(tensors) != expected:
         extra, missing = sorted(set(tensors) - expected), sorted(expected - set(tensors))
         problems.append(f"tensor names differ from neurons.per_layer (missing {missing[:3]}, extra {extra[:3]})")
         return problems
+    layers = decode_delta(tensors, concept.neurons.per_layer)
     for layer, n in concept.neurons.per_layer.items():
-        rows, coef = tensors[f"{layer}.rows"], tensors[f"{layer}.coef"]
+        rows, coef = layers[layer]
         why = _increasing_rows(rows, rev.base.kv_layers[layer])
         if why:
             problems.append(f"{layer}: {why}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 from ..learn import LearnConfig
@@ -64,6 +65,7 @@ class Budget:
     text_dim: int  # the base's text width: a token's size, and the dense ablation's rank
     lr_token: float = LearnConfig.lr_token  # every method's token learns at cns's default rate
     device: str = "cpu"
+    new_basis: Any = field(default=None, compare=False, repr=False)  # (d, d) Q for new banks: experiments only
 
 
 def make_method(key: str, budget: Budget, workdir: Path):
@@ -80,6 +82,8 @@ class BankMethod:
     def __init__(self, info: MethodInfo, budget: Budget, bank_path: Path):
         self.info, self.budget, self.bank_path = info, budget, bank_path
         self.bytes_total = 0
+        self._pipe = None  # the base, loaded once by `pipeline`
+        self._applied = None  # the concepts in it now (an AppliedConcepts)
 
     def learn(self, c: ConceptData) -> dict:
         from ..learn import LearnConfig, learn
@@ -89,7 +93,8 @@ class BankMethod:
             overrides["rank"] = self.budget.text_dim
         cfg = LearnConfig(steps=self.budget.steps, seed=self.budget.seed, lr_token=self.budget.lr_token,
                           device=self.budget.device, **overrides)
-        outcome = learn(self.bank_path, c.name, c.photos, class_word=c.cls, base=self.budget.base, config=cfg)
+        outcome = learn(self.bank_path, c.name, c.photos, class_word=c.cls, base=self.budget.base, config=cfg,
+                        new_basis=self.budget.new_basis)
         plan = outcome.plan
         self.bytes_total += plan["bytes_to_store"]
         text_dim = self.budget.text_dim
@@ -98,11 +103,22 @@ class BankMethod:
                 "final_loss": outcome.stats["final_loss"]}
 
     def pipeline(self):
+        """The bank's HEAD applied to one base pipeline, loaded (and fingerprint-checked) on the first call only:
+        later calls take the previous concepts out exactly (bank_apply.apply_concepts) and apply the new HEAD's, so
+        the pipeline is bit for bit `cns generate`'s without reloading the base after every concept."""
         from ..bank import Bank
-        from ..generate import build_pipeline
+        from ..model.bank_apply import apply_concepts
+        from ..model.personalised import load_personalised
 
         bank = Bank.open(self.bank_path)
-        return build_pipeline(bank, bank.head(), self.budget.device)
+        rev = bank.head()
+        if self._pipe is None:
+            self._pipe = load_personalised(bank, rev, [], self.budget.device)
+        if self._applied is not None:
+            self._applied.remove()
+            self._applied = None
+        self._applied = apply_concepts(self._pipe, bank, rev)
+        return self._pipe
 
 
 class InMemoryMethod:
@@ -201,7 +217,7 @@ def _lora_config():
     return LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=LORA_TARGETS)
 
 
-def _add_lora(unet, seed: int) -> None:
+def add_lora(unet, seed: int) -> None:
     """Adds the adapter with its random initial A drawn from `seed`: peft draws it from torch's global RNG, so
     without this the LoRA baselines started from other weights in every run (two 8-concept runs differed by 7
     points of zero-shot accuracy)."""
@@ -234,7 +250,7 @@ class LoraSequential(InMemoryMethod):
     def trainable_unet(self):
         if self.count == 0:
             self.targets = _target_weights(self.pipe.unet)
-            _add_lora(self.pipe.unet, self.budget.seed)
+            add_lora(self.pipe.unet, self.budget.seed)
         return self.pipe.unet, _lora_params(self.pipe.unet)
 
     def weights_changed(self) -> int:
@@ -255,7 +271,7 @@ class LoraMerge(InMemoryMethod):
 
     def trainable_unet(self):
         unet = copy.deepcopy(self.base_unet)
-        _add_lora(unet, self.budget.seed * 1_000 + self.count)  # a different start per concept, the same every run
+        add_lora(unet, self.budget.seed * 1_000 + self.count)  # a different start per concept, the same every run
         params = _lora_params(unet)
         self.adapter_values = sum(p.numel() for p in params)
         return unet, params

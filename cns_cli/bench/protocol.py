@@ -68,10 +68,13 @@ class BenchConfig:
         return Sampling(self.scenes, self.seeds, self.sample_steps, self.guidance, self.zero_shot_n)
 
 
-def run_bench(out: Path, config: BenchConfig = BenchConfig(), reporter: Reporter = NullReporter()) -> dict:
+def run_bench(out: Path, config: BenchConfig = BenchConfig(), reporter: Reporter = NullReporter(),
+              new_basis=None) -> dict:
+    """`new_basis` (d, d): the basis Q the cns methods' new banks start from instead of the seeded one (an input
+    for experiments such as benchmarks/row_training_sweep.py; the bench itself never sets it)."""
     from ..demo.evaluator import Evaluator
     from ..demo.individuals import INDIVIDUALS, render_photos
-    from ..demo.run import claim_folder
+    from ..demo.outputs import claim_folder
     from ..model.loading import load_pipeline, resolve_base
     from ..model.runtime import resolve_device
     from .report import write_reports
@@ -94,7 +97,7 @@ def run_bench(out: Path, config: BenchConfig = BenchConfig(), reporter: Reporter
                           "identity_base_class": _base_class_identity(base_pipe, ev, concepts, s)},
                  "methods": {}}
     budget = Budget(base=config.base, steps=config.steps, seed=config.seed, device=device, lr_token=config.lr_token,
-                    text_dim=base_pipe.text_encoder.config.hidden_size)
+                    text_dim=base_pipe.text_encoder.config.hidden_size, new_basis=new_basis)
     del base_pipe
     sheet_images: dict[str, dict] = {}
     for key in config.methods:

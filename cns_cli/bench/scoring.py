@@ -54,14 +54,6 @@ def concept_prompts(concept, s: Sampling) -> tuple[list[str], list[int], list[st
     return prompts, seeds, scenes
 
 
-def nearest_individual(ev, images) -> list[str]:
-    from ..demo.individuals import INDIVIDUALS
-
-    names = list(INDIVIDUALS)
-    refs = np.stack([ev.reference_embedding(n) for n in names])  # [12, 64]
-    return [names[j] for j in (ev.embed(images) @ refs.T).argmax(1)]
-
-
 def score_concepts(pipe, ev, concepts: list, s: Sampling) -> tuple[dict, dict]:
     """({name: {"identity", "recognised", "scene", "class"}}, {name: uint8 images}) for every concept in
     `concepts` (ConceptData), generated in one batched pass."""
@@ -81,7 +73,7 @@ def score_concepts(pipe, ev, concepts: list, s: Sampling) -> tuple[dict, dict]:
         pred = ev.predict(imgs)
         scores[c.name] = {
             "identity": float(np.mean(ev.identity_similarity(imgs, c.name))),
-            "recognised": float(np.mean([n == c.name for n in nearest_individual(ev, imgs)])),
+            "recognised": float(np.mean([n == c.name for n in ev.nearest_individual(imgs)])),
             "scene": float(np.mean([p == w for p, w in zip(pred["scene"], want)])),
             "class": float(np.mean([p == c.cls for p in pred["class"]])),
         }
@@ -165,7 +157,7 @@ def score_groups(pipe, ev, concepts: list, s: Sampling, size: int = 2, regions: 
     plans = group_plans(prompts, concepts, regions) if regions else None
     images64 = to_array(generate(pipe, prompts, seeds=seeds, steps=s.steps, guidance=s.guidance, regions=plans))
     boxes = [np.stack([columns(im, size)[j] for im in images64]) for j in range(size)]  # [column][image]
-    who = list(zip(*[nearest_individual(ev, b) for b in boxes]))
+    who = list(zip(*[ev.nearest_individual(b) for b in boxes]))
     cls = list(zip(*[ev.predict(b)["class"] for b in boxes]))
     identity = [[float(ev.identity_similarity(boxes[j][i][None], n[j])[0]) for j in range(size)] for i, n in enumerate(names)]
     outcomes = [group_outcome(list(w), list(n)) for w, n in zip(who, names)]

@@ -1,6 +1,6 @@
-"""The training loop every in-memory baseline of `cns bench` shares: the noise-prediction MSE of
-`model.train.diffusion_loss` on a concept's photos, AdamW (weight decay 0, so nothing without a gradient moves)
-on the method's parameters and on the concept's new token vector. cns itself trains through `cns learn`.
+"""The in-memory baselines of `cns bench` train with the one training loop (model.train.Trainer) that
+`cns learn` runs: the same loss, optimiser, seeding and divergence check, on the method's parameters and the
+concept's new token vector. cns itself trains through `cns learn`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..model.train import diffusion_loss, encode_latents, encode_unique, sample_batch
+from ..model.train import Trainer, encode_latents, encode_unique
 
 
 @dataclass(frozen=True)
@@ -35,23 +35,13 @@ def prepare(pipe, concept: ConceptData) -> tuple[torch.Tensor, list[str]]:
 
 def train_concept(unet, pipe, latents: torch.Tensor, prompts: list[str], params: list[torch.Tensor], token_vector,
                   *, steps: int, lr: float, lr_token: float, seed: int) -> list[float]:
-    """`steps` AdamW steps of batch 1 on `params` (lr) and `token_vector` (lr_token) with `unet` (which may be
-    a copy of pipe.unet carrying an adapter); pipe gives the tokenizer, text encoder and noise schedule.
-    Returns the loss per step."""
+    """`steps` steps of batch 1 of the one training loop (model.train.Trainer) on `params` (lr) and
+    `token_vector` (lr_token) with `unet` (which may be a copy of pipe.unet carrying an adapter); pipe gives the
+    tokenizer, text encoder and noise schedule. Returns the loss per step."""
     from diffusers import DDPMScheduler
 
-    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    groups = [{"params": params, "lr": lr}] if params else []
-    groups.append({"params": [token_vector], "lr": lr_token})
-    opt = torch.optim.AdamW(groups, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(seed)
-    losses = []
-    for _ in range(steps):
-        lat, texts = sample_batch(latents, prompts, 1, gen)
-        states = encode_unique(pipe.tokenizer, pipe.text_encoder, texts)
-        loss = diffusion_loss(unet, scheduler, lat, states, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    return losses
+    states = lambda texts: encode_unique(pipe.tokenizer, pipe.text_encoder, texts)  # noqa: E731 - the token trains
+    groups = [{"params": list(params), "lr": lr}, {"params": [token_vector], "lr": lr_token}]
+    trainer = Trainer(unet, DDPMScheduler.from_config(pipe.scheduler.config), latents, prompts, states, groups,
+                      batch=1, gen=torch.Generator().manual_seed(seed))
+    return trainer.run(steps)

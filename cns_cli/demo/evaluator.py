@@ -10,19 +10,15 @@ model's outputs), so it is an independent measuring instrument for what a genera
     separates an individual from the other members of its class (spots, collars, patterns), not just the class.
     `identity_similarity` is the cosine similarity to the mean embedding of reference renders.
 
-    python -m cns_cli.demo.evaluator train [--seed 0] [--out cns_cli/data]   # ≈ 5 CPU-minutes on 2 threads
-    python -m cns_cli.demo.evaluator validate [--weights PATH]              # re-measure the packaged weights
-
 The weights ship as `cns_cli/data/evaluator.safetensors` (safetensors only, never pickle; the architecture and
-the label vocabularies live in its metadata) with the validation report `cns_cli/data/evaluator.json`.
-Training and validation (`train`, `validate`, ...) live in `cns_cli.demo.evaluator_training`.
+the label vocabularies live in its metadata) with the validation report `cns_cli/data/evaluator.json`. This
+module is the inference only; training and validation are a developer tool, `tools/train_evaluator.py`
+in the repository (`train`, ≈ 7 min on 2 CPU threads; `validate` re-measures the packaged weights).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,11 +31,6 @@ FORMAT = "cns-demo-evaluator"
 META_KEY = "cns_demo_evaluator"  # the safetensors metadata key holding {"format", "version", "config"}
 VERSION = 1
 REF_SEED = 12345  # default seed of the reference renders an identity is compared with
-FINGERPRINT_SEED = 4_242  # renders hashed by world_fingerprint
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------------- network
@@ -127,92 +118,11 @@ def to_array(images: Any) -> np.ndarray:
     return out
 
 
-def _tensor(arr: np.ndarray):
+def to_tensor(arr: np.ndarray):
+    """uint8 [N,64,64,3] -> float32 [N,3,64,64] in [-1,1], the network's input."""
     import torch
 
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)  # [N,3,64,64] in [-1,1]
-
-
-def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """P(score(pos) > score(neg)) + ½ P(tie): the Mann-Whitney form of the ROC AUC."""
-    s = np.concatenate([pos, neg])
-    order = s.argsort(kind="mergesort")
-    ranks = np.empty(len(s))
-    ranks[order] = np.arange(1, len(s) + 1)
-    for v in np.unique(s):  # average ranks of ties (rare with float scores)
-        m = s == v
-        if m.sum() > 1:
-            ranks[m] = ranks[m].mean()
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
-# --------------------------------------------------------------------------------------------- world data
-
-
-def _world():
-    from . import individuals, world
-
-    return world, individuals
-
-
-def world_fingerprint() -> str:
-    """sha256 over what the world draws: the label lists, one seeded render of every scene × class × colour
-    triple and four of every individual. The evaluator measures the world it was trained on; `validate`
-    says so when the renders have changed since (refactoring the drawing code without changing a pixel
-    keeps the fingerprint)."""
-    import hashlib
-    from itertools import product
-
-    world, ind = _world()
-    h = hashlib.sha256()
-    labels = [world.SCENES, world.CLASSES, world.COLOURS, world.SIZES, world.POSITIONS, sorted(ind.INDIVIDUALS)]
-    h.update(json.dumps(labels).encode())
-    for k, (scene, cls, colour) in enumerate(product(world.SCENES, world.CLASSES, world.COLOURS)):
-        rng = np.random.default_rng((FINGERPRINT_SEED, k))
-        spec = world.Spec(scene, cls, colour, world.SIZES[k % len(world.SIZES)], world.POSITIONS[k % len(world.POSITIONS)])
-        h.update(world.render_array(spec, rng)[0].tobytes())
-    for name in sorted(ind.INDIVIDUALS):
-        h.update(ind.reference_renders(name, 4, seed=FINGERPRINT_SEED).tobytes())
-    return h.hexdigest()
-
-
-def identity_names() -> list[str]:
-    """Identity classes: every individual (sorted), then "generic <class>" for every class."""
-    world, ind = _world()
-    return sorted(ind.INDIVIDUALS) + [f"generic {c}" for c in world.CLASSES]
-
-
-def render_individual(name: str, n: int, seed: int) -> tuple[np.ndarray, list]:
-    """`n` renders of individual `name` at random scenes / sizes / positions / poses: uint8 [n,64,64,3] and their
-    Specs. Item i depends only on (seed, i, name)."""
-    import zlib
-
-    world, ind = _world()
-    out = np.empty((n, IMAGE, IMAGE, 3), np.uint8)
-    specs = []
-    for i in range(n):
-        rng = np.random.default_rng((seed, i, zlib.crc32(name.encode())))
-        spec = ind.individual_spec(name, rng)
-        out[i] = world.render_array(spec, rng)[0]
-        specs.append(spec)
-    return out, specs
-
-
-def render_generic_class(cls: str, n: int, seed: int) -> tuple[np.ndarray, list]:
-    """`n` generic (non-individual) renders of class `cls`, any scene / colour / size / position."""
-    import zlib
-
-    world, _ = _world()
-    out = np.empty((n, IMAGE, IMAGE, 3), np.uint8)
-    specs = []
-    for i in range(n):
-        rng = np.random.default_rng((seed, i, zlib.crc32(cls.encode())))
-        scene, colour, size, pos = (o[int(rng.integers(len(o)))] for o in (world.SCENES, world.COLOURS, world.SIZES,
-                                                                           world.POSITIONS))
-        spec = world.Spec(scene, cls, colour, size, pos)
-        out[i] = world.render_array(spec, rng)[0]
-        specs.append(spec)
-    return out, specs
 
 
 # --------------------------------------------------------------------------------------------- evaluator
@@ -295,7 +205,7 @@ class Evaluator:
         self.net.eval()
         with torch.inference_mode():
             for i in range(0, len(arr), batch):
-                o = self.net(_tensor(arr[i: i + batch]))
+                o = self.net(to_tensor(arr[i: i + batch]))
                 for k, acc in outs.items():
                     acc.append((o[k] if k == "embed" else o[k].softmax(1)).numpy())
         dims = {"scene": len(self.scenes), "class": len(self.classes), "colour": len(self.colours),
@@ -323,8 +233,9 @@ class Evaluator:
         """Unit-norm mean embedding [64] of `individuals.reference_renders(name, n_ref, seed)`."""
         key = (name, n_ref, seed)
         if key not in self._ref_cache:
-            _, ind = _world()
-            e = self.embed(np.asarray(ind.reference_renders(name, n_ref, seed), np.uint8)).mean(0)
+            from .individuals import reference_renders
+
+            e = self.embed(np.asarray(reference_renders(name, n_ref, seed), np.uint8)).mean(0)
             self._ref_cache[key] = e / max(float(np.linalg.norm(e)), 1e-8)
         return self._ref_cache[key]
 
@@ -332,6 +243,14 @@ class Evaluator:
         """float [N]: cosine similarity of each image's embedding to individual `name`'s reference embedding
         (1 = indistinguishable from the individual; other members of its class score clearly lower)."""
         return self.embed(images) @ self.reference_embedding(name, n_ref, seed)
+
+    def nearest_individual(self, images: Any) -> list[str]:
+        """Per image, the individual (of every one in the world) whose reference embedding is nearest to it."""
+        from .individuals import INDIVIDUALS
+
+        names = list(INDIVIDUALS)
+        refs = np.stack([self.reference_embedding(n) for n in names])  # [12, 64]
+        return [names[j] for j in (self.embed(images) @ refs.T).argmax(1)]
 
     def prompt_alignment(self, images: Any, specs: Sequence[Any]) -> dict[str, Any]:
         """Accuracy of the predicted scene / class / colour against the intended Specs (one per image).
@@ -345,53 +264,3 @@ class Evaluator:
         allok = [a and b and c for a, b, c in zip(per["scene"], per["class"], per["colour"])]
         mean = lambda v: float(np.mean(v)) if v else float("nan")
         return {"n": len(specs), **{k: mean(v) for k, v in per.items()}, "all": mean(allok), "per_image": per}
-
-
-# --------------------------------------------------------------------------------------------- CLI
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from .evaluator_training import TrainSettings, train, validate
-
-    ap = argparse.ArgumentParser(prog="python -m cns_cli.demo.evaluator", description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    tr = sub.add_parser("train", help="train, validate, write evaluator.safetensors + evaluator.json")
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "data")
-    tr.add_argument("--steps", type=int, default=TrainSettings.steps)
-    tr.add_argument("--threads", type=int, default=TrainSettings.threads)
-    tr.add_argument("--quick", action="store_true", help="a tiny smoke run (does not meet the targets)")
-    va = sub.add_parser("validate", help="re-run validation of the packaged (or given) weights; print the report")
-    va.add_argument("--weights", type=Path, default=None)
-    va.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args(argv)
-    import torch
-
-    if args.cmd == "train":
-        s = TrainSettings(seed=args.seed, steps=args.steps, threads=args.threads)
-        if args.quick:
-            s = TrainSettings(seed=args.seed, steps=5, batch=16, n_generic=200, n_per_individual=10, threads=args.threads)
-        ev, summary = train(s)
-        report = {"format": FORMAT, "version": VERSION, "world_sha256": ev.config["world_sha256"],
-                  "training": summary, "validation": validate(ev), "weights": "evaluator.safetensors"}
-        path = ev.save(args.out / "evaluator.safetensors")
-        import hashlib
-
-        report["weights_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
-        report["weights_bytes"] = path.stat().st_size
-        (args.out / "evaluator.json").write_text(json.dumps(report, indent=1) + "\n")
-        print(json.dumps({k: report["validation"][k] for k in ("targets",)}, indent=1))
-        print(f"wrote {path} and {args.out / 'evaluator.json'}")
-        return 0 if report["validation"]["targets"]["all_met"] else 1
-    torch.set_num_threads(args.threads)
-    ev = Evaluator.load(args.weights)
-    if ev.config.get("world_sha256") != world_fingerprint():
-        _log("note: world.py / individuals.py changed since these weights were trained; retrain with `train`")
-    report = validate(ev)
-    report["world_matches_training"] = ev.config.get("world_sha256") == world_fingerprint()
-    print(json.dumps(report, indent=1))
-    return 0 if report["targets"]["all_met"] else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

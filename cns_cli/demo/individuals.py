@@ -20,24 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .world import (
-    CLASS_ASPECT,
-    GLASS,
-    POSITIONS,
-    SCENES,
-    SIZES,
-    DrawFn,
-    Painter,
-    Spec,
-    _j,
-    draw_cat,
-    draw_dog,
-    draw_flower,
-    draw_house,
-    nearest_colour,
-    render_array,
-    shade,
-)
+from .painter import GLASS, DrawFn, Painter, _j, draw_cat, draw_dog, draw_flower, draw_house, shade
+from .stage import CLASS_ASPECT, POSITIONS, SCENE_PHRASES, SCENES, SIZES, Spec, check, nearest_colour, place
 
 BLACK = (22, 22, 26)
 WHITE = (246, 246, 246)
@@ -276,6 +260,25 @@ def _get(name: str) -> Individual:
         raise ValueError(f"unknown individual {name!r}; expected one of {', '.join(INDIVIDUALS)}") from None
 
 
+def object_of(spec: Spec) -> tuple[DrawFn, float, tuple[int, int, int]]:
+    """The draw function, aspect and main colour of the individual `spec` shows. ValueError for an unknown
+    individual, or a spec whose class or colour is not the individual's."""
+    ind = INDIVIDUALS.get(spec.individual)
+    if ind is None:
+        raise ValueError(f"unknown individual {spec.individual!r}; expected one of {', '.join(INDIVIDUALS)}")
+    if (spec.cls, spec.colour) != (ind.cls, ind.colour):
+        raise ValueError(
+            f"individual {ind.name!r} is a {ind.colour} {ind.cls}, but the spec says {spec.colour} {spec.cls}"
+        )
+    return ind.draw, ind.aspect, ind.rgb
+
+
+def _render_array(spec: Spec, rng: np.random.Generator) -> np.ndarray:
+    """An individual's spec drawn as `world.render_array` draws it: uint8 [64, 64, 3]."""
+    check(spec)
+    return place(spec, *object_of(spec), rng)[0]
+
+
 def individual_spec(
     name: str,
     rng: np.random.Generator,
@@ -301,8 +304,6 @@ def render_photos(name: str, folder: Path, n: int = 6, seed: int = 0, captions: 
     Returns the paths, named `{name}-{i:02d}.png`. With `captions`, each photo gets a kohya-style caption
     file `{name}-{i:02d}.txt` naming the concept and the scene ("a <rex> dog on the beach"), so that
     training attributes the scene to its words and the rest to `<name>`."""
-    from .world import SCENE_PHRASES
-
     _get(name)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -313,7 +314,7 @@ def render_photos(name: str, folder: Path, n: int = 6, seed: int = 0, captions: 
         size = "small" if rng.random() < 1 / 3 else "big"
         spec = individual_spec(name, rng, scene=order[i % len(order)], size=size)
         path = folder / f"{name}-{i:02d}.png"
-        Image.fromarray(render_array(spec, rng)[0], "RGB").save(path)
+        Image.fromarray(_render_array(spec, rng), "RGB").save(path)
         if captions:
             path.with_suffix(".txt").write_text(f"a <{name}> {spec.cls} {SCENE_PHRASES[spec.scene]}\n")
         paths.append(path)
@@ -328,5 +329,5 @@ def reference_renders(name: str, n: int, seed: int) -> np.ndarray:
     out = np.empty((n, 64, 64, 3), np.uint8)
     for i in range(n):
         rng = np.random.default_rng(_stream(name, seed, 2) + (i,))
-        out[i] = render_array(individual_spec(name, rng), rng)[0]
+        out[i] = _render_array(individual_spec(name, rng), rng)
     return out

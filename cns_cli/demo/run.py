@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
 from ..regions import RegionRequest
 from ..reporting import NullReporter, Reporter
+from .outputs import claim_folder, labelled_sheet
 
 # A ginger cat with dark stripes and a pink cottage with a round green door: concepts cns draws recognisably on
 # the bundled model after 150 steps (cns bench, 8 concepts: identity 0.34 / 0.47 against the base model's
@@ -25,6 +25,7 @@ from ..reporting import NullReporter, Reporter
 # resembles (0.25): README, "Benchmark".
 PAIR = ("milo", "cottage")
 SHOWN_SCENES = ("beach", "grass", "snow", "night")
+MARKER = "cns-demo.json"  # written first into the demo's folder: the folder is the demo's to replace
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
 
     out = Path(out)
     bank_path = out / "demo.cnsbank"
-    claim_folder(out)
+    claim_folder(out, MARKER, "cns demo")
     photos = {}
     for name in PAIR:
         reporter.phase(f"rendering {config.photos} photos of {name} ({INDIVIDUALS[name].description or INDIVIDUALS[name].cls})")
@@ -126,33 +127,13 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
 def _halves_scores(ev, records: list[dict]) -> dict:
     """Each concept's identity in its own half (left: the first), and the share of images whose halves are read
     as the two concepts in that order."""
-    from ..bench.scoring import nearest_individual
     from .pairs import columns
 
     split = [columns(_pixels(r["path"]), 2) for r in records]  # [scene][left, right]
-    names = [nearest_individual(ev, [h[i] for h in split]) for i in range(len(PAIR))]
+    names = [ev.nearest_individual([h[i] for h in split]) for i in range(len(PAIR))]
     return {"identity": {name: float(np.mean(ev.identity_similarity([h[i] for h in split], name)))
                          for i, name in enumerate(PAIR)},
             "in_order": float(np.mean([list(who) == list(PAIR) for who in zip(*names)]))}
-
-
-MARKER = "cns-demo.json"  # written first into the demo's folder: the folder is the demo's to replace
-
-
-def claim_folder(out: Path, marker: str = MARKER, what: str = "cns demo") -> None:
-    """Make `out` an empty output folder of `what`. An earlier run there (it has `marker`) is replaced, so a
-    command can be run again; any other non-empty folder is refused untouched."""
-    import json
-    import shutil
-
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; pass a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / marker).is_file():
-            raise UsageError(f"{out} is not empty and holds no earlier {what} run; choose another --out")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / marker).write_text(json.dumps({"what": f"{what} output; replaced by the next `{what} --out` here"}) + "\n")
 
 
 def _pixels(path) -> np.ndarray:
@@ -174,23 +155,3 @@ def _contact_sheet(path: Path, photos, base_images, learned, both, both_regions,
     rows.append(("both, --layout auto", [_pixels(r["path"]) for r in both_regions]))
     rows.append((f"<{PAIR[0]}> after forget", [_pixels(r["path"]) for r in after]))
     return labelled_sheet(path, rows, tile=128, label_w=150)
-
-
-def labelled_sheet(path: Path, rows: list[tuple[str, list]], tile: int, label_w: int, title: str | None = None) -> Path:
-    """A PNG with one labelled row of uint8 tiles per (label, images), each tile upscaled (nearest) to
-    `tile` px; a `title` adds a 20 px line on top. Used by `cns demo` and `cns bench`."""
-    from PIL import Image, ImageDraw
-
-    top = 20 if title else 0
-    width = label_w + tile * max(len(r[1]) for r in rows)
-    sheet = Image.new("RGB", (width, top + tile * len(rows)), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    if title:
-        draw.text((6, 4), title, fill=(0, 0, 0))
-    for y, (label, images) in enumerate(rows):
-        draw.text((6, top + y * tile + tile // 2 - 6), label, fill=(0, 0, 0))
-        for x, img in enumerate(images):
-            im = Image.fromarray(np.asarray(img, np.uint8)).resize((tile, tile), Image.Resampling.NEAREST)
-            sheet.paste(im, (label_w + x * tile, top + y * tile))
-    sheet.save(path)
-    return path

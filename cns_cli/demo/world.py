@@ -15,18 +15,17 @@ frame (`Painter`), outlined 1 px in a darker shade of its colour so that it stay
 Held-out (scene, class, colour) triples (`HELD_OUT`, about 10 %) never appear in training data
 (`sample_specs(..., held_out=False)`), so a model can be tested zero-shot on combinations it never saw.
 Personal concepts ("rex", "luna", ...) live in `individuals`; `render` draws one when `Spec.individual` is set.
-The drawing code lives in `painter` (objects) and `scenes` (backgrounds), the shared colours in `palette`; this
-module re-exports their names.
+The factors, `Spec` and the compositing live in `stage`, the drawing code in `painter` (objects) and `scenes`
+(backgrounds), the shared colours in `palette`; this module re-exports their names.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from PIL import Image
 
-from .painter import (  # noqa: F401  (re-exported: the drawing code lived here; individuals and tests import it)
+from .individuals import object_of
+from .painter import (  # noqa: F401  (re-exported: the drawing code lived here; tests import it)
     CLASS_DRAWERS,
     DARK,
     GLASS,
@@ -58,20 +57,23 @@ from .scenes import (  # noqa: F401  (re-exported)
     _vgrad,
     render_scene,
 )
+from .stage import (  # noqa: F401  (re-exported: the factors, Spec and the compositing lived here)
+    CLASS_ASPECT,
+    CLASSES,
+    COLOURS,
+    GROUND_Y,
+    POSITION_X,
+    POSITIONS,
+    SCENE_PHRASES,
+    SCENES,
+    SIZE_RANGE,
+    SIZES,
+    Spec,
+    check,
+    nearest_colour,
+    place,
+)
 
-SCENES = ("beach", "grass", "snow", "night", "plain")
-CLASSES = ("dog", "cat", "hat", "house", "flower", "car", "ball")
-COLOURS = ("red", "blue", "green", "yellow", "white", "purple")
-SIZES = ("small", "big")
-POSITIONS = ("left", "center", "right")
-
-SCENE_PHRASES = {
-    "beach": "on the beach",
-    "grass": "on grass",
-    "snow": "in the snow",
-    "night": "at night",
-    "plain": "on a plain background",
-}
 POSITION_PHRASES = {"left": "at the left", "center": "in the middle", "right": "at the right"}
 CAPTION_PREFIXES = ("a", "a photo of a")
 
@@ -92,25 +94,6 @@ VOCABULARY_WORDS: tuple[str, ...] = tuple(
         }
     )
 )
-
-# Object height / width, in the object's own frame (see Painter).
-CLASS_ASPECT = {"dog": 0.8, "cat": 0.86, "hat": 0.62, "house": 1.0, "flower": 1.35, "car": 0.56, "ball": 1.0}
-SIZE_RANGE = {"big": (0.40, 0.55), "small": (0.22, 0.30)}  # object width as a fraction of the image width
-POSITION_X = {"left": 0.25, "center": 0.5, "right": 0.75}  # horizontal centre as a fraction of the width
-GROUND_Y = 0.89  # where objects rest (their base), as a fraction of the height; below every scene's horizon
-
-
-@dataclass(frozen=True)
-class Spec:
-    """What one image shows. `individual` names a personal concept from `individuals.INDIVIDUALS`; its
-    `cls` and `colour` must then be that individual's."""
-
-    scene: str
-    cls: str
-    colour: str
-    size: str = "big"
-    position: str = "center"
-    individual: str | None = None
 
 
 # --------------------------------------------------------------------------------------------- held out
@@ -180,84 +163,21 @@ def caption(spec: Spec, rng: np.random.Generator | None = None) -> str:
     return " ".join(words)
 
 
-# --------------------------------------------------------------------------------------------- colours
-
-
-def nearest_colour(rgb: tuple[int, int, int]) -> str:
-    """The COLOURS word whose RGB is nearest (Euclidean) to `rgb`."""
-    v = np.asarray(rgb, dtype=np.float64)
-    return min(COLOURS, key=lambda k: float(np.sum((np.asarray(COLOUR_RGB[k], dtype=np.float64) - v) ** 2)))
-
-
 # --------------------------------------------------------------------------------------------- render
 
 
-def _check(spec: Spec) -> None:
-    for value, allowed, what in (
-        (spec.scene, SCENES, "scene"),
-        (spec.cls, CLASSES, "class"),
-        (spec.colour, COLOURS, "colour"),
-        (spec.size, SIZES, "size"),
-        (spec.position, POSITIONS, "position"),
-    ):
-        if value not in allowed:
-            raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
-
-
-def _object(spec: Spec) -> tuple[DrawFn, float]:
-    """The draw function and aspect for the spec's object (generic or individual)."""
+def _object(spec: Spec) -> tuple[DrawFn, float, tuple[int, int, int]]:
+    """The draw function, aspect and main colour of the spec's object (generic or individual)."""
     if spec.individual is None:
         drawer, rgb = CLASS_DRAWERS[spec.cls], COLOUR_RGB[spec.colour]
-        return (lambda p, rng: drawer(p, rng, rgb)), CLASS_ASPECT[spec.cls]
-    from .individuals import INDIVIDUALS  # individuals import this module
-
-    ind = INDIVIDUALS.get(spec.individual)
-    if ind is None:
-        raise ValueError(f"unknown individual {spec.individual!r}; expected one of {', '.join(INDIVIDUALS)}")
-    if (spec.cls, spec.colour) != (ind.cls, ind.colour):
-        raise ValueError(
-            f"individual {ind.name!r} is a {ind.colour} {ind.cls}, but the spec says {spec.colour} {spec.cls}"
-        )
-    return ind.draw, ind.aspect
+        return (lambda p, rng: drawer(p, rng, rgb)), CLASS_ASPECT[spec.cls], rgb
+    return object_of(spec)
 
 
 def render_array(spec: Spec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(image uint8 [64, 64, 3], object coverage float32 [64, 64] in 0..1, outline included)."""
-    _check(spec)
-    draw, aspect = _object(spec)
-    img = render_scene(spec.scene, rng)
-    lo, hi = SIZE_RANGE[spec.size]
-    w = float(rng.uniform(lo, hi)) * IMAGE_SIZE
-    h = w * aspect
-    cx = POSITION_X[spec.position] * IMAGE_SIZE + _j(rng, 3.0)
-    cx = min(max(cx, w / 2 + 1), IMAGE_SIZE - 1 - w / 2)
-    base = GROUND_Y * IMAGE_SIZE + _j(rng, 1.5)
-    mirror = bool(rng.random() < 0.5)
-    painter = Painter(w, aspect, mirror)
-    draw(painter, rng)
-    rgb, alpha = painter.finish(outline_of(_main_rgb(spec)))
-    # soft contact shadow on the ground
-    shadow = _blob(cx, base + 0.5, w * 0.46, max(1.3, w * 0.06))
-    img[shadow] *= 0.72
-    ox = round(cx - w / 2) - painter.pad
-    oy = round(base - h) - painter.pad
-    cover = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
-    ah, aw = alpha.shape
-    x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + aw, IMAGE_SIZE), min(oy + ah, IMAGE_SIZE)
-    a = alpha[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
-    sub = img[y0:y1, x0:x1]
-    sub *= 1 - a[..., None]
-    sub += rgb[y0 - oy : y1 - oy, x0 - ox : x1 - ox] * a[..., None]
-    cover[y0:y1, x0:x1] = a
-    return np.clip(img + 0.5, 0, 255).astype(np.uint8), cover
-
-
-def _main_rgb(spec: Spec):
-    if spec.individual is None:
-        return COLOUR_RGB[spec.colour]
-    from .individuals import INDIVIDUALS
-
-    return INDIVIDUALS[spec.individual].rgb
+    check(spec)
+    return place(spec, *_object(spec), rng)
 
 
 def render(spec: Spec, rng: np.random.Generator) -> Image.Image:

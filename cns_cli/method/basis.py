@@ -1,7 +1,7 @@
 """CNS step (4): the bank-wide orthogonal basis and each concept's slice of it.
 
-INFERRED (ours; the paper is silent on orthogonality — see shared/reference/cns-paper.md §1.1): borrowed
-from Orthogonal Adaptation (Po et al., CVPR 2024). Concept t's delta only reads the text state through
+INFERRED (ours; the CNS paper, Liao et al., ICCV 2025, is silent on orthogonality; format/SPEC.md, "How cns
+computes what it stores"): borrowed from Orthogonal Adaptation (Po et al., CVPR 2024). Concept t's delta only reads the text state through
 B_t = Q[:, start:start+r]; disjoint slices make two concepts' deltas act on orthogonal input directions,
 so ΔW_s ΔW_tᵀ = 0 and summing them needs no fusion.
 """

@@ -1,7 +1,7 @@
 """CNS steps (1)-(3): base neurons, general neurons, concept neurons = base − general, within a budget.
 
-A neuron is one output row of an `attn2.to_k` / `attn2.to_v` weight (granularity G2 in
-shared/reference/cns-paper.md §1.3). All functions are pure: dicts of per-layer tensors in, out.
+A neuron is one output row of an `attn2.to_k` / `attn2.to_v` weight (format/SPEC.md, "How cns computes what
+it stores"). All functions are pure: dicts of per-layer tensors in, out.
 """
 
 from __future__ import annotations

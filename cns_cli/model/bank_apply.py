@@ -1,15 +1,22 @@
 """Putting a bank revision into a loaded pipeline: W = W0 + Σ_t ΔW_t and every concept token. Fusion-free:
-the deltas are simply added; nothing is optimised or merged at load time."""
+the deltas are simply added; nothing is optimised or merged at load time.
+
+`apply_bank` applies for good (what `cns generate` does); `apply_concepts` returns a handle whose `remove()`
+takes the concepts out again exactly, like an adapter. model/personalised.py loads a base and applies in one
+call."""
 
 from __future__ import annotations
+
+import copy
 
 import torch
 
 from ..bank import Bank, Revision
+from ..bank.delta import read_delta
 from ..bank.integrity import require_intact
-from ..errors import BankFormatError
-from .kv import ConceptTensors, apply_deltas
-from .tokens import add_tokens
+from ..errors import BankFormatError, ModelError
+from .kv import ConceptTensors, SavedRows, apply_deltas, restore_rows
+from .tokens import add_tokens, token_embedding
 
 
 def ordered(rev: Revision, names: list[str] | None = None) -> list[str]:
@@ -24,11 +31,10 @@ def basis_matrix(bank: Bank, rev: Revision) -> torch.Tensor:
 
 def concept_tensors(bank: Bank, rev: Revision, name: str, q: torch.Tensor) -> ConceptTensors:
     c = rev.concepts[name]
-    t = bank.read_object(c.delta)
-    layers = list(c.neurons.per_layer)
+    layers = read_delta(bank, c)
     return ConceptTensors(
-        rows={layer: torch.from_numpy(t[f"{layer}.rows"]).long() for layer in layers},
-        coef={layer: torch.from_numpy(t[f"{layer}.coef"]) for layer in layers},
+        rows={layer: torch.from_numpy(d.rows).long() for layer, d in layers.items()},
+        coef={layer: torch.from_numpy(d.coef) for layer, d in layers.items()},
         basis_slice=q[:, c.slice.start : c.slice.start + c.slice.rank],
     )
 
@@ -40,15 +46,111 @@ def concept_embedding(bank: Bank, rev: Revision, name: str) -> torch.Tensor:
     return emb[0]
 
 
-def apply_bank(pipe, bank: Bank, rev: Revision, names: list[str] | None = None) -> list[str]:
-    """Apply the given concepts of `rev` (default: all) to `pipe` in place; returns them in token order.
-    Every object needed is checked first: a damaged one fails here, naming its concept and the fix, with
-    `pipe` untouched."""
+def apply_bank(pipe, bank: Bank, rev: Revision, names: list[str] | None = None, *, check: bool = True) -> list[str]:
+    """Apply the given concepts of `rev` (default: all) to `pipe` in place, for good; returns them in token
+    order. Every object needed is checked first (unless `check` is False: the caller just did): a damaged one
+    fails here, naming its concept and the fix, with `pipe` untouched. To take concepts out again, use
+    `apply_concepts`."""
     names = ordered(rev, names)
     if not names:
         return []
-    require_intact(bank, rev, names)
+    if check:
+        require_intact(bank, rev, names)
     q = basis_matrix(bank, rev)
     apply_deltas(pipe.unet, [concept_tensors(bank, rev, n, q) for n in names])
     add_tokens(pipe.tokenizer, pipe.text_encoder, [(rev.concepts[n].token, concept_embedding(bank, rev, n)) for n in names])
     return names
+
+
+class _TextState:
+    """What adding tokens changes in the tokenizer and text encoder, saved so that it can be put back exactly."""
+
+    def __init__(self, tokenizer, text_encoder):
+        self.length = len(tokenizer)
+        self.tokenizer = copy.deepcopy(tokenizer.__dict__)  # add_tokens changes only the tokenizer's own state
+        weight = token_embedding(text_encoder).weight
+        self.rows = weight.shape[0]
+        self.tail = weight[self.length :].detach().clone()  # rows a new token id could reuse (none for SD)
+        self.vocab_size = text_encoder.config.vocab_size
+
+    @torch.no_grad()
+    def restore(self, tokenizer, text_encoder) -> None:
+        tokenizer.__dict__.clear()
+        tokenizer.__dict__.update(self.tokenizer)
+        if len(tokenizer) != self.length:
+            raise ModelError(f"the tokenizer has {len(tokenizer)} tokens after removing the concepts, not its {self.length}")
+        if token_embedding(text_encoder).weight.shape[0] != self.rows:
+            text_encoder.resize_token_embeddings(self.rows)  # keeps rows [0, rows) as they are: an exact copy
+        weight = token_embedding(text_encoder).weight
+        weight[self.length :] = self.tail.to(weight.device, weight.dtype)
+        text_encoder.config.vocab_size = self.vocab_size
+
+
+class AppliedConcepts:
+    """Concepts that `apply_concepts` put into a pipeline; `remove()` takes them out exactly: every K/V row they
+    touched gets back the weights it had (saved before the change, so bit-identical, not W + ΔW - ΔW), their
+    tokens leave the tokenizer and the text encoder's embedding table shrinks back to its size before.
+
+    Applications nest like a stack: remove the latest first (a later one may have changed the same rows).
+    Also a context manager: `with apply_concepts(pipe, bank, rev, ["dog"]): ...` removes them on exit.
+    Exactness holds while the pipeline stays on the device and dtype it had when they were applied."""
+
+    def __init__(self, pipe, names: list[str], token_ids: list[int], saved: SavedRows, text: _TextState):
+        self.pipe, self.names, self.token_ids = pipe, names, token_ids
+        self._saved, self._text = saved, text
+        self.active = True
+
+    def remove(self) -> None:
+        """Restore the pipeline to what it was before these concepts were applied. A second call does nothing."""
+        if not self.active:
+            return
+        stack = _stack(self.pipe)
+        if not stack or stack[-1] is not self:
+            raise RuntimeError("concepts applied later to this pipeline are still in it; remove those first")
+        restore_rows(self.pipe.unet, self._saved)
+        self._text.restore(self.pipe.tokenizer, self.pipe.text_encoder)
+        stack.pop()
+        self.active = False
+        self._saved, self._text = {}, None
+
+    def __enter__(self) -> AppliedConcepts:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        return f"AppliedConcepts({self.names}, {'active' if self.active else 'removed'})"
+
+
+def _stack(pipe) -> list[AppliedConcepts]:
+    return vars(pipe).setdefault("_cns_applied", [])
+
+
+def apply_concepts(pipe, bank: Bank, rev: Revision, names: list[str] | None = None, *,
+                   check: bool = True) -> AppliedConcepts:
+    """Like `apply_bank` (the same weights, the same token ids, bit for bit), but returns a handle whose
+    `remove()` restores the pipeline exactly, so a bench, demo or in-process forget need not reload the
+    base. If anything fails half-way, what was already changed is put back before the error propagates."""
+    names = ordered(rev, names)
+    if check and names:
+        require_intact(bank, rev, names)
+    stack = _stack(pipe)
+    saved: SavedRows = {}
+    text = _TextState(pipe.tokenizer, pipe.text_encoder)
+    if names:
+        q = basis_matrix(bank, rev)
+        tensors = [concept_tensors(bank, rev, n, q) for n in names]
+        tokens = [(rev.concepts[n].token, concept_embedding(bank, rev, n)) for n in names]
+        try:
+            apply_deltas(pipe.unet, tensors, saved)
+            token_ids = add_tokens(pipe.tokenizer, pipe.text_encoder, tokens)
+        except BaseException:
+            restore_rows(pipe.unet, saved)
+            text.restore(pipe.tokenizer, pipe.text_encoder)
+            raise
+    else:
+        token_ids = []
+    applied = AppliedConcepts(pipe, names, token_ids, saved, text)
+    stack.append(applied)
+    return applied

@@ -20,11 +20,19 @@ class ConceptTensors:
         self.rows, self.coef, self.basis_slice = rows, coef, basis_slice
 
 
+# layer -> (the rows changed, (m,) long, on the CPU; their weights before the change, (m, d) in the layer's dtype)
+SavedRows = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
 @torch.no_grad()
-def apply_deltas(unet, concepts: list[ConceptTensors]) -> dict[str, torch.Tensor]:
+def apply_deltas(unet, concepts: list[ConceptTensors], saved: SavedRows | None = None) -> dict[str, torch.Tensor]:
     """W <- W + Σ_t S_tᵀ A_t B_tᵀ in place, per layer, for the rows any concept owns. Returns the rows
     changed per layer. The sum is computed in float32 and added once, so the order of concepts does not
-    change the result beyond float32 addition of their (few) overlapping rows."""
+    change the result beyond float32 addition of their (few) overlapping rows.
+
+    With `saved` (a dict), each changed layer's rows are copied into it before they change, so that
+    `restore_rows(unet, saved)` puts back the exact weights (copying, not subtracting: float addition does
+    not round-trip)."""
     changed = {}
     for name, layer in kv_layers(unet).items():
         parts = [(c.rows[name], c.coef[name], c.basis_slice) for c in concepts if name in c.rows and c.rows[name].numel()]
@@ -32,9 +40,23 @@ def apply_deltas(unet, concepts: list[ConceptTensors]) -> dict[str, torch.Tensor
             continue
         rows, delta = merged_rows(parts)
         w = layer.weight
-        w[rows.to(w.device)] = (w[rows.to(w.device)].float() + delta.to(w.device)).to(w.dtype)
+        idx = rows.to(w.device)
+        before = w[idx]  # advanced indexing: a copy
+        if saved is not None:
+            saved[name] = (rows, before)  # never written to: the sum below is a new tensor
+        w[idx] = (before.float() + delta.to(w.device)).to(w.dtype)
         changed[name] = rows
     return changed
+
+
+@torch.no_grad()
+def restore_rows(unet, saved: SavedRows) -> None:
+    """Put back the rows `apply_deltas(..., saved)` copied: the layers' weights become bit-identical to what
+    they were before (on the device and in the dtype they had then)."""
+    layers = kv_layers(unet)
+    for name, (rows, before) in saved.items():
+        w = layers[name].weight
+        w[rows.to(w.device)] = before.to(w.device, w.dtype)
 
 
 class TrainableKV(nn.Module):

@@ -44,7 +44,7 @@ def resolve_base(spec: str) -> BaseSpec:
     if spec in BUILTIN_MODELS:
         if not (builtin_path(spec) / "model_index.json").is_file():
             raise ModelError(f"the {spec} model is not bundled with this build of cns; train one with "
-                             "`python -m cns_cli.demo.training OUT` and pass --base OUT/pipeline")
+                             "`python tools/train_demo_model.py OUT` (in a clone of the cns repository) and pass --base OUT/pipeline")
         return BaseSpec("builtin", spec)
     path = Path(spec).expanduser()
     if path.is_dir():

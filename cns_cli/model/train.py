@@ -1,4 +1,5 @@
-"""The two passes of `cns learn` over a concept's images: neuron scoring (CNS step 1) and training (step 6).
+"""The passes over a concept's images: neuron scoring (CNS step 1) and the one training loop (`Trainer`, step 6
+for `cns learn`; the bench baselines and the benchmarks run the same loop on their own parameters).
 
 Randomness (image choice, timesteps, noise) comes from one CPU torch.Generator, so a seed gives the same
 run on any device. Shapes: latents (N, 4, h, w); text states (B, 77, d).
@@ -7,6 +8,7 @@ run on any device. Shapes: latents (N, 4, h, w); text states (B, 77, d).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 
 import torch
@@ -15,10 +17,10 @@ import torch.nn.functional as F
 from ..errors import TrainingError
 from ..method.delta import self_regularisation
 from ..method.select import row_attribution
-from .kv import TrainableKV
+from .kv import attach_trainable
 from .loading import kv_layers
 from .text import encode
-from .tokens import TrainableToken
+from .tokens import attach_trainable_token
 
 
 @torch.no_grad()
@@ -78,46 +80,79 @@ def score_rows(pipe, scheduler, latents, prompts, steps: int, batch: int, gen: t
     return scores
 
 
-def train(
-    pipe, scheduler, latents, prompts, kv: dict[str, TrainableKV], token: TrainableToken, *,
-    steps: int, batch: int, lr: float, lr_token: float, reg_lambda: float, gram: torch.Tensor,
-    gen: torch.Generator, amp=contextlib.nullcontext, fp16: bool = False,
-    on_step: Callable[[int, float], None] | None = None,
-) -> list[float]:
-    """CNS step (6): AdamW on the coefficients A of the concept's rows and on its token vector only.
-    weight_decay is 0: decay would shrink parameters that get no gradient. Forward passes run under
-    `amp` (autocast); the trainables and the optimiser stay float32, with loss scaling for fp16.
-    Returns the loss per step."""
+def frozen_or_live_states(tokenizer, text_encoder, prompts: list[str], frozen: bool, amp=contextlib.nullcontext):
+    """texts -> text states (B, 77, d). With a frozen text side (no token trains) each prompt is encoded once,
+    up front; otherwise every call runs the text encoder (once per distinct prompt), inside the caller's graph."""
+    if not frozen:
+        return lambda texts: encode_unique(tokenizer, text_encoder, texts)
+    unique = sorted(set(prompts))
+    with torch.no_grad(), amp():
+        cache = dict(zip(unique, encode(tokenizer, text_encoder, unique)))
+    return lambda texts: torch.stack([cache[t] for t in texts])
+
+
+class Trainer:
+    """The one optimisation loop of cns: `cns learn`, every `cns bench` method and the benchmarks run it.
+
+    Each step draws a batch of latents and their prompts, takes the noise-prediction MSE (`diffusion_loss`)
+    under `amp` (autocast), adds `extra_loss()` (float32, outside autocast: the self-regularisation), and
+    takes one AdamW step on `groups` (torch parameter groups {"params", "lr"}). weight_decay is 0: decay
+    would shrink parameters that get no gradient. The trainables and the optimiser stay float32, with loss
+    scaling for fp16. Randomness (batch, timesteps, noise) comes from the CPU generator `gen` only, so a seed
+    gives the same run on any device. A non-finite loss stops the run with a TrainingError.
+    """
+
+    def __init__(self, unet, scheduler, latents: torch.Tensor, prompts: list[str],
+                 text_states: Callable[[list[str]], torch.Tensor], groups: list[dict], *, batch: int,
+                 gen: torch.Generator, amp=contextlib.nullcontext, fp16: bool = False,
+                 extra_loss: Callable[[], torch.Tensor] | None = None):
+        self.unet, self.scheduler, self.latents, self.prompts = unet, scheduler, latents, prompts
+        self.text_states, self.batch, self.gen, self.amp, self.extra_loss = text_states, batch, gen, amp, extra_loss
+        groups = [g for g in groups if g["params"]]
+        self.parameters = [p for g in groups for p in g["params"]]
+        self.opt = torch.optim.AdamW(groups, weight_decay=0.0)
+        self.scaler = torch.amp.GradScaler(latents.device.type, enabled=fp16)
+        self.steps_done = 0
+
+    def step(self) -> float:
+        lat, texts = sample_batch(self.latents, self.prompts, self.batch, self.gen)
+        with self.amp():
+            loss = diffusion_loss(self.unet, self.scheduler, lat, self.text_states(texts), self.gen)
+        if self.extra_loss is not None:
+            loss = loss + self.extra_loss()
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.steps_done += 1
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TrainingError(f"training diverged at step {self.steps_done} (loss {value}); lower --lr")
+        return value
+
+    def run(self, steps: int, on_step: Callable[[int, float], None] | None = None) -> list[float]:
+        """`steps` steps; the loss of each."""
+        losses = []
+        for _ in range(steps):
+            losses.append(self.step())
+            if on_step:
+                on_step(self.steps_done, losses[-1])
+        return losses
+
+
+def cns_trainables(unet, text_encoder, rows: dict[str, torch.Tensor], basis_slice: torch.Tensor, token_id: int,
+                   token_init: torch.Tensor, *, lr: float, lr_token: float, reg_lambda: float, gram: torch.Tensor):
+    """What CNS step (6) trains, as Trainer inputs: the coefficients A of the concept's rows (lr) and, when
+    lr_token > 0, its token vector (lr_token), with the self-regularisation λ Σ tr(A G Aᵀ) as the extra loss.
+    Returns (groups, extra_loss or None, the TrainableKV wrappers by layer, the TrainableToken)."""
+    kv = attach_trainable(unet, rows, basis_slice)
+    token = attach_trainable_token(text_encoder, token_id, token_init)
     coefs = [w.coef for w in kv.values()]
     groups = [{"params": coefs, "lr": lr}]
     if lr_token > 0:
         groups.append({"params": [token.vector], "lr": lr_token})
-    opt = torch.optim.AdamW(groups, weight_decay=0.0)
-    scaler = torch.amp.GradScaler(latents.device.type, enabled=fp16)
-    gram = gram.to(latents.device)
-    frozen_states = None
-    if lr_token == 0:  # the text states never change: encode each prompt once, not once per step
-        unique = sorted(set(prompts))
-        with torch.no_grad(), amp():
-            frozen_states = dict(zip(unique, encode(pipe.tokenizer, pipe.text_encoder, unique)))
-    losses = []
-    for step in range(steps):
-        lat, texts = sample_batch(latents, prompts, batch, gen)
-        with amp():
-            if frozen_states is not None:
-                states = torch.stack([frozen_states[t] for t in texts])
-            else:
-                states = encode_unique(pipe.tokenizer, pipe.text_encoder, texts)
-            loss = diffusion_loss(pipe.unet, scheduler, lat, states, gen)
-        if reg_lambda > 0:
-            loss = loss + reg_lambda * self_regularisation(coefs, gram)  # float32, outside autocast
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        losses.append(float(loss.detach()))
-        if not torch.isfinite(loss):
-            raise TrainingError(f"training diverged at step {step + 1} (loss {losses[-1]}); lower --lr")
-        if on_step:
-            on_step(step + 1, losses[-1])
-    return losses
+    extra = None
+    if reg_lambda > 0:
+        gram = gram.to(basis_slice.device)
+        extra = lambda: reg_lambda * self_regularisation(coefs, gram)  # noqa: E731
+    return groups, extra, kv, token

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cns_cli.bank.delta import encode_delta
 from cns_cli.bank.models import (
     BaseModelPointer, Basis, Caches, Concept, Neurons, Operation, Revision, Slice,
 )
@@ -107,12 +108,9 @@ def fractions(rng: np.random.RandomState, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def delta_tensors(rows: dict[str, list[int]], seed: int) -> dict[str, np.ndarray]:
+    """Per layer: rows int32 [n], coef float32 [n, rank] (coefs drawn layer by layer, in `rows`' order)."""
     rng = np.random.RandomState(seed)
-    out: dict[str, np.ndarray] = {}
-    for layer, r in rows.items():
-        out[f"{layer}.rows"] = np.array(r, dtype=np.int32)  # [n]
-        out[f"{layer}.coef"] = fractions(rng, (len(r), RANK))  # [n, rank]
-    return out
+    return encode_delta({layer: (np.array(r, dtype=np.int32), fractions(rng, (len(r), RANK))) for layer, r in rows.items()})
 
 
 # -- banks --------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cns_cli.bank import Bank, BaseModelPointer, Basis, Concept, Operation, Revision
+from cns_cli.bank.delta import encode_delta
 from cns_cli.bank.models import Neurons, Slice
 from cns_cli.bank.revision_io import revision_name
 
@@ -44,12 +45,11 @@ def orthogonal_basis(dim: int = TEXT_DIM, seed: int = BASIS_SEED) -> np.ndarray:
 
 def fake_delta(rng: np.random.Generator, rank: int, n_rows: int) -> dict[str, np.ndarray]:
     """A valid delta object's tensors: per layer, n_rows strictly increasing int32 rows and coef [n_rows, rank]."""
-    out: dict[str, np.ndarray] = {}
+    layers = {}
     for layer, limit in KV_LAYERS.items():
         rows = np.sort(rng.choice(limit, size=n_rows, replace=False)).astype(np.int32)
-        out[f"{layer}.rows"] = rows
-        out[f"{layer}.coef"] = rng.standard_normal((n_rows, rank)).astype(np.float32)
-    return out
+        layers[layer] = (rows, rng.standard_normal((n_rows, rank)).astype(np.float32))
+    return encode_delta(layers)
 
 
 def fake_embedding(rng: np.random.Generator) -> dict[str, np.ndarray]:

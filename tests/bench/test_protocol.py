@@ -234,3 +234,22 @@ def test_pair_scores_read_each_half_of_real_two_concept_renders(monkeypatch):
     got, images = score_groups(None, Evaluator.load(), concepts, s, 2)
     assert got["n"] == 2 and images.shape == (2, 64, 64, 3)
     assert (got["shown"], got["in_order"], got["classes"]) == (0.5, 0.0, 0.5)
+
+
+@pytest.mark.parametrize("args,concepts,steps", [(["--quick"], 2, 8), (["--quick", "--concepts", "3"], 3, 8),
+                                                 ([], 10, 150), (["--concepts", "4"], 4, 150)])
+def test_concepts_counts_with_quick_too(monkeypatch, tmp_path, args, concepts, steps):
+    import cns_cli.bench.protocol as protocol
+
+    seen = {}
+
+    def run_bench(out, config, reporter):  # the config the CLI built, nothing run
+        seen["config"] = config
+        return {}
+
+    monkeypatch.setattr(protocol, "run_bench", run_bench)
+    r = CliRunner().invoke(app, ["bench", *args, "--out", str(tmp_path / "b"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert (seen["config"].concepts, seen["config"].steps) == (concepts, steps)
+    r = CliRunner().invoke(app, ["bench", "--quick", "--concepts", "13", "--out", str(tmp_path / "c")])
+    assert r.exit_code == 2 and "--concepts must be 1..12" in r.output

@@ -197,7 +197,7 @@ def test_builtin_demo_base_not_bundled_says_how_to_get_one(tmp_path, monkeypatch
 
     monkeypatch.setattr(loading, "builtin_path", lambda name: tmp_path / "absent")
     r = cns("--bank", str(tmp_path / "b.cnsbank"), "init", "--base", "demo")
-    assert r.exit_code == 2 and "not bundled" in r.stderr and "cns_cli.demo.training" in r.stderr
+    assert r.exit_code == 2 and "not bundled" in r.stderr and "tools/train_demo_model.py" in r.stderr
 
 
 def test_builtin_demo_base_loads_from_package_data(tiny_base, tmp_path, monkeypatch):

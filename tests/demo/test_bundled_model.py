@@ -16,7 +16,7 @@ MODEL = builtin_path("demo")
 # The weights are not in the repository yet (issue 5: the CPU run of 2026-11-26 reached class accuracy 0.25,
 # below the 0.8 target, and was not shipped). These tests run as soon as cns_cli/data/demo-model exists.
 pytestmark = pytest.mark.skipif(not (MODEL / "model_index.json").is_file(),
-                                reason="the demo model is not bundled yet (python -m cns_cli.demo.training)")
+                                reason="the demo model is not bundled yet (python tools/train_demo_model.py)")
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """`cns demo` end to end at reduced steps. The bundled demo model is trained by
-`python -m cns_cli.demo.training`; until it ships, the run uses the tests' tiny pipeline as its base, which
+`python tools/train_demo_model.py`; until it ships, the run uses the tests' tiny pipeline as its base, which
 exercises every stage (photos, two learns, generation, forgetting, scoring, contact sheet)."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def test_demo_without_the_bundled_model_says_what_to_do(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(not (builtin_path("demo") / "model_index.json").is_file(),
-                    reason="the demo model is not bundled yet (python -m cns_cli.demo.training)")
+                    reason="the demo model is not bundled yet (python tools/train_demo_model.py)")
 def test_demo_on_the_bundled_model_at_reduced_steps(tmp_path):
     """The real quickstart path (`--base demo`), shortened: photos with captions, two learns on the bundled
     model, generation, exact forgetting, scores and the sheet."""

@@ -24,7 +24,7 @@ def test_every_word_is_one_token_even_where_merges_compete():
 
 def test_the_tiny_and_demo_vocabularies_are_one_token_per_word():
     from cns_cli.demo.pairs import PAIR_WORDS
-    from cns_cli.demo.training import demo_tokenizer
+    from tools.train_demo_model import demo_tokenizer
     from cns_cli.demo.world import VOCABULARY_WORDS
 
     for tok, words in ((tiny_tokenizer(), _WORDS), (demo_tokenizer(), sorted({*VOCABULARY_WORDS, *PAIR_WORDS}))):

@@ -3,8 +3,7 @@ its own BPE vocabulary, UNet2DConditionModel) on the procedural world of `cns_cl
 
 Reproducible: every random choice comes from `--seed`; the data is rendered, never downloaded
 (`pairs.training_set`: single-object world renders of the training combinations, a fifth of them two-object
-images "a red dog and a blue hat on grass"; held-out scene × class × colour triples are never shown). Phases
-(each checkpointed in OUT/checkpoints so an interrupted run resumes with `--resume`):
+images "a red dog and a blue hat on grass"; held-out scene × class × colour triples are never shown). Phases:
   1. VAE: reconstruction (MSE + L1) with a small KL term, on random 32 px crops of the renders. The VAE has
      no attention block, so it is fully convolutional and crops teach it exactly what full images need —
      at a seventh of the cost of 64 px batches on a CPU (1.2 s vs 8.5 s per batch-64 step, measured);
@@ -13,12 +12,16 @@ images "a red dog and a blue hat on grass"; held-out scene × class × colour tr
   3. UNet + text encoder from scratch: noise-prediction MSE on (latent, caption) pairs, with 10 % empty
      captions so that classifier-free guidance works. The tokenizer pads to 32 tokens, not CLIP's 77: the
      longest caption is 12, and cross-attention over 32 keys makes a step 18 % cheaper.
-Every UNet checkpoint also writes OUT/latest (a loadable fp16 pipeline) so a run can be looked at while it
-trains. The finished pipeline is saved with `save_pretrained` in float16 (≤ 25 MB) with a `training.json`
-holding the settings, the final losses and the time taken per phase.
+Every `--checkpoint-every` steps the run is checkpointed in OUT/checkpoints (`tools/checkpoint.py`: the weights,
+the optimiser's state, the step and every RNG state, in safetensors + JSON), so `--resume` continues an
+interrupted run exactly where it stopped: the same batches, noise and optimiser moments as a run that was never
+interrupted. Every UNet checkpoint also writes OUT/latest (a loadable fp16 pipeline) so a run can be looked at
+while it trains. The finished pipeline is saved with `save_pretrained` in float16 (≤ 25 MB) as OUT/pipeline, with
+a `training.json` holding the settings, the final losses and the time taken per phase.
 
-    python -m cns_cli.demo.training OUT [--vae-steps N] [--unet-steps N] [--device auto] [--resume]
-    python -m cns_cli.demo.training OUT --quick        # minutes-free smoke run of every phase
+    python tools/train_demo_model.py OUT [--vae-steps N] [--unet-steps N] [--device auto] [--resume]
+    python tools/train_demo_model.py OUT --init EARLIER/latest    # start from an earlier demo pipeline
+    python tools/train_demo_model.py OUT --quick                  # a smoke run of every phase, seconds
 
 Cost on the project's 2-core CPU machine (measured in the run that made the bundled model, 2026-11-26, fp32;
 bf16 autocast is far slower on a CPU without native bf16): VAE ≈1.4 s per batch-64 step at 32 px, encoding
@@ -34,9 +37,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python tools/train_demo_model.py`: the repository root makes cns_cli and tools importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tools import checkpoint  # noqa: E402
 
 IMAGE = 64
 VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64, 128), layers_per_block=1,
@@ -67,10 +76,13 @@ class Settings:
     checkpoint_every: int = 100
 
 
+QUICK = dict(vae_steps=2, vae_batch=2, unet_steps=2, unet_batch=2, pool=16, checkpoint_every=1)
+
+
 def demo_tokenizer():
-    from ..model.tiny import word_tokenizer
-    from .pairs import PAIR_WORDS
-    from .world import VOCABULARY_WORDS
+    from cns_cli.demo.pairs import PAIR_WORDS
+    from cns_cli.demo.world import VOCABULARY_WORDS
+    from cns_cli.model.tiny import word_tokenizer
 
     return word_tokenizer(sorted({*VOCABULARY_WORDS, *PAIR_WORDS}), model_max_length=TOKENS)
 
@@ -113,19 +125,26 @@ def _cosine(step: int, total: int, lr: float, warmup: int = 50) -> float:
     return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def _save_state(module, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(path))
+def _modules(pipe) -> dict:
+    return {"vae": pipe.vae, "unet": pipe.unet, "text_encoder": pipe.text_encoder}
 
 
-def _load_state(module, path: Path) -> None:
-    from safetensors.torch import load_file
-
-    module.load_state_dict(load_file(str(path)))
+def _loss(value) -> float:
+    return float("nan") if value is None else float(value)
 
 
-def train_vae(pipe, pool, s: Settings, device: str, out: Path, start: int = 0, amp=None) -> float:
+def _save(out: Path, phase: str, step: int, pipe, s: Settings, loss_avg: float, vae_loss: float | None = None,
+          optimizer=None, gen=None, device: str = "cpu") -> None:
+    """One checkpoint of the run (every module's weights, so each checkpoint resumes on its own)."""
+    info = {"phase": phase, "step": step, "loss_avg": loss_avg, "vae_loss": vae_loss, "settings": asdict(s)}
+    checkpoint.save(out / "checkpoints", f"{phase}-{step:06d}", info, _modules(pipe), optimizer,
+                    {phase: gen} if gen is not None else None, device)
+
+
+def train_vae(pipe, pool, s: Settings, device: str, out: Path, resume: checkpoint.Checkpoint | None = None,
+              amp=None) -> float:
+    """The VAE phase from step 0, or from `resume` (a VAE-phase checkpoint): its optimiser state, batch
+    generator and RNG states continue where they stopped."""
     import contextlib
 
     import torch
@@ -134,7 +153,10 @@ def train_vae(pipe, pool, s: Settings, device: str, out: Path, start: int = 0, a
     vae = pipe.vae.to(device).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=s.vae_lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(s.seed + 1)
-    loss_avg = float("nan")
+    start, loss_avg = 0, float("nan")
+    if resume is not None:
+        resume.restore(opt, {"vae": gen}, device)
+        start, loss_avg = resume.step, _loss(resume.info["loss_avg"])
     for step in range(start, s.vae_steps):
         for g in opt.param_groups:
             g["lr"] = _cosine(step, s.vae_steps, s.vae_lr)
@@ -143,42 +165,49 @@ def train_vae(pipe, pool, s: Settings, device: str, out: Path, start: int = 0, a
         x = _to_tensor(pool[idx, y0 : y0 + s.vae_crop, x0 : x0 + s.vae_crop], device)
         with (amp or contextlib.nullcontext)():
             post = vae.encode(x).latent_dist
-            rec = vae.decode(post.sample(generator=None)).sample.float()
+            rec = vae.decode(post.sample(generator=None)).sample.float()  # torch's global RNG, checkpointed too
         loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + s.kl_weight * post.kl().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         loss_avg = float(loss.detach()) if math.isnan(loss_avg) else 0.98 * loss_avg + 0.02 * float(loss.detach())
         if (step + 1) % s.checkpoint_every == 0 or step + 1 == s.vae_steps:
-            _save_state(vae, out / "checkpoints" / "vae.safetensors")
-            (out / "checkpoints" / "progress.json").write_text(json.dumps({"phase": "vae", "step": step + 1}))
+            _save(out, "vae", step + 1, pipe, s, loss_avg, optimizer=opt, gen=gen, device=device)
             _log(out, f"vae step {step + 1}/{s.vae_steps} loss {loss_avg:.5f}")
     return loss_avg
 
 
 def encode_pool(pipe, pool, device: str, batch: int = 256):
-    """The latent means of every pool image, float32 [N, 4, 16, 16] on the CPU (unscaled)."""
+    """The latent means of every pool image, float32 [N, 4, 16, 16] on the CPU (unscaled), in the standard memory
+    layout: the encoder may hand them out channels-last, and the UNet's kernels then sum in another order than on
+    the same latents read back from the cache (so a resumed run would differ from an uninterrupted one in the
+    last bits)."""
     import torch
 
     vae = pipe.vae.to(device).eval()
     with torch.no_grad():
         parts = [vae.encode(_to_tensor(pool[i : i + batch], device)).latent_dist.mean.float().cpu()
                  for i in range(0, len(pool), batch)]
-    return torch.cat(parts)
+    return torch.cat(parts).contiguous()
+
+
+def _weights_sha256(module) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode() + b"\0" + v.detach().to("cpu").float().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def cached_latents(pipe, pool, s: Settings, device: str, folder: Path):
     """The pool's latents, from `folder/latents.safetensors` when it was made by these exact VAE weights for the
     same pool (seed, size), else encoded and saved there — so `--resume` into the UNet phase does not spend
-    minutes re-encoding. The VAE weights are identified by the sha256 of their checkpoint file."""
-    import hashlib
-
+    minutes re-encoding."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    _save_state(pipe.vae, folder / "vae.safetensors")  # what the key below names (a no-op change after training)
-    key = {"vae_sha256": hashlib.sha256((folder / "vae.safetensors").read_bytes()).hexdigest(),
-           "pool": str(s.pool), "seed": str(s.seed)}
+    key = {"vae_weights_sha256": _weights_sha256(pipe.vae), "pool": str(s.pool), "seed": str(s.seed)}
     path = folder / "latents.safetensors"
     if path.is_file():
         with safe_open(str(path), framework="pt") as f:
@@ -193,9 +222,10 @@ def latent_scale(latents) -> float:
     return float(1.0 / latents[:4096].std())
 
 
-def train_unet(pipe, latents, captions, s: Settings, device: str, out: Path, start: int = 0, amp=None) -> float:
+def train_unet(pipe, latents, captions, s: Settings, device: str, out: Path,
+               resume: checkpoint.Checkpoint | None = None, vae_loss: float | None = None, amp=None) -> float:
     """UNet and text encoder together, on (latent, caption) pairs; 10 % empty captions for CFG. `latents`:
-    the pool's unscaled latent means [N, 4, 16, 16]."""
+    the pool's unscaled latent means [N, 4, 16, 16]. From step 0, or from `resume` (a UNet-phase checkpoint)."""
     import contextlib
 
     import torch
@@ -208,7 +238,10 @@ def train_unet(pipe, latents, captions, s: Settings, device: str, out: Path, sta
     opt = torch.optim.AdamW(params, lr=s.unet_lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(s.seed + 2)
     scale = pipe.vae.config.scaling_factor
-    loss_avg = float("nan")
+    start, loss_avg = 0, float("nan")
+    if resume is not None:
+        resume.restore(opt, {"unet": gen}, device)
+        start, loss_avg = resume.step, _loss(resume.info["loss_avg"])
     for step in range(start, s.unet_steps):
         for g in opt.param_groups:
             g["lr"] = _cosine(step, s.unet_steps, s.unet_lr)
@@ -231,9 +264,7 @@ def train_unet(pipe, latents, captions, s: Settings, device: str, out: Path, sta
         opt.step()
         loss_avg = float(loss.detach()) if math.isnan(loss_avg) else 0.95 * loss_avg + 0.05 * float(loss.detach())
         if (step + 1) % s.checkpoint_every == 0 or step + 1 == s.unet_steps:
-            _save_state(unet, out / "checkpoints" / "unet.safetensors")
-            _save_state(te, out / "checkpoints" / "text_encoder.safetensors")
-            (out / "checkpoints" / "progress.json").write_text(json.dumps({"phase": "unet", "step": step + 1}))
+            _save(out, "unet", step + 1, pipe, s, loss_avg, vae_loss, optimizer=opt, gen=gen, device=device)
             save_pipeline(pipe, out / "latest")
             _log(out, f"unet step {step + 1}/{s.unet_steps} loss {loss_avg:.5f}")
     return loss_avg
@@ -248,8 +279,8 @@ def calibration_captions(n: int = 280, seed: int = CALIBRATION_SEED) -> list[str
     are byte soup to its 600-token vocabulary."""
     import numpy as np
 
-    from .pairs import PAIR_SHARE, pair_caption, sample_pair
-    from .world import caption, sample_specs
+    from cns_cli.demo.pairs import PAIR_SHARE, pair_caption, sample_pair
+    from cns_cli.demo.world import caption, sample_specs
 
     rng = np.random.default_rng(seed)
     out: dict[str, None] = {}
@@ -268,35 +299,39 @@ def save_pipeline(pipe, path: Path) -> int:
 
     import torch
 
-    from ..prompts import MODEL_CALIBRATION_FILE
+    from cns_cli.prompts import MODEL_CALIBRATION_FILE
 
     copy.deepcopy(pipe).to("cpu", torch.float16).save_pretrained(path, safe_serialization=True)
-    (path / MODEL_CALIBRATION_FILE).write_text("# captions of the demo world (cns_cli.demo.training.calibration_captions)\n"
+    (path / MODEL_CALIBRATION_FILE).write_text("# captions of the demo world (tools/train_demo_model.py, calibration_captions)\n"
                                                + "\n".join(calibration_captions()) + "\n")
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python tools/train_demo_model.py", description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
     for f in Settings.__dataclass_fields__.values():
         ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto", help="auto: bf16 autocast on a GPU, fp32 on CPU; bf16 also works on CPU")
-    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints exactly where the run stopped")
     ap.add_argument("--init", type=Path, help="start from this earlier demo pipeline folder (VAE phase skipped; see warm_start.py)")
     ap.add_argument("--quick", action="store_true", help="a few steps of every phase, tiny batches (smoke test)")
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     import torch
 
-    from ..model.loading import quiet_libraries
-    from ..model.runtime import autocast, resolve_device, resolve_precision
-    from .pairs import training_set
+    from cns_cli.demo.pairs import training_set
+    from cns_cli.model.loading import quiet_libraries
+    from cns_cli.model.runtime import autocast, resolve_device, resolve_precision
 
     quiet_libraries()
     s = Settings(**{k: getattr(args, k) for k in Settings.__dataclass_fields__})
     if args.quick:
-        s = Settings(seed=s.seed, vae_steps=2, vae_batch=2, unet_steps=2, unet_batch=2, pool=16, checkpoint_every=1)
+        s = Settings(seed=s.seed, **QUICK)
     times: dict[str, float] = {}
     device = resolve_device(args.device)
     dtype = resolve_precision(args.precision, device)
@@ -309,42 +344,42 @@ def main() -> None:
     _log(out, f"rendering a pool of {s.pool} training images (seed {s.seed})")
     pool, captions = training_set(s.pool, seed=s.seed)
     times["render"] = time.time() - t0
-    progress = json.loads((out / "checkpoints" / "progress.json").read_text()) if args.resume and (out / "checkpoints" / "progress.json").exists() else {}
-    resumed = bool(progress)
-    if args.init and not progress:  # the earlier model's VAE is kept: go straight to the UNet phase
-        from .warm_start import warm_start
+    ck = checkpoint.load(out / "checkpoints") if args.resume else None
+    resumed = ck is not None
+    if ck is not None:
+        ck.load_modules(_modules(pipe))
+        changed = {k: (v, asdict(s)[k]) for k, v in ck.info["settings"].items() if asdict(s).get(k) != v}
+        _log(out, f"resuming at {ck.info['phase']} step {ck.step}"
+             + (f"; settings changed since (checkpoint, now): {changed}" if changed else ""))
+    elif args.init:  # the earlier model's VAE is kept: go straight to the UNet phase
+        from tools.warm_start import warm_start
 
         embedding_rows = warm_start(pipe, args.init)
         _log(out, f"warm start from {args.init}: token embeddings {embedding_rows}")
-        _save_state(pipe.vae, out / "checkpoints" / "vae.safetensors")
-        _save_state(pipe.unet, out / "checkpoints" / "unet.safetensors")
-        _save_state(pipe.text_encoder, out / "checkpoints" / "text_encoder.safetensors")
-        progress = {"phase": "unet", "step": 0}
-        (out / "checkpoints" / "progress.json").write_text(json.dumps(progress))
-    vae_start = progress.get("step", 0) if progress.get("phase") == "vae" else (s.vae_steps if progress else 0)
-    if vae_start:
-        _load_state(pipe.vae, out / "checkpoints" / "vae.safetensors")
+        _save(out, "unet", 0, pipe, s, float("nan"))  # a fresh optimiser: what --resume of it starts with too
+        ck = checkpoint.load(out / "checkpoints")
+    vae_done = ck is not None and (ck.info["phase"] == "unet" or ck.step >= s.vae_steps)
     t = time.time()
-    vae_loss = train_vae(pipe, pool, s, device, out, start=vae_start, amp=amp) if vae_start < s.vae_steps else None
+    if vae_done:
+        vae_loss = ck.info["vae_loss"] if ck.info["phase"] == "unet" else ck.info["loss_avg"]
+    else:
+        vae_loss = train_vae(pipe, pool, s, device, out, resume=ck, amp=amp)
     times["vae"] = time.time() - t
     t = time.time()
     latents = cached_latents(pipe, pool, s, device, out / "checkpoints")
     pipe.vae.register_to_config(scaling_factor=latent_scale(latents))
     times["encode"] = time.time() - t
     _log(out, f"encoded {len(latents)} latents in {times['encode']:.0f} s; scale {pipe.vae.config.scaling_factor:.4f}")
-    unet_start = progress.get("step", 0) if progress.get("phase") == "unet" else 0
-    if resumed and progress.get("phase") == "unet":  # a fresh --init already holds its weights in `pipe`
-        _load_state(pipe.unet, out / "checkpoints" / "unet.safetensors")
-        _load_state(pipe.text_encoder, out / "checkpoints" / "text_encoder.safetensors")
     t = time.time()
-    unet_loss = train_unet(pipe, latents, captions, s, device, out, start=unet_start, amp=amp)
+    unet_ck = ck if ck is not None and ck.info["phase"] == "unet" and ck.step > 0 else None
+    unet_loss = train_unet(pipe, latents, captions, s, device, out, resume=unet_ck, vae_loss=vae_loss, amp=amp)
     times["unet"] = time.time() - t
     final = out / "pipeline"
     size = save_pipeline(pipe, final)
     info = {"settings": asdict(s), "device": device, "precision": args.precision, "torch": torch.__version__,
             "seconds": round(time.time() - t0, 1), "phase_seconds": {k: round(v, 1) for k, v in times.items()},
-            "resumed": resumed, "init": str(args.init) if args.init else None, "final_vae_loss": vae_loss, "final_unet_loss": unet_loss,
-            "latent_scale": pipe.vae.config.scaling_factor, "bytes": size}
+            "resumed": resumed, "init": str(args.init) if args.init else None, "final_vae_loss": vae_loss,
+            "final_unet_loss": unet_loss, "latent_scale": pipe.vae.config.scaling_factor, "bytes": size}
     (final / "training.json").write_text(json.dumps(info, indent=2) + "\n")
     _log(out, f"saved {final} ({info['bytes'] / 1e6:.1f} MB) in {info['seconds']:.0f} s")
 

@@ -1,15 +1,15 @@
-"""`training --init`: a new demo pipeline starts from an earlier one, with token embeddings matched by token
-string so a changed vocabulary keeps what was learned."""
+"""`tools/train_demo_model.py --init` (tools/warm_start.py): a new demo pipeline starts from an earlier one, with
+token embeddings matched by token string so a changed vocabulary keeps what was learned."""
 
 from __future__ import annotations
 
 import torch
 
 from cns_cli.demo.pairs import PAIR_WORDS
-from cns_cli.demo.training import TOKENS, build_untrained
-from cns_cli.demo.warm_start import warm_start
 from cns_cli.demo.world import VOCABULARY_WORDS
 from cns_cli.model.tiny import word_tokenizer
+from tools.train_demo_model import TOKENS, build_untrained
+from tools.warm_start import warm_start
 
 
 def test_weights_are_copied_and_split_words_start_from_their_pieces(tmp_path):

@@ -1,31 +1,114 @@
-"""Training and validation of the closed-world evaluator (`cns_cli.demo.evaluator`): the seeded training pool of
-renders, the training loop, and the validation report (attribute accuracy, identity ROC-AUC, robustness).
+"""Train and validate the demo world's closed-world evaluator (`cns_cli.demo.evaluator`, whose weights ship as
+`cns_cli/data/evaluator.safetensors` with the validation report `cns_cli/data/evaluator.json`): the seeded training
+pool of renders, the training loop, and the validation report (attribute accuracy, identity ROC-AUC, robustness).
+Renders only, never a model's outputs, so the evaluator is an independent measuring instrument.
 
-    python -m cns_cli.demo.evaluator train [--seed 0] [--out cns_cli/data]   # ≈ 5 CPU-minutes on 2 threads
-    python -m cns_cli.demo.evaluator validate [--weights PATH]              # re-measure the packaged weights
+    python tools/train_evaluator.py train [--seed 0] [--out cns_cli/data]   # ≈ 7 min on 2 CPU threads
+    python tools/train_evaluator.py validate [--weights PATH]              # re-measure the packaged weights
+    python tools/train_evaluator.py train --quick --out /tmp/ev            # a smoke run (misses the targets)
+
+`train` exits 1 when the validation misses a target (attribute accuracy 0.95, identity ROC-AUC 0.98). The weights
+record `world_fingerprint()`: retrain whenever the world's pixels change (the tests check it).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from .evaluator import (
-    IMAGE,
-    REF_SEED,
-    Evaluator,
-    _log,
-    _tensor,
-    _world,
-    identity_names,
-    render_generic_class,
-    render_individual,
-    roc_auc,
-    world_fingerprint,
-)
+if __package__ in (None, ""):  # run as `python tools/train_evaluator.py`: the repository root makes cns_cli importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cns_cli.demo import individuals as ind  # noqa: E402
+from cns_cli.demo import world  # noqa: E402
+from cns_cli.demo.evaluator import FORMAT, IMAGE, REF_SEED, VERSION, Evaluator, to_tensor  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+FINGERPRINT_SEED = 4_242  # renders hashed by world_fingerprint
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------- world data
+
+
+def world_fingerprint() -> str:
+    """sha256 over what the world draws: the label lists, one seeded render of every scene × class × colour
+    triple and four of every individual. The evaluator measures the world it was trained on; `validate`
+    says so when the renders have changed since (refactoring the drawing code without changing a pixel
+    keeps the fingerprint)."""
+    import hashlib
+    from itertools import product
+
+    h = hashlib.sha256()
+    labels = [world.SCENES, world.CLASSES, world.COLOURS, world.SIZES, world.POSITIONS, sorted(ind.INDIVIDUALS)]
+    h.update(json.dumps(labels).encode())
+    for k, (scene, cls, colour) in enumerate(product(world.SCENES, world.CLASSES, world.COLOURS)):
+        rng = np.random.default_rng((FINGERPRINT_SEED, k))
+        spec = world.Spec(scene, cls, colour, world.SIZES[k % len(world.SIZES)], world.POSITIONS[k % len(world.POSITIONS)])
+        h.update(world.render_array(spec, rng)[0].tobytes())
+    for name in sorted(ind.INDIVIDUALS):
+        h.update(ind.reference_renders(name, 4, seed=FINGERPRINT_SEED).tobytes())
+    return h.hexdigest()
+
+
+def identity_names() -> list[str]:
+    """Identity classes: every individual (sorted), then "generic <class>" for every class."""
+    return sorted(ind.INDIVIDUALS) + [f"generic {c}" for c in world.CLASSES]
+
+
+def render_individual(name: str, n: int, seed: int) -> tuple[np.ndarray, list]:
+    """`n` renders of individual `name` at random scenes / sizes / positions / poses: uint8 [n,64,64,3] and their
+    Specs. Item i depends only on (seed, i, name)."""
+    import zlib
+
+    out = np.empty((n, IMAGE, IMAGE, 3), np.uint8)
+    specs = []
+    for i in range(n):
+        rng = np.random.default_rng((seed, i, zlib.crc32(name.encode())))
+        spec = ind.individual_spec(name, rng)
+        out[i] = world.render_array(spec, rng)[0]
+        specs.append(spec)
+    return out, specs
+
+
+def render_generic_class(cls: str, n: int, seed: int) -> tuple[np.ndarray, list]:
+    """`n` generic (non-individual) renders of class `cls`, any scene / colour / size / position."""
+    import zlib
+
+    out = np.empty((n, IMAGE, IMAGE, 3), np.uint8)
+    specs = []
+    for i in range(n):
+        rng = np.random.default_rng((seed, i, zlib.crc32(cls.encode())))
+        scene, colour, size, pos = (o[int(rng.integers(len(o)))] for o in (world.SCENES, world.COLOURS, world.SIZES,
+                                                                           world.POSITIONS))
+        spec = world.Spec(scene, cls, colour, size, pos)
+        out[i] = world.render_array(spec, rng)[0]
+        specs.append(spec)
+    return out, specs
+
+
+def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """P(score(pos) > score(neg)) + ½ P(tie): the Mann-Whitney form of the ROC AUC."""
+    s = np.concatenate([pos, neg])
+    order = s.argsort(kind="mergesort")
+    ranks = np.empty(len(s))
+    ranks[order] = np.arange(1, len(s) + 1)
+    for v in np.unique(s):  # average ranks of ties (rare with float scores)
+        m = s == v
+        if m.sum() > 1:
+            ranks[m] = ranks[m].mean()
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
 
 # Validation seeds: far from every seed training draws from (training uses seed + small offsets).
 VAL_ATTR_SEED = 900_001
@@ -37,7 +120,6 @@ TARGET_ID_AUC = 0.98
 def render_generic(n: int, seed: int) -> tuple[np.ndarray, list]:
     """`n` generic renders over ALL scene x class x colour combinations (held-out ones included: the evaluator is
     a measuring instrument, not the generator)."""
-    world, _ = _world()
     arr, specs, _ = world.render_dataset(n, seed=seed, held_out=None)
     return np.asarray(arr, np.uint8), list(specs)
 
@@ -96,7 +178,6 @@ def _augment(x, g):
 
 def build_pool(s: TrainSettings, log=_log) -> dict[str, np.ndarray]:
     """Render the training pool (seeded): generic renders over all combos + every individual at varied scenes."""
-    world, ind = _world()
     names = identity_names()
     idx = {n: i for i, n in enumerate(names)}
     t = time.time()
@@ -123,7 +204,6 @@ def train(s: TrainSettings, log=_log) -> tuple[Evaluator, dict]:
     import torch
     from torch.nn import functional as F
 
-    world, _ = _world()
     torch.set_num_threads(s.threads)
     torch.manual_seed(s.seed)
     t0 = time.time()
@@ -144,7 +224,7 @@ def train(s: TrainSettings, log=_log) -> tuple[Evaluator, dict]:
     t1, c1 = time.time(), time.process_time()
     for step in range(s.steps):
         b = torch.from_numpy(rng.integers(0, n, s.batch))
-        x = _augment(_tensor(pool["images"][b.numpy()]), g)                     # [B,3,64,64]
+        x = _augment(to_tensor(pool["images"][b.numpy()]), g)                     # [B,3,64,64]
         o = net(x)
         cos = net.ident_cos(o["embed"])                                         # [B,n_ident]
         yi = labels["ident"][b]
@@ -198,7 +278,6 @@ def degrade(images: np.ndarray, kind: str, seed: int = 0) -> np.ndarray:
 def _identity_aucs(ev: Evaluator, fresh: dict[str, np.ndarray], generic: dict[str, np.ndarray]) -> dict[str, dict]:
     """Per individual: ROC-AUC of identity_similarity, its renders (positives) vs the other same-class individuals'
     renders + generic members of the class (negatives)."""
-    _, ind = _world()
     names = sorted(fresh)
     emb = {nm: ev.embed(a) for nm, a in fresh.items()}                 # name -> [n_pos,64]
     gemb = {c: ev.embed(a) for c, a in generic.items()}               # class -> [n_gen,64]
@@ -226,7 +305,6 @@ def validate(ev: Evaluator, n_attr: int = 2400, n_pos: int = 100, n_neg_generic:
     alone), and per-individual ROC-AUC of `identity_similarity` for the individual's renders (positives) vs the
     other same-class individuals' renders and generic members of the class (negatives). Then the same measures on
     degraded copies of part of those renders (blur / down-up / noise): informative, no targets."""
-    world, ind = _world()
     t = time.time()
     imgs, specs = render_generic(n_attr, seed=VAL_ATTR_SEED)
     pa = ev.prompt_alignment(imgs, specs)
@@ -273,3 +351,51 @@ def validate(ev: Evaluator, n_attr: int = 2400, n_pos: int = 100, n_neg_generic:
             "targets": {"attribute_accuracy": TARGET_ATTR_ACC, "identity_auc": TARGET_ID_AUC, "met": met,
                         "all_met": all(met.values())},
             "seeds": {"attributes": VAL_ATTR_SEED, "identity": VAL_ID_SEED}, "seconds": round(time.time() - t, 1)}
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python tools/train_evaluator.py", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    tr = sub.add_parser("train", help="train, validate, write evaluator.safetensors + evaluator.json")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--out", type=Path, default=ROOT / "cns_cli" / "data")
+    tr.add_argument("--steps", type=int, default=TrainSettings.steps)
+    tr.add_argument("--threads", type=int, default=TrainSettings.threads)
+    tr.add_argument("--quick", action="store_true", help="a tiny smoke run (does not meet the targets)")
+    va = sub.add_parser("validate", help="re-run validation of the packaged (or given) weights; print the report")
+    va.add_argument("--weights", type=Path, default=None)
+    va.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    import torch
+
+    if args.cmd == "train":
+        s = TrainSettings(seed=args.seed, steps=args.steps, threads=args.threads)
+        if args.quick:
+            s = TrainSettings(seed=args.seed, steps=5, batch=16, n_generic=200, n_per_individual=10, threads=args.threads)
+        ev, summary = train(s)
+        report = {"format": FORMAT, "version": VERSION, "world_sha256": ev.config["world_sha256"],
+                  "training": summary, "validation": validate(ev), "weights": "evaluator.safetensors"}
+        path = ev.save(args.out / "evaluator.safetensors")
+        import hashlib
+
+        report["weights_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        report["weights_bytes"] = path.stat().st_size
+        (args.out / "evaluator.json").write_text(json.dumps(report, indent=1) + "\n")
+        print(json.dumps({k: report["validation"][k] for k in ("targets",)}, indent=1))
+        print(f"wrote {path} and {args.out / 'evaluator.json'}")
+        return 0 if report["validation"]["targets"]["all_met"] else 1
+    torch.set_num_threads(args.threads)
+    ev = Evaluator.load(args.weights)
+    if ev.config.get("world_sha256") != world_fingerprint():
+        _log("note: world.py / individuals.py changed since these weights were trained; retrain with `python tools/train_evaluator.py train`")
+    report = validate(ev)
+    report["world_matches_training"] = ev.config.get("world_sha256") == world_fingerprint()
+    print(json.dumps(report, indent=1))
+    return 0 if report["targets"]["all_met"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

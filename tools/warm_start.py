@@ -1,11 +1,11 @@
-"""Start demo-model training from an earlier demo pipeline (`python -m cns_cli.demo.training OUT --init DIR`).
+"""Start demo-model training from an earlier demo pipeline (`python tools/train_demo_model.py OUT --init DIR`).
 
 The VAE, the UNet and every text-encoder weight except the token embeddings are copied as they are (the
 shapes are the training script's). Token embeddings are matched by token *string*, not id, so a changed
 vocabulary keeps what the earlier model learned: a token both vocabularies have keeps its row; a new whole-word
 token starts from the mean of the rows of the pieces the old tokenizer split that word into ("cat" was
 "c" + "at</w>"); anything else keeps its fresh random row. Used for the bundled model, whose first run had a
-tokenizer that split five words (see training.py's docstring).
+tokenizer that split five words (see train_demo_model.py's docstring).
 """
 
 from __future__ import annotations

@@ -1,0 +1,101 @@
+"""What every image of the demo world shares: its factors (scenes, classes, colours, sizes, positions) and their
+phrases, the `Spec` of one image, and `place`, which composites one drawn object onto its scene.
+
+`world` (generic objects, captions, datasets) and `individuals` (personal concepts) both build on this module,
+so `world` can draw an individual without the two importing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .painter import DrawFn, Painter, _j, outline_of
+from .palette import COLOUR_RGB, IMAGE_SIZE
+from .scenes import _blob, render_scene
+
+SCENES = ("beach", "grass", "snow", "night", "plain")
+CLASSES = ("dog", "cat", "hat", "house", "flower", "car", "ball")
+COLOURS = ("red", "blue", "green", "yellow", "white", "purple")
+SIZES = ("small", "big")
+POSITIONS = ("left", "center", "right")
+
+SCENE_PHRASES = {
+    "beach": "on the beach",
+    "grass": "on grass",
+    "snow": "in the snow",
+    "night": "at night",
+    "plain": "on a plain background",
+}
+
+# Object height / width, in the object's own frame (see Painter).
+CLASS_ASPECT = {"dog": 0.8, "cat": 0.86, "hat": 0.62, "house": 1.0, "flower": 1.35, "car": 0.56, "ball": 1.0}
+SIZE_RANGE = {"big": (0.40, 0.55), "small": (0.22, 0.30)}  # object width as a fraction of the image width
+POSITION_X = {"left": 0.25, "center": 0.5, "right": 0.75}  # horizontal centre as a fraction of the width
+GROUND_Y = 0.89  # where objects rest (their base), as a fraction of the height; below every scene's horizon
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What one image shows. `individual` names a personal concept from `individuals.INDIVIDUALS`; its
+    `cls` and `colour` must then be that individual's."""
+
+    scene: str
+    cls: str
+    colour: str
+    size: str = "big"
+    position: str = "center"
+    individual: str | None = None
+
+
+def nearest_colour(rgb: tuple[int, int, int]) -> str:
+    """The COLOURS word whose RGB is nearest (Euclidean) to `rgb`."""
+    v = np.asarray(rgb, dtype=np.float64)
+    return min(COLOURS, key=lambda k: float(np.sum((np.asarray(COLOUR_RGB[k], dtype=np.float64) - v) ** 2)))
+
+
+def check(spec: Spec) -> None:
+    """ValueError naming the first factor of `spec` that is not one of the world's."""
+    for value, allowed, what in (
+        (spec.scene, SCENES, "scene"),
+        (spec.cls, CLASSES, "class"),
+        (spec.colour, COLOURS, "colour"),
+        (spec.size, SIZES, "size"),
+        (spec.position, POSITIONS, "position"),
+    ):
+        if value not in allowed:
+            raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
+
+
+def place(spec: Spec, draw: DrawFn, aspect: float, main_rgb, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(image uint8 [64, 64, 3], object coverage float32 [64, 64] in 0..1, outline included): the spec's scene,
+    then the object `draw` paints (height/width `aspect`, outlined in a darker shade of `main_rgb`) at the
+    spec's size and position with a soft contact shadow. Every random draw (scene, size, position, mirroring,
+    pose) comes from `rng`, in that order."""
+    check(spec)
+    img = render_scene(spec.scene, rng)
+    lo, hi = SIZE_RANGE[spec.size]
+    w = float(rng.uniform(lo, hi)) * IMAGE_SIZE
+    h = w * aspect
+    cx = POSITION_X[spec.position] * IMAGE_SIZE + _j(rng, 3.0)
+    cx = min(max(cx, w / 2 + 1), IMAGE_SIZE - 1 - w / 2)
+    base = GROUND_Y * IMAGE_SIZE + _j(rng, 1.5)
+    mirror = bool(rng.random() < 0.5)
+    painter = Painter(w, aspect, mirror)
+    draw(painter, rng)
+    rgb, alpha = painter.finish(outline_of(main_rgb))
+    # soft contact shadow on the ground
+    shadow = _blob(cx, base + 0.5, w * 0.46, max(1.3, w * 0.06))
+    img[shadow] *= 0.72
+    ox = round(cx - w / 2) - painter.pad
+    oy = round(base - h) - painter.pad
+    cover = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
+    ah, aw = alpha.shape
+    x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + aw, IMAGE_SIZE), min(oy + ah, IMAGE_SIZE)
+    a = alpha[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+    sub = img[y0:y1, x0:x1]
+    sub *= 1 - a[..., None]
+    sub += rgb[y0 - oy : y1 - oy, x0 - ox : x1 - ox] * a[..., None]
+    cover[y0:y1, x0:x1] = a
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8), cover

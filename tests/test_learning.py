@@ -1,0 +1,142 @@
+"""`cns learn` as plan -> fit -> commit (cns_cli/learning): commit needs no model, a dry run never reaches it,
+the lock is held while a new bank trains, and the user paths that had no test: bf16 autocast on the CPU,
+--gradient-checkpointing (it must really engage), --batch-size > 1 and --resolution."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cns_cli.bank import Bank
+from cns_cli.bank.models import Slice
+from cns_cli.errors import BankLockedError
+from cns_cli.learn import LearnConfig, learn
+from cns_cli.learning.commit import commit
+from cns_cli.learning.results import Plan, Trained
+
+from tests.bank import bankfactory as bf
+
+FAST = LearnConfig(steps=3, score_steps=1)
+
+
+def test_commit_needs_no_model_and_stores_what_it_was_given(tmp_path):
+    bank = bf.build_bank(tmp_path / "b.cnsbank", 1)
+    parent = bank.head()
+    rows = {bf.LAYER_K: np.array([1, 5, 9], np.int32), bf.LAYER_V: np.array([0, 15], np.int32)}
+    coef = {bf.LAYER_K: np.full((3, 2), 0.5, np.float32), bf.LAYER_V: np.full((2, 2), -1.0, np.float32)}
+    q = bank.read_object(parent.basis.object)["Q"]
+    plan = Plan(name="new", class_word="cat", base=parent.base, q=q, basis=parent.basis, slice=Slice(start=4, rank=2),
+                rows=rows, general_rows={}, general_key={}, general_cached=True, training={"steps": 3})
+    trained = Trained(coef=coef, embedding=np.ones((1, bf.TEXT_DIM), np.float32), stats={"final_loss": 0.1})
+    with bank.transaction() as tx:
+        rev = commit(tx, plan, trained, ["cns", "learn", "new"])
+    c = rev.concepts["new"]
+    assert (rev.number, rev.parent, c.learned_in) == (2, 1, 2)
+    assert c.neurons.per_layer == {bf.LAYER_K: 3, bf.LAYER_V: 2} and c.slice == Slice(start=4, rank=2)
+    stored = bank.read_object(c.delta)
+    assert stored[f"{bf.LAYER_K}.rows"].tolist() == [1, 5, 9] and (stored[f"{bf.LAYER_V}.coef"] == -1).all()
+    assert rev.concepts["concept-0"] == parent.concepts["concept-0"]  # the earlier concept, untouched
+    assert rev.caches == parent.caches and rev.basis == parent.basis
+
+
+def test_commit_imports_no_torch():
+    code = ("import sys, cns_cli.learning.commit, cns_cli.learn; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'diffusers', 'transformers')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_dry_run_never_reaches_commit(tiny_base, dog_photos, tmp_path, monkeypatch):
+    import cns_cli.learning.commit as commit_module
+
+    def no(*a, **k):
+        raise AssertionError("a dry run committed")
+
+    monkeypatch.setattr(commit_module, "commit", no)
+    out = learn(tmp_path / "b.cnsbank", "dog", dog_photos, class_word="dog", base=tiny_base, config=FAST, dry_run=True)
+    assert out.revision is None and out.plan["neurons"] > 0
+    assert not (tmp_path / "b.cnsbank").exists()
+
+
+def test_a_new_bank_is_locked_while_it_trains(tiny_base, dog_photos, tmp_path, monkeypatch):
+    from cns_cli.model import train
+
+    root = tmp_path / "b.cnsbank"
+    seen = []
+    real_step = train.Trainer.step
+
+    def step(self):
+        with pytest.raises(BankLockedError):  # another writer is refused while this learn trains
+            with Bank.open(root).transaction():
+                pass
+        seen.append(Bank.open(root).head().number)  # the bank exists, at its init revision
+        return real_step(self)
+
+    monkeypatch.setattr(train.Trainer, "step", step)
+    out = learn(root, "dog", dog_photos, class_word="dog", base=tiny_base, config=FAST)
+    assert seen == [0, 0, 0] and out.revision == 1
+
+
+def test_bf16_autocast_trains_on_the_cpu(tiny_base, dog_photos, tmp_path):
+    cfg = LearnConfig(steps=3, score_steps=1, precision="bf16")
+    out = learn(tmp_path / "b.cnsbank", "dog", dog_photos, class_word="dog", base=tiny_base, config=cfg)
+    rev = Bank.open(tmp_path / "b.cnsbank").head()
+    assert out.stats["precision"] == "bf16" and np.isfinite(out.stats["final_loss"])
+    coef = Bank.open(tmp_path / "b.cnsbank").read_object(rev.concepts["dog"].delta)
+    assert any(np.abs(v).max() > 0 for k, v in coef.items() if k.endswith(".coef"))  # the rows moved, in fp32
+
+
+def test_gradient_checkpointing_engages(tiny_base, dog_photos, tmp_path, monkeypatch):
+    import torch.utils.checkpoint
+
+    calls = []
+    real = torch.utils.checkpoint.checkpoint
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counting)  # diffusers binds it when enabled
+    cfg = LearnConfig(steps=2, score_steps=1, gradient_checkpointing=True)
+    learn(tmp_path / "b.cnsbank", "dog", dog_photos, class_word="dog", base=tiny_base, config=cfg)
+    assert calls, "no block was checkpointed"
+
+
+def test_batch_size_and_resolution_reach_training(tiny_base, dog_photos, tmp_path, monkeypatch):
+    from cns_cli.model import train
+
+    shapes = []
+    real = train.diffusion_loss
+
+    def spy(unet, scheduler, latents, states, gen):
+        shapes.append((tuple(latents.shape), tuple(states.shape[:1])))
+        return real(unet, scheduler, latents, states, gen)
+
+    monkeypatch.setattr(train, "diffusion_loss", spy)
+    cfg = LearnConfig(steps=2, score_steps=1, batch_size=3, resolution=32)
+    learn(tmp_path / "b.cnsbank", "dog", dog_photos, class_word="dog", base=tiny_base, config=cfg)
+    # scoring (1 batch) and training (2 steps) all see 3 images of 32 px -> latents of 32 / vae factor
+    from cns_cli.model.loading import load_pipeline, resolve_base
+
+    factor = load_pipeline(resolve_base(tiny_base)).vae_scale_factor
+    assert shapes == [((3, 4, 32 // factor, 32 // factor), (3,))] * 3
+
+
+def test_generate_json_gives_one_record_per_image(tiny_base, dog_photos, tmp_path):
+    from tests.clitools import cns
+
+    bank = tmp_path / "b.cnsbank"
+    learn(bank, "dog", dog_photos, class_word="dog", base=tiny_base, config=FAST)
+    r = cns("--bank", bank, "generate", "<dog> on a beach", "a <dog>", "-n", "2", "--steps", "1",
+            "--out", tmp_path / "out", "--json")
+    assert r.exit_code == 0, r.stderr
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [(x["prompt"], x["seed"]) for x in records] == [("<dog> on a beach", 0), ("<dog> on a beach", 1),
+                                                           ("a <dog>", 0), ("a <dog>", 1)]
+    assert all(Path(x["path"]).is_file() and x["concepts"] == ["dog"] for x in records)

@@ -1,0 +1,104 @@
+"""tools/train_demo_model.py: the script runs every phase end to end (a few steps) and its output is a diffusers
+pipeline that cns can load and personalise, within the size budget for committed weights; an interrupted run
+resumed with --resume ends exactly where the uninterrupted run ends; checkpoints hold no pickle."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cns_cli.model.loading import describe_base, load_pipeline, resolve_base
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_quick_training_run_gives_a_loadable_pipeline(tmp_path):
+    out = tmp_path / "demo"
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "train_demo_model.py"), str(out), "--quick"],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)  # from anywhere, as documented
+    assert r.returncode == 0, r.stderr[-2000:]
+    info = json.loads((out / "pipeline" / "training.json").read_text())
+    assert info["bytes"] <= 25_000_000  # committed as package data: ≤ 25 MB
+    assert info["latent_scale"] > 0
+    from cns_cli.prompts import calibration_id, calibration_prompts
+
+    own = calibration_prompts(out / "pipeline")  # the model's own calibration set, in its vocabulary
+    assert len(own) == 280 and len(set(own)) == 280 and calibration_id(out / "pipeline").startswith("model-v1:")
+    assert sum(" and " in p for p in own) > 20  # two-object captions too
+    pipe = load_pipeline(resolve_base(str(out / "pipeline")))
+    pointer = describe_base(resolve_base(str(out / "pipeline")), pipe)
+    assert pointer.text_dim == 128 and len(pointer.kv_layers) == 20
+    # every caption word is a single known token sequence, and the tokenizer is the real one (not the 2-token fallback)
+    assert len(pipe.tokenizer) > 500
+    image = pipe("a red dog on the beach", num_inference_steps=2, output_type="np").images[0]
+    assert image.shape == (64, 64, 3)
+    # one checkpoint folder (the last), in safetensors + JSON only
+    (ck,) = [p for p in (out / "checkpoints").iterdir() if p.is_dir()]
+    assert ck.name == "unet-000002" and json.loads((out / "checkpoints" / "progress.json").read_text())["checkpoint"] == ck.name
+    assert sorted(p.name for p in ck.iterdir()) == ["state.json", "state.safetensors", "text_encoder.safetensors",
+                                                     "unet.safetensors", "vae.safetensors"]
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _run(out: Path, *extra: str, stop_after: str | None = None, monkeypatch=None) -> None:
+    """One in-process run of the script with --quick settings (2 VAE + 2 UNet steps, a checkpoint after each),
+    stopped like Ctrl-C right after the checkpoint whose log line starts with `stop_after`."""
+    import tools.train_demo_model as T
+
+    log = T._log
+
+    def stopping_log(where, msg):
+        log(where, msg)
+        if stop_after and msg.startswith(stop_after):
+            raise Interrupted(msg)
+
+    monkeypatch.setattr(T, "_log", stopping_log)
+    # the fp16 pipeline copies (OUT/latest, OUT/pipeline) are the other test's; here only the folder is needed
+    monkeypatch.setattr(T, "save_pipeline", lambda pipe, path: path.mkdir(parents=True, exist_ok=True) or 0)
+    if stop_after:
+        with pytest.raises(Interrupted):
+            T.main([str(out), "--quick", *extra])
+    else:
+        T.main([str(out), "--quick", *extra])
+
+
+def _weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return {f"{p.stem}/{k}": v for p in sorted(folder.glob("*.safetensors")) for k, v in load_file(str(p)).items()}
+
+
+def test_resume_continues_exactly_where_an_interrupted_run_stopped(tmp_path, monkeypatch):
+    import torch
+
+    _run(tmp_path / "whole", monkeypatch=monkeypatch)
+    # interrupted in the VAE phase, resumed, interrupted in the UNet phase, resumed again
+    _run(tmp_path / "parts", stop_after="vae step 1/2", monkeypatch=monkeypatch)
+    _run(tmp_path / "parts", "--resume", stop_after="unet step 1/2", monkeypatch=monkeypatch)
+    cache = tmp_path / "parts" / "checkpoints" / "latents.safetensors"
+    stamp = cache.stat().st_mtime_ns
+    _run(tmp_path / "parts", "--resume", monkeypatch=monkeypatch)
+    assert cache.stat().st_mtime_ns == stamp  # resuming in the UNet phase reuses the encoded latents
+
+    whole, parts = (json.loads((tmp_path / k / "pipeline" / "training.json").read_text()) for k in ("whole", "parts"))
+    assert parts["resumed"] and not whole["resumed"]
+    for key in ("final_vae_loss", "final_unet_loss", "latent_scale"):  # the losses follow every batch drawn
+        assert parts[key] == whole[key], key
+    a, b = (_weights(tmp_path / k / "checkpoints" / "unet-000002") for k in ("whole", "parts"))
+    assert a.keys() == b.keys() and any(k.startswith("state/optimizer.") for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k  # weights, Adam moments and step counts, RNG states: bit for bit
+
+
+def test_resume_of_a_run_from_an_older_version_says_to_start_again(tmp_path, monkeypatch):
+    (tmp_path / "old" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "old" / "checkpoints" / "progress.json").write_text('{"phase": "unet", "step": 100}')
+    with pytest.raises(SystemExit, match="without --resume"):
+        _run(tmp_path / "old", "--resume", monkeypatch=monkeypatch)
