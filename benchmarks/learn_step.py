@@ -124,11 +124,12 @@ def main() -> None:
     if args.device == "cuda":
         for m, fn in steps.items():
             torch.cuda.synchronize()
+            resident = torch.cuda.memory_allocated()
             torch.cuda.reset_peak_memory_stats()
             fn()
             torch.cuda.synchronize()
-            memory[m] = torch.cuda.max_memory_allocated() / 2**20
-        mem_kind = "cuda max_memory_allocated (MB), all models resident"
+            memory[m] = (torch.cuda.max_memory_allocated() - resident) / 2**20
+        mem_kind = "cuda peak allocated during one step minus what was resident before it (MB; activations, temporaries)"
     else:
         del steps, s  # free this process's model copies before the per-method processes load theirs
         gc.collect()
