@@ -46,3 +46,27 @@ def dog_photos(tmp_path_factory):
 @pytest.fixture(scope="session")
 def hat_photos(tmp_path_factory):
     return _photos(tmp_path_factory.mktemp("photos") / "hat", (20, 40, 160), "square", seed=2)
+
+
+@pytest.fixture(scope="session")
+def dog_bank_readonly(tiny_base, dog_photos, tmp_path_factory):
+    """A bank on the tiny base holding <dog> (class dog, 8 steps), learned once for every test that only reads
+    it: generate, inspect, dry runs, refused inputs. A test that writes to a bank makes its own."""
+    from cns_cli.learn import LearnConfig, learn
+
+    path = tmp_path_factory.mktemp("shared") / "dog.cnsbank"
+    learn(path, "dog", dog_photos, class_word="dog", base=tiny_base, config=LearnConfig(steps=8, score_steps=2))
+    return path
+
+
+@pytest.fixture(scope="session")
+def dog_hat_bank_readonly(dog_bank_readonly, hat_photos, tmp_path_factory):
+    """The shared dog bank plus <hat> (class hat, 8 steps), for tests that only read it."""
+    import shutil
+
+    from cns_cli.learn import LearnConfig, learn
+
+    path = tmp_path_factory.mktemp("shared") / "dog-hat.cnsbank"
+    shutil.copytree(dog_bank_readonly, path)
+    learn(path, "hat", hat_photos, class_word="hat", config=LearnConfig(steps=8, score_steps=2))
+    return path

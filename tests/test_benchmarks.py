@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs benchmarks, the demo or a trainer end to end (README: the quick subset)
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 

@@ -29,10 +29,8 @@ NAME = re.compile(r"r1-000-dog-on-a-beach-s(\d+)-([0-9a-f]{8})(-\d+)?\.png")
 
 
 @pytest.fixture(scope="module")
-def bank(tiny_base, dog_photos, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("files") / "b.cnsbank"
-    learn(path, "dog", dog_photos, class_word="dog", base=tiny_base, config=LearnConfig(steps=8, score_steps=2))
-    return path
+def bank(dog_bank_readonly) -> Path:
+    return dog_bank_readonly
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 from cns_cli.bank import Bank
 from cns_cli.cli import app
 from cns_cli.generate import GenerateConfig, build_pipeline, generate
-from cns_cli.learn import LearnConfig, learn
 from cns_cli.model import regional
 from cns_cli.regions import RegionRequest
 
@@ -27,11 +26,8 @@ PROMPT = "<dog> wearing a <hat> on the beach"
 
 
 @pytest.fixture(scope="module")
-def bank(tiny_base, dog_photos, hat_photos, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("regions") / "b.cnsbank"
-    for name, photos in (("dog", dog_photos), ("hat", hat_photos)):
-        learn(path, name, photos, base=tiny_base, config=LearnConfig(steps=8, score_steps=2))
-    return path
+def bank(dog_hat_bank_readonly) -> Path:
+    return dog_hat_bank_readonly
 
 
 def test_without_regions_the_png_is_the_plain_call_byte_for_byte(bank, tiny_base, tmp_path, monkeypatch):

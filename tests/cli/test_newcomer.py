@@ -41,11 +41,8 @@ def no_model_load(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def dog_bank(tiny_base, dog_photos, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("newcomer") / "b.cnsbank"
-    r = cns("--bank", path, "learn", "dog", dog_photos, "--class", "dog", "--base", tiny_base, *FAST)
-    assert r.exit_code == 0, r.stderr
-    return path
+def dog_bank(dog_bank_readonly) -> Path:
+    return dog_bank_readonly
 
 
 # -- 4. pipes --------------------------------------------------------------------------------------------

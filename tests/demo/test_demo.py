@@ -13,6 +13,8 @@ from cns_cli.demo.run import PAIR, DemoConfig, run_demo
 from cns_cli.errors import UsageError
 from cns_cli.model.loading import builtin_path
 
+pytestmark = pytest.mark.slow  # runs benchmarks, the demo or a trainer end to end (README: the quick subset)
+
 
 def test_demo_runs_end_to_end(tiny_base, tmp_path):
     cfg = DemoConfig(base=tiny_base, steps=2, photos=3, sample_steps=2)

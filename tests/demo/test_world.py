@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import time
 
 import numpy as np
 import pytest
@@ -126,15 +125,6 @@ def test_bad_specs_are_rejected():
     wrong = next(c for c in COLOURS if c != rex.colour)
     with pytest.raises(ValueError, match="rex"):
         render(Spec("beach", "dog", wrong, individual="rex"), rng)
-
-
-def test_render_speed_is_printed():
-    render_dataset(20, seed=0)  # warm up
-    t = time.perf_counter()
-    render_dataset(300, seed=1)
-    rate = 300 / (time.perf_counter() - t)
-    print(f"render_dataset: {rate:.0f} images/s")
-    assert rate > 0
 
 
 # --------------------------------------------------------------------------------------------- captions
