@@ -1,5 +1,14 @@
 """cns: continual personalization of text-to-image diffusion models (Concept Neuron Selection)."""
 
-__version__ = "0.1.0"
-# The base model of a new bank when --base is not given.
-DEFAULT_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+from .about import DEFAULT_BASE, __version__
+
+# The Python API (cns_cli/api.py), imported on first use so that `import cns_cli` stays free of torch.
+__all__ = ["DEFAULT_BASE", "__version__", "apply_bank", "expand_prompt", "load_pipeline", "remove_bank"]
+
+
+def __getattr__(name: str):
+    if name in ("apply_bank", "expand_prompt", "load_pipeline", "remove_bank"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'cns_cli' has no attribute {name!r}")

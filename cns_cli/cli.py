@@ -20,7 +20,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import DEFAULT_BASE, __version__, output
+from . import output
+from .about import DEFAULT_BASE, __version__
 from .errors import CHECK_FAILED_EXIT, INTERNAL_ERROR_EXIT, CnsError
 
 app = typer.Typer(

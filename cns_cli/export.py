@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from .about import __version__
 from .bank import Bank, Revision
 from .bank.atomic import atomic_write
 from .bank.delta import read_delta

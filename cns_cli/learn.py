@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import DEFAULT_BASE
+from .about import DEFAULT_BASE
 from .bank import Bank, Revision
 from .bank.names import check_class_word, check_concept_name
 from .errors import ConceptError, UsageError

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from .. import __version__
+from ..about import __version__
 from ..errors import (
     BankExistsError, BankFormatError, BankNotFoundError, BankVersionError, CommitError, IntegrityError,
 )

@@ -127,11 +127,18 @@ def _stack(pipe) -> list[AppliedConcepts]:
     return vars(pipe).setdefault("_cns_applied", [])
 
 
+def applied_to(pipe) -> list[AppliedConcepts]:
+    """The concepts applied to `pipe` with `apply_concepts` and not yet removed, oldest first (the live stack)."""
+    return _stack(pipe)
+
+
 def apply_concepts(pipe, bank: Bank, rev: Revision, names: list[str] | None = None, *,
-                   check: bool = True) -> AppliedConcepts:
+                   check: bool = True, scales: dict[str, float] | None = None) -> AppliedConcepts:
     """Like `apply_bank` (the same weights, the same token ids, bit for bit), but returns a handle whose
     `remove()` restores the pipeline exactly, so a bench, demo or in-process forget need not reload the
-    base. If anything fails half-way, what was already changed is put back before the error propagates."""
+    base. If anything fails half-way, what was already changed is put back before the error propagates.
+    `scales` (name -> s) adds s·ΔW for those concepts instead of ΔW (their tokens are added unscaled, as a
+    LoRA weight in A1111 scales the LoRA and not an embedding); a concept without a scale gets exactly ΔW."""
     names = ordered(rev, names)
     if check and names:
         require_intact(bank, rev, names)
@@ -140,7 +147,7 @@ def apply_concepts(pipe, bank: Bank, rev: Revision, names: list[str] | None = No
     text = _TextState(pipe.tokenizer, pipe.text_encoder)
     if names:
         q = basis_matrix(bank, rev)
-        tensors = [concept_tensors(bank, rev, n, q) for n in names]
+        tensors = [_scaled(concept_tensors(bank, rev, n, q), (scales or {}).get(n, 1.0)) for n in names]
         tokens = [(rev.concepts[n].token, concept_embedding(bank, rev, n)) for n in names]
         try:
             apply_deltas(pipe.unet, tensors, saved)
@@ -154,3 +161,10 @@ def apply_concepts(pipe, bank: Bank, rev: Revision, names: list[str] | None = No
     applied = AppliedConcepts(pipe, names, token_ids, saved, text)
     stack.append(applied)
     return applied
+
+
+def _scaled(t: ConceptTensors, scale: float) -> ConceptTensors:
+    """s·ΔW = Sᵀ (s·A) Bᵀ: the coefficients scaled (in float32); scale 1 leaves the tensors as they are."""
+    if scale == 1.0:
+        return t
+    return ConceptTensors(rows=t.rows, coef={k: v * scale for k, v in t.coef.items()}, basis_slice=t.basis_slice)

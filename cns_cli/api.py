@@ -1,0 +1,130 @@
+"""The Python API for diffusers users (re-exported lazily by `cns_cli/__init__.py`, so `import cns_cli` loads no
+torch until a function is called):
+
+    pipe = cns_cli.load_pipeline(".cnsbank")                 # the base + every concept: what `cns generate` runs
+    image = pipe(cns_cli.expand_prompt(".cnsbank", "<dog> on a beach"),
+                 generator=torch.Generator().manual_seed(7)).images[0]   # = `cns generate ... --seed 7`
+
+    pipe = StableDiffusionPipeline.from_pretrained(BASE)     # a pipeline you already have (float32)
+    cns_cli.apply_bank(pipe, ".cnsbank", concepts=["dog"], scales={"dog": 0.7})
+    ...
+    cns_cli.remove_bank(pipe)                                # the pipeline is bit for bit what it was
+
+Errors are the CLI's exceptions (cns_cli.errors.CnsError and subclasses) with the same one-line messages.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+
+from .bank import Bank, Revision
+from .errors import CnsError, ModelError, UsageError
+
+PathLike = str | os.PathLike
+
+
+def _bank(bank: PathLike | Bank) -> Bank:
+    return bank if isinstance(bank, Bank) else Bank.open(bank)
+
+
+def _revision(bank: Bank, revision: int | None) -> Revision:
+    """HEAD, or revision N of the bank (any revision on disk: the bank is history)."""
+    if revision is None:
+        return bank.head()
+    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
+        raise UsageError(f"revision must be a revision number (an int ≥ 0), got {revision!r}")
+    if not (bank.root / f"revisions/{revision:06d}.json").is_file():
+        raise UsageError(f"revision {revision} does not exist in {bank.root}; `cns log` lists them")
+    return bank.revision(revision)
+
+
+def load_pipeline(bank: PathLike | Bank = ".cnsbank", revision: int | None = None, device: str = "auto", dtype=None):
+    """The bank's base model as a diffusers pipeline with every concept of `revision` (default HEAD) applied
+    and their tokens added: what `cns generate` runs (the same weights, so the same images for the same text,
+    seed, steps and guidance). `device`: auto / cpu / cuda / mps; `dtype`: a torch dtype (default: float32 on
+    CPU and MPS, bf16 or fp16 on a GPU). `remove_bank(pipe)` takes the concepts out again."""
+    import torch
+
+    from .model import loading, runtime
+    from .model.personalised import load_personalised
+
+    b = _bank(bank)
+    rev = _revision(b, revision)
+    device = runtime.resolve_device(device)
+    dtype = dtype or runtime.resolve_precision("auto", device)
+    pipe = load_personalised(b, rev, [], "cpu", torch.float32)  # the fingerprint-checked base, in float32
+    _apply(pipe, b, rev, None, None)  # deltas added in float32, as generate does, but removable
+    return loading.place(pipe, device, dtype)
+
+
+def apply_bank(pipe, bank: PathLike | Bank = ".cnsbank", revision: int | None = None,
+               concepts: list[str] | None = None, scales: Mapping[str, float] | None = None):
+    """Apply a bank's concepts to a diffusers SD pipeline you loaded: checks that it is the bank's base (its
+    K/V fingerprint), adds the concepts' tokens and their deltas, each scaled by `scales[name]` (0..2, default
+    1) if given. `concepts`: which ones (default: all of the revision). The pipeline must be in float32 when
+    the bank is applied (the fingerprint is of the float32 weights); cast it afterwards if you like. Returns the
+    names applied. `remove_bank(pipe)` restores the pipeline exactly."""
+    from .model import loading
+
+    b = _bank(bank)
+    rev = _revision(b, revision)
+    names = _concepts(rev, concepts)
+    _check_scales(rev, scales)
+    if pipe.unet.dtype != _float32():
+        raise ModelError(f"apply_bank needs the pipeline in float32 (it is {pipe.unet.dtype}): the bank's fingerprint is "
+                         "of the float32 weights; load it with torch_dtype=torch.float32, apply, then pipe.to(dtype)")
+    loading.check_matches(rev.base, pipe)
+    return _apply(pipe, b, rev, names, scales).names
+
+
+def remove_bank(pipe) -> None:
+    """Take out every concept `apply_bank` / `load_pipeline` put into `pipe`, latest first: its K/V weights, its
+    tokenizer and its token embeddings are bit for bit what they were before."""
+    from .model.bank_apply import applied_to
+
+    stack = applied_to(pipe)
+    if not stack:
+        raise UsageError("this pipeline has no bank applied (cns_cli.apply_bank or cns_cli.load_pipeline adds one)")
+    while stack:
+        stack[-1].remove()
+
+
+def expand_prompt(bank: PathLike | Bank, prompt: str, revision: int | None = None, expand: bool = True) -> str:
+    """The exact text `cns generate` sends to the text encoder for `prompt` (each `<name>` followed by its
+    class word unless `expand` is False); unknown concepts raise ConceptError, as in the CLI."""
+    from .prompts import expand_prompt as expand_text
+
+    rev = _revision(_bank(bank), revision)
+    return expand_text(prompt, {n: c.class_word for n, c in rev.concepts.items()}, expand)
+
+
+def _apply(pipe, bank: Bank, rev: Revision, names, scales):
+    from .model.bank_apply import apply_concepts
+
+    return apply_concepts(pipe, bank, rev, names, scales=dict(scales) if scales else None)
+
+
+def _concepts(rev: Revision, concepts: list[str] | None) -> list[str] | None:
+    if concepts is None:
+        return None
+    unknown = [n for n in concepts if n not in rev.concepts]
+    if unknown:
+        known = ", ".join(sorted(rev.concepts)) or "none"
+        raise CnsError(f"no concept {unknown[0]!r} in revision {rev.number} (known: {known})")
+    return list(concepts)
+
+
+def _check_scales(rev: Revision, scales: Mapping[str, float] | None) -> None:
+    for name, s in (scales or {}).items():
+        if name not in rev.concepts:
+            raise UsageError(f"a scale for {name!r}, which is not a concept of revision {rev.number}")
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or not 0 <= s <= 2:
+            raise UsageError(f"the scale of {name!r} must be a number in [0, 2], got {s!r}")
+
+
+def _float32():
+    import torch
+
+    return torch.float32

@@ -1,0 +1,119 @@
+"""The Python API (cns_cli.load_pipeline / apply_bank / remove_bank / expand_prompt): the images are
+`cns generate`'s, remove_bank gives the pipeline back bit for bit, scales scale, and bad input is one clear
+exception. `import cns_cli` loads no torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cns_cli
+from cns_cli.errors import ConceptError, ModelMismatchError, UsageError
+from cns_cli.model.loading import kv_layers, load_pipeline, resolve_base
+from cns_cli.model.tokens import token_embedding
+
+from tests.clitools import cns
+
+
+def _image(pipe, text: str, seed: int = 7) -> np.ndarray:
+    out = pipe(text, num_inference_steps=3, guidance_scale=7.5, generator=torch.Generator().manual_seed(seed))
+    return np.asarray(out.images[0])
+
+
+def _state(pipe) -> dict:
+    """Everything a bank changes: the K/V weights, the token table, the tokenizer's size."""
+    return {"kv": {n: m.weight.detach().clone() for n, m in kv_layers(pipe.unet).items()},
+            "emb": token_embedding(pipe.text_encoder).weight.detach().clone(), "tokens": len(pipe.tokenizer)}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return (a["tokens"] == b["tokens"] and torch.equal(a["emb"], b["emb"])
+            and all(torch.equal(a["kv"][n], b["kv"][n]) for n in a["kv"]))
+
+
+def test_import_loads_no_torch():
+    code = "import sys, cns_cli; cns_cli.__version__; print(any(m.split('.')[0] == 'torch' for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_load_pipeline_draws_what_cns_generate_draws(dog_hat_bank_readonly, tmp_path):
+    bank = dog_hat_bank_readonly
+    r = cns("--bank", bank, "generate", "<dog> wearing a <hat>", "--seed", "7", "--steps", "3", "--out", tmp_path, "--json")
+    assert r.exit_code == 0, r.stderr
+    import json
+
+    record = json.loads(r.stdout)
+    text = cns_cli.expand_prompt(bank, "<dog> wearing a <hat>")
+    assert text == record["text"] == "<dog> dog wearing a <hat> hat"
+    pipe = cns_cli.load_pipeline(bank, device="cpu")
+    assert np.array_equal(_image(pipe, text), np.asarray(Image.open(record["path"]).convert("RGB")))
+
+
+def test_apply_then_remove_gives_the_pipeline_back_bit_for_bit(dog_hat_bank_readonly, tiny_base):
+    pipe = load_pipeline(resolve_base(tiny_base))
+    before = _state(pipe)
+    assert cns_cli.apply_bank(pipe, dog_hat_bank_readonly) == ["dog", "hat"]
+    applied = _state(pipe)
+    assert applied["tokens"] == before["tokens"] + 2 and not _same(applied, before)
+    reference = cns_cli.load_pipeline(dog_hat_bank_readonly, device="cpu")  # what generate runs: same weights
+    assert _same(_state(reference), applied)
+    cns_cli.remove_bank(pipe)
+    assert _same(_state(pipe), before)
+    with pytest.raises(UsageError, match="no bank applied"):
+        cns_cli.remove_bank(pipe)
+
+
+def test_scales_scale_the_delta_and_zero_leaves_the_unet_alone(dog_bank_readonly, tiny_base):
+    pipe = load_pipeline(resolve_base(tiny_base))
+    base = _state(pipe)["kv"]
+    cns_cli.apply_bank(pipe, dog_bank_readonly, scales={"dog": 0.0})
+    assert all(torch.equal(base[n], m.weight) for n, m in kv_layers(pipe.unet).items())
+    cns_cli.remove_bank(pipe)
+    cns_cli.apply_bank(pipe, dog_bank_readonly)
+    full = {n: m.weight.detach() - base[n] for n, m in kv_layers(pipe.unet).items()}
+    cns_cli.remove_bank(pipe)
+    cns_cli.apply_bank(pipe, dog_bank_readonly, scales={"dog": 0.5})
+    half = {n: m.weight.detach() - base[n] for n, m in kv_layers(pipe.unet).items()}
+    assert any(full[n].abs().max() > 0 for n in full)
+    assert all(torch.allclose(half[n], full[n] / 2, atol=1e-6) for n in full)
+
+
+def test_an_earlier_revision_and_a_subset(dog_hat_bank_readonly, tiny_base):
+    pipe = load_pipeline(resolve_base(tiny_base))
+    assert cns_cli.apply_bank(pipe, dog_hat_bank_readonly, revision=1) == ["dog"]  # before <hat> was learned
+    cns_cli.remove_bank(pipe)
+    assert cns_cli.apply_bank(pipe, dog_hat_bank_readonly, concepts=["hat"]) == ["hat"]
+    with pytest.raises(ConceptError):
+        cns_cli.expand_prompt(dog_hat_bank_readonly, "<hat> on a beach", revision=1)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"scales": {"dog": 2.5}}, "in [0, 2]"),
+    ({"scales": {"dog": float("nan")}}, "in [0, 2]"),
+    ({"scales": {"cat": 1.0}}, "not a concept"),
+    ({"concepts": ["cat"]}, "no concept 'cat'"),
+    ({"revision": 99}, "does not exist"),
+])
+def test_bad_input_is_one_clear_exception(dog_bank_readonly, tiny_base, kwargs, words):
+    pipe = load_pipeline(resolve_base(tiny_base))
+    before = _state(pipe)
+    with pytest.raises(cns_cli.errors.CnsError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        cns_cli.apply_bank(pipe, dog_bank_readonly, **kwargs)
+    assert _same(_state(pipe), before)
+
+
+def test_another_base_or_another_dtype_is_refused(dog_bank_readonly, tmp_path):
+    from cns_cli.model.tiny import save_tiny_pipeline
+
+    other = load_pipeline(resolve_base(str(save_tiny_pipeline(tmp_path / "other", seed=1))))
+    with pytest.raises(ModelMismatchError):
+        cns_cli.apply_bank(other, dog_bank_readonly)
+    other.to(torch.bfloat16)
+    with pytest.raises(cns_cli.errors.ModelError, match="float32"):
+        cns_cli.apply_bank(other, dog_bank_readonly)
