@@ -43,6 +43,8 @@ class GenerateConfig:
     precision: str = "auto"  # fp32 on CPU/MPS (bit-identical to diffusers), bf16/fp16 on a GPU
     regions: RegionRequest | None = None  # region control (regions.py); None: the plain pipeline call
     force: bool = False  # allow sizes over checks.SIZE_REFUSE_AREA x the model's native area
+    negative: str | None = None  # the negative prompt of every image (None: diffusers' default, none)
+    revision: int | None = None  # generate from this revision of the bank instead of HEAD
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -55,6 +57,8 @@ class GenerateConfig:
         for flag, v in (("width", self.width), ("height", self.height)):
             if v is not None and (v < 8 or v % 8):
                 raise UsageError(f"--{flag} must be a positive multiple of 8, got {v}")
+        if self.revision is not None and self.revision < 0:
+            raise UsageError(f"--revision must be a revision number (0 or more), got {self.revision}")
 
 
 def _slug(text: str) -> str:
@@ -77,7 +81,7 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
     from .regions import plan_regions
 
     bank = Bank.open(bank_path)
-    rev = bank.head()
+    rev = bank.head() if config.revision is None else _revision(bank, config.revision)
     classes = {name: c.class_word for name, c in rev.concepts.items()}
     texts = [expand_prompt(p, classes, config.expand) for p in prompts]  # unknown concepts fail before loading
     _warn_unclosed(prompts)
@@ -114,6 +118,8 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
                       "device": device, "precision": precision_name(dtype)}
             if schedule:
                 record["schedule"] = schedule
+            if config.negative is not None:
+                record["negative"] = config.negative
             if plan:
                 record["regions"] = plan.record()
             suffix = "-regions" if plan else ""
@@ -124,6 +130,15 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
             if on_image:
                 on_image(record)
     return results
+
+
+def _revision(bank: Bank, number: int):
+    """Revision `number` of the bank, or a one-line error naming the revisions that exist."""
+    from .bank.revision_io import revision_name
+
+    if not (bank.root / revision_name(number)).is_file():
+        raise UsageError(f"--revision {number} does not exist in {bank.root}; `cns log` lists the revisions")
+    return bank.revision(number)
 
 
 def _check_limits(facts: ModelFacts, config: GenerateConfig) -> None:
@@ -201,6 +216,8 @@ def settings_hash(record: dict, identity: dict) -> str:
     """8 hex digits of sha256 over every setting that changes pixels (the file name's last part)."""
     doc = {key: record[key] for key in ("text", "seed", "steps", "width", "height", "device", "precision")}
     doc.update(guidance=float(record["guidance"]), regions=record.get("regions"), model=identity)
+    if "negative" in record:  # only when set, so the names of runs without one stay as they were
+        doc["negative"] = record["negative"]
     text = json.dumps(doc, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
 
@@ -211,6 +228,8 @@ def _sample(pipe, text: str, plan: RegionPlan | None, config: GenerateConfig, se
 
     kwargs = dict(num_inference_steps=config.steps, guidance_scale=config.guidance, width=config.width,
                   height=config.height, generator=torch.Generator().manual_seed(seed))
+    if config.negative is not None:
+        kwargs["negative_prompt"] = config.negative  # the unconditional half: regions leave it untouched
     if plan is None:
         return pipe(text, **kwargs).images[0]
     from .model.regional import generate_plans
@@ -225,7 +244,7 @@ def _a1111_quote(value) -> str:
 
 
 def a1111_infotext(record: dict, plan: RegionPlan | None = None) -> str:
-    """The A1111 `parameters` text: the prompt line (no "Negative prompt:" line: cns has none), then
+    """The A1111 `parameters` text: the prompt line, a "Negative prompt:" line when there is one, then
     `Steps: N, Sampler: NAME, CFG scale: X, Seed: N, Size: WxH, Model: NAME` and cns's own fields."""
     fields = [f"Steps: {record['steps']}", f"Sampler: {record['sampler']}"]
     if record.get("schedule"):
@@ -235,7 +254,8 @@ def a1111_infotext(record: dict, plan: RegionPlan | None = None) -> str:
                f"cns revision: {record['revision']}"]
     if plan:
         fields.append(plan.a1111())
-    return f"{record['text']}\n" + ", ".join(fields)
+    negative = f"Negative prompt: {record['negative']}\n" if record.get("negative") else ""
+    return f"{record['text']}\n{negative}" + ", ".join(fields)
 
 
 def _png_info(record: dict, plan: RegionPlan | None):
@@ -246,6 +266,8 @@ def _png_info(record: dict, plan: RegionPlan | None):
     info = PngInfo()
     for key in ("prompt", "text", "seed", "steps", "guidance", "revision", "concepts"):
         info.add_text(f"cns:{key}", str(record[key]) if key != "concepts" else ",".join(record[key]))
+    if "negative" in record:
+        info.add_text("cns:negative", record["negative"])
     if plan:
         info.add_text("cns:regions", json.dumps(record["regions"], ensure_ascii=False))
     info.add_text("parameters", a1111_infotext(record, plan))

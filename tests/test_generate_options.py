@@ -1,0 +1,73 @@
+"""`cns generate --negative TEXT` and `--revision N`: the pixels are diffusers' with the same weights and
+arguments, the metadata says so (a third-party A1111 reader sees the negative prompt), and bad values are one
+line before any model loads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import cns_cli
+
+from tests.clitools import cns, one_line_error
+
+NEGATIVE = "blurry, low quality"
+
+
+def _generate(bank, tmp_path, *args) -> dict:
+    r = cns("--bank", bank, "generate", *args, "--seed", "3", "--steps", "3", "--out", tmp_path, "--json")
+    assert r.exit_code == 0, r.stderr
+    return json.loads(r.stdout.splitlines()[0])
+
+
+def _pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_negative_prompt_is_diffusers_negative_prompt_and_recorded(dog_bank_readonly, tmp_path):
+    from sd_parsers import ParserManager
+
+    plain = _generate(dog_bank_readonly, tmp_path, "<dog> on a beach")
+    rec = _generate(dog_bank_readonly, tmp_path, "<dog> on a beach", "--negative", NEGATIVE)
+    assert rec["negative"] == NEGATIVE and "negative" not in plain and rec["path"] != plain["path"]
+    pipe = cns_cli.load_pipeline(dog_bank_readonly, device="cpu")
+    want = pipe(rec["text"], negative_prompt=NEGATIVE, num_inference_steps=3, guidance_scale=7.5,
+                generator=torch.Generator().manual_seed(3)).images[0]
+    assert np.array_equal(_pixels(rec["path"]), np.asarray(want))
+    assert not np.array_equal(_pixels(rec["path"]), _pixels(plain["path"]))
+    chunks = Image.open(rec["path"]).text
+    assert chunks["cns:negative"] == NEGATIVE and chunks["parameters"].split("\n")[1] == f"Negative prompt: {NEGATIVE}"
+    info = ParserManager().parse(rec["path"])
+    assert [str(p) for p in info.negative_prompts] == [NEGATIVE] and [str(p) for p in info.prompts] == [rec["text"]]
+
+
+def test_negative_applies_to_prompts_from_stdin_too(dog_bank_readonly, tmp_path):
+    r = cns("--bank", dog_bank_readonly, "generate", "-", "--negative", NEGATIVE, "--steps", "1", "--out", tmp_path,
+            "--json", input="<dog> on a beach\na <dog> in the snow\n")
+    assert r.exit_code == 0, r.stderr
+    assert [json.loads(line)["negative"] for line in r.stdout.splitlines()] == [NEGATIVE, NEGATIVE]
+
+
+def test_revision_generates_from_an_earlier_state(dog_hat_bank_readonly, tmp_path):
+    rec = _generate(dog_hat_bank_readonly, tmp_path, "<dog> on a beach", "--revision", "1")
+    assert rec["revision"] == 1 and Path(rec["path"]).name.startswith("r1-")
+    pipe = cns_cli.load_pipeline(dog_hat_bank_readonly, revision=1, device="cpu")  # <dog> alone, before <hat>
+    want = pipe(rec["text"], num_inference_steps=3, guidance_scale=7.5, generator=torch.Generator().manual_seed(3))
+    assert np.array_equal(_pixels(rec["path"]), np.asarray(want.images[0]))
+    head = _generate(dog_hat_bank_readonly, tmp_path, "<dog> on a beach")
+    assert not np.array_equal(_pixels(rec["path"]), _pixels(head["path"]))  # <hat>'s rows change the model too
+    line = one_line_error(cns("--bank", dog_hat_bank_readonly, "generate", "<hat>", "--revision", "1", "--out", tmp_path))
+    assert "unknown concept <hat>" in line  # revision 1 has no <hat>
+
+
+def test_a_revision_that_does_not_exist(dog_bank_readonly, tmp_path, monkeypatch):
+    from cns_cli.model import loading
+
+    monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    for value, words in (("99", "--revision 99 does not exist"), ("-1", "--revision must be a revision number")):
+        assert words in one_line_error(cns("--bank", dog_bank_readonly, "generate", "<dog>", "--revision", value,
+                                           "--out", tmp_path))
