@@ -72,6 +72,9 @@ def run_bench(out: Path, config: BenchConfig = BenchConfig(), reporter: Reporter
               new_basis=None) -> dict:
     """`new_basis` (d, d): the basis Q the cns methods' new banks start from instead of the seeded one (an input
     for experiments such as benchmarks/row_training_sweep.py; the bench itself never sets it)."""
+    from . import require_bench_extra
+
+    require_bench_extra()
     from ..demo.evaluator import Evaluator
     from ..demo.individuals import INDIVIDUALS, render_photos
     from ..demo.outputs import claim_folder

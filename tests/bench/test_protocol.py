@@ -253,3 +253,15 @@ def test_concepts_counts_with_quick_too(monkeypatch, tmp_path, args, concepts, s
     assert (seen["config"].concepts, seen["config"].steps) == (concepts, steps)
     r = CliRunner().invoke(app, ["bench", "--quick", "--concepts", "13", "--out", str(tmp_path / "c")])
     assert r.exit_code == 2 and "--concepts must be 1..12" in r.output
+
+
+def test_without_the_bench_extra_the_bench_says_which_pip_command(tmp_path, monkeypatch):
+    import importlib.util
+
+    from tests.clitools import cns, one_line_error
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real(name, *a))
+    line = one_line_error(cns("bench", "--quick", "--out", tmp_path / "b"))
+    assert "pip install 'cns-cli[bench]'" in line and "peft" in line and "matplotlib" not in line.split("run:")[0]
+    assert not (tmp_path / "b").exists()
