@@ -314,6 +314,7 @@ def generate(
     force: Annotated[bool, typer.Option("--force", help="Allow a size over 16x the model's native area (4x per side); slow and memory-hungry.")] = False,
     negative: Annotated[Optional[str], typer.Option("--negative", help="Negative prompt of every image (also for prompts read from stdin).")] = None,
     revision: Annotated[Optional[int], typer.Option("--revision", help="Generate from this revision of the bank instead of HEAD (see `cns log`).")] = None,
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="DDIM, PLMS, PNDM, Euler, 'Euler a', Heun, 'DPM++ 2M', 'DPM++ 2M Karras' or UniPC (default: the model's own).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="One JSON object per image per line on stdout.")] = False,
 ) -> None:
     """Generate images with any mix of the learned concepts (optionally each in its own region)."""
@@ -324,7 +325,8 @@ def generate(
     regions = RegionRequest.from_flags(region, layout, region_prompt, region_strength)
     config = GenerateConfig(n=n, seed=seed, steps=steps, guidance=guidance, width=width, height=height,
                             expand=expand, device=device.value, precision=precision.value, regions=regions,
-                            force=force, negative=negative, revision=revision)
+                            force=force, negative=negative, revision=revision,
+                            scheduler=scheduler)
     texts = read_prompts(prompts, sys.stdin)
     show = output.emit_jsonl if json_ else (lambda rec: typer.echo(rec["path"]))
     run_generate(ctx.obj, texts, out, config, on_image=show, on_phase=output.info)  # phases: stderr, also with --json

@@ -45,6 +45,7 @@ class GenerateConfig:
     force: bool = False  # allow sizes over checks.SIZE_REFUSE_AREA x the model's native area
     negative: str | None = None  # the negative prompt of every image (None: diffusers' default, none)
     revision: int | None = None  # generate from this revision of the bank instead of HEAD
+    scheduler: str | None = None  # a name of schedulers.SCHEDULERS; None: the model's own scheduler
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -57,6 +58,10 @@ class GenerateConfig:
         for flag, v in (("width", self.width), ("height", self.height)):
             if v is not None and (v < 8 or v % 8):
                 raise UsageError(f"--{flag} must be a positive multiple of 8, got {v}")
+        if self.scheduler is not None:
+            from .schedulers import canonical
+
+            object.__setattr__(self, "scheduler", canonical(self.scheduler))  # frozen: normalise the spelling once
         if self.revision is not None and self.revision < 0:
             raise UsageError(f"--revision must be a revision number (0 or more), got {self.revision}")
 
@@ -100,6 +105,10 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
                              loaded.native if early.native is None else None), config)
     if config.regions:
         _warn_small_boxes(pipe, plans, config)
+    if config.scheduler:
+        from . import schedulers
+
+        schedulers.use(pipe, config.scheduler)
     sampler, schedule = sampler_name(type(pipe.scheduler).__name__, pipe.scheduler.config)
     identity = model_identity(rev, pipe.scheduler)
     model = model_name(rev.base)

@@ -71,3 +71,27 @@ def test_a_revision_that_does_not_exist(dog_bank_readonly, tmp_path, monkeypatch
     for value, words in (("99", "--revision 99 does not exist"), ("-1", "--revision must be a revision number")):
         assert words in one_line_error(cns("--bank", dog_bank_readonly, "generate", "<dog>", "--revision", value,
                                            "--out", tmp_path))
+
+
+def test_scheduler_by_its_a1111_name(dog_bank_readonly, tmp_path):
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    default = _generate(dog_bank_readonly, tmp_path, "<dog> on a beach")
+    rec = _generate(dog_bank_readonly, tmp_path, "<dog> on a beach", "--scheduler", "euler  A")
+    assert rec["sampler"] == "Euler a" and rec["sampler"] != default["sampler"] and rec["path"] != default["path"]
+    pipe = cns_cli.load_pipeline(dog_bank_readonly, device="cpu")
+    pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
+    want = pipe(rec["text"], num_inference_steps=3, guidance_scale=7.5, generator=torch.Generator().manual_seed(3))
+    assert np.array_equal(_pixels(rec["path"]), np.asarray(want.images[0]))
+    assert "Sampler: Euler a," in Image.open(rec["path"]).text["parameters"]
+    karras = _generate(dog_bank_readonly, tmp_path, "<dog> on a beach", "--scheduler", "DPM++ 2M Karras")
+    assert (karras["sampler"], karras["schedule"]) == ("DPM++ 2M", "Karras")
+
+
+def test_an_unknown_scheduler_lists_the_known_ones_before_loading(dog_bank_readonly, tmp_path, monkeypatch):
+    from cns_cli.model import loading
+
+    monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    line = one_line_error(cns("--bank", dog_bank_readonly, "generate", "<dog>", "--scheduler", "k_euler",
+                              "--out", tmp_path))
+    assert "unknown --scheduler 'k_euler'" in line and "DPM++ 2M Karras" in line
