@@ -82,12 +82,14 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
              on_image: Callable[[dict], None] | None = None, on_phase: Callable[[str], None] | None = None) -> list[dict]:
     from .model import loading
     from .model.runtime import precision_name, resolve_device, resolve_precision
-    from .prompts import concepts_in, expand_prompt
+    from .prompts import concepts_in, expand_prompt, split_strengths
     from .regions import plan_regions
 
     bank = Bank.open(bank_path)
     rev = bank.head() if config.revision is None else _revision(bank, config.revision)
     classes = {name: c.class_word for name, c in rev.concepts.items()}
+    typed = prompts
+    prompts, strengths = zip(*[split_strengths(p) for p in typed]) if typed else ((), ())  # "<dog:0.7>" -> "<dog>"
     texts = [expand_prompt(p, classes, config.expand) for p in prompts]  # unknown concepts fail before loading
     _warn_unclosed(prompts)
     plans = [plan_regions(p, config.regions, classes, config.expand) if config.regions else None for p in prompts]
@@ -117,11 +119,12 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
     except OSError as e:
         raise _write_error(out_dir, e) from None
     results = []
-    for k, (prompt, text, plan) in enumerate(zip(prompts, texts, plans)):
+    for k, (prompt, text, plan, strength) in enumerate(zip(prompts, texts, plans, strengths)):
         for i in range(config.n):
             seed = config.seed + i
-            image = _sample(pipe, text, plan, config, seed)
-            record = {"prompt": prompt, "text": text, "seed": seed, "steps": config.steps, "guidance": config.guidance,
+            with _strengths(pipe, bank, rev, strength):
+                image = _sample(pipe, text, plan, config, seed)
+            record = {"prompt": typed[k], "text": text, "seed": seed, "steps": config.steps, "guidance": config.guidance,
                       "width": image.width, "height": image.height, "revision": rev.number,
                       "concepts": concepts_in(prompt), "bank": str(bank.root), "sampler": sampler, "model": model,
                       "device": device, "precision": precision_name(dtype)}
@@ -129,6 +132,8 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
                 record["schedule"] = schedule
             if config.negative is not None:
                 record["negative"] = config.negative
+            if strength:
+                record["strengths"] = strength
             if plan:
                 record["regions"] = plan.record()
             suffix = "-regions" if plan else ""
@@ -139,6 +144,18 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
             if on_image:
                 on_image(record)
     return results
+
+
+def _strengths(pipe, bank: Bank, rev, strengths: dict[str, float]):
+    """The weights W0 + Σ s·ΔW of a prompt's `<name:s>` concepts for one call (model.bank_apply.at_strengths);
+    a prompt without strengths leaves the pipeline alone."""
+    import contextlib
+
+    if not strengths:
+        return contextlib.nullcontext()
+    from .model.bank_apply import at_strengths
+
+    return at_strengths(pipe, bank, rev, strengths)
 
 
 def _revision(bank: Bank, number: int):
@@ -225,8 +242,9 @@ def settings_hash(record: dict, identity: dict) -> str:
     """8 hex digits of sha256 over every setting that changes pixels (the file name's last part)."""
     doc = {key: record[key] for key in ("text", "seed", "steps", "width", "height", "device", "precision")}
     doc.update(guidance=float(record["guidance"]), regions=record.get("regions"), model=identity)
-    if "negative" in record:  # only when set, so the names of runs without one stay as they were
-        doc["negative"] = record["negative"]
+    for key in ("negative", "strengths"):  # only when set, so the names of runs without them stay as they were
+        if key in record:
+            doc[key] = record[key]
     text = json.dumps(doc, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
 

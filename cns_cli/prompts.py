@@ -30,6 +30,33 @@ def concepts_in(prompt: str) -> list[str]:
 _UNCLOSED_REF = re.compile(r"<([A-Za-z0-9][A-Za-z0-9_-]{0,63})(?![A-Za-z0-9_>-])")
 
 
+# "<dog:0.7>": a concept at a strength (A1111 writes a LoRA's weight as <lora:name:w>)
+_WEIGHTED_REF = re.compile(r"<([a-z0-9][a-z0-9_-]{0,63}):([^<>\s]*)>")
+MAX_STRENGTH = 2.0
+
+
+def split_strengths(prompt: str) -> tuple[str, dict[str, float]]:
+    """`<name:w>` -> `<name>` and {name: w}: the prompt as the encoder reads it, and each weighted concept's
+    strength (its delta is scaled by w; `<name>` is 1). w must be a finite number in [0, 2], one per concept."""
+    strengths: dict[str, float] = {}
+
+    def take(m: re.Match) -> str:
+        name, raw = m.group(1), m.group(2)
+        try:
+            w = float(raw)
+        except ValueError:
+            w = float("nan")
+        if not (0.0 <= w <= MAX_STRENGTH):  # also false for NaN
+            raise UsageError(f"the strength of <{name}> must be a number in [0, {MAX_STRENGTH:g}], got {raw!r} "
+                             f"(write <{name}:0.7>)")
+        if strengths.get(name, w) != w:
+            raise UsageError(f"<{name}> has two strengths in one prompt ({strengths[name]:g} and {w:g}); give it one")
+        strengths[name] = w
+        return f"<{name}>"
+
+    return _WEIGHTED_REF.sub(take, prompt), strengths
+
+
 def unclosed_references(prompt: str) -> list[str]:
     """Names written as `<name` without the closing `>`: the text encoder would read them as plain words."""
     return list(dict.fromkeys(_UNCLOSED_REF.findall(prompt)))

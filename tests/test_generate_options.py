@@ -95,3 +95,41 @@ def test_an_unknown_scheduler_lists_the_known_ones_before_loading(dog_bank_reado
     line = one_line_error(cns("--bank", dog_bank_readonly, "generate", "<dog>", "--scheduler", "k_euler",
                               "--out", tmp_path))
     assert "unknown --scheduler 'k_euler'" in line and "DPM++ 2M Karras" in line
+
+
+# -- <name:w>: a concept at a strength -----------------------------------------------------------------------
+
+
+def test_a_strength_scales_the_concept_and_is_recorded(dog_bank_readonly, tiny_base, tmp_path):
+    from cns_cli.model.loading import load_pipeline, resolve_base
+
+    full = _generate(dog_bank_readonly, tmp_path, "<dog> on a beach")
+    half = _generate(dog_bank_readonly, tmp_path, "<dog:0.5> on a beach")
+    assert half["prompt"] == "<dog:0.5> on a beach" and half["text"] == full["text"] and half["strengths"] == {"dog": 0.5}
+    assert Image.open(half["path"]).text["cns:prompt"] == "<dog:0.5> on a beach"
+    base = load_pipeline(resolve_base(tiny_base))
+    cns_cli.apply_bank(base, dog_bank_readonly, scales={"dog": 0.5})  # W0 + 0.5 ΔW, made directly
+    want = base(half["text"], num_inference_steps=3, guidance_scale=7.5, generator=torch.Generator().manual_seed(3))
+    diff = np.abs(_pixels(half["path"]).astype(int) - np.asarray(want.images[0]).astype(int))
+    assert diff.max() <= 1  # W0 + ΔW - 0.5 ΔW is W0 + 0.5 ΔW within float rounding
+    assert not np.array_equal(_pixels(half["path"]), _pixels(full["path"]))
+    one = _generate(dog_bank_readonly, tmp_path, "<dog:1> on a beach")
+    assert np.array_equal(_pixels(one["path"]), _pixels(full["path"]))  # strength 1 is the concept as learned
+
+
+def test_after_a_weighted_prompt_the_model_is_exactly_restored(dog_bank_readonly, tmp_path):
+    alone = _generate(dog_bank_readonly, tmp_path / "a", "a <dog> in the snow")
+    r = cns("--bank", dog_bank_readonly, "generate", "<dog:0.2> on a beach", "a <dog> in the snow", "--seed", "3",
+            "--steps", "3", "--out", tmp_path / "b", "--json")
+    after = json.loads(r.stdout.splitlines()[1])
+    assert np.array_equal(_pixels(after["path"]), _pixels(alone["path"]))
+
+
+def test_bad_strengths_are_refused_before_loading(dog_bank_readonly, tmp_path, monkeypatch):
+    from cns_cli.model import loading
+
+    monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    for prompt, words in (("<dog:3> on a beach", "must be a number in [0, 2], got '3'"),
+                          ("<dog:nan>", "must be a number in [0, 2]"), ("<dog:x>", "got 'x'"),
+                          ("<dog:0.5> and <dog:0.7>", "two strengths"), ("<cat:0.5>", "unknown concept <cat>")):
+        assert words in one_line_error(cns("--bank", dog_bank_readonly, "generate", prompt, "--out", tmp_path))

@@ -7,6 +7,8 @@ call."""
 
 from __future__ import annotations
 
+import contextlib
+
 import copy
 
 import torch
@@ -168,3 +170,18 @@ def _scaled(t: ConceptTensors, scale: float) -> ConceptTensors:
     if scale == 1.0:
         return t
     return ConceptTensors(rows=t.rows, coef={k: v * scale for k, v in t.coef.items()}, basis_slice=t.basis_slice)
+
+
+@contextlib.contextmanager
+def at_strengths(pipe, bank: Bank, rev: Revision, strengths: dict[str, float]):
+    """Inside the block, concept n of `rev` (already applied to `pipe` at strength 1) acts at strength
+    strengths[n]: (s - 1)·ΔW_n is added on top, within float rounding of W0 + s·ΔW_n; on exit every touched row
+    gets back its exact weights (saved, not subtracted)."""
+    q = basis_matrix(bank, rev)
+    tensors = [_scaled(concept_tensors(bank, rev, n, q), s - 1.0) for n, s in strengths.items() if s != 1.0]
+    saved: SavedRows = {}
+    try:
+        apply_deltas(pipe.unet, tensors, saved)
+        yield
+    finally:
+        restore_rows(pipe.unet, saved)
