@@ -22,6 +22,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 from .bank import Bank
@@ -46,10 +47,13 @@ class GenerateConfig:
     negative: str | None = None  # the negative prompt of every image (None: diffusers' default, none)
     revision: int | None = None  # generate from this revision of the bank instead of HEAD
     scheduler: str | None = None  # a name of schedulers.SCHEDULERS; None: the model's own scheduler
+    batch_size: int = 1  # images of one prompt per pipeline call (same per-image seeds)
 
     def __post_init__(self) -> None:
         if self.n < 1:
             raise UsageError(f"-n must be at least 1, got {self.n}")
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
         check_seeds(self.seed, self.n)
         if self.steps < 1:
             raise UsageError(f"--steps must be at least 1, got {self.steps}")
@@ -81,8 +85,8 @@ def build_pipeline(bank: Bank, rev, device: str = "cpu", dtype=None):
 def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: GenerateConfig = GenerateConfig(),
              on_image: Callable[[dict], None] | None = None, on_phase: Callable[[str], None] | None = None) -> list[dict]:
     from .model import loading
-    from .model.runtime import precision_name, resolve_device, resolve_precision
-    from .prompts import concepts_in, expand_prompt, split_strengths
+    from .model.runtime import resolve_device, resolve_precision
+    from .prompts import expand_prompt, split_strengths
     from .regions import plan_regions
 
     bank = Bank.open(bank_path)
@@ -119,31 +123,59 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
     except OSError as e:
         raise _write_error(out_dir, e) from None
     results = []
+    run = _Run(rev, bank, sampler, schedule, model, device, dtype, identity)
     for k, (prompt, text, plan, strength) in enumerate(zip(prompts, texts, plans, strengths)):
-        for i in range(config.n):
-            seed = config.seed + i
+        seeds = [config.seed + i for i in range(config.n)]
+        for at in range(0, config.n, config.batch_size):
+            chunk = seeds[at : at + config.batch_size]
             with _strengths(pipe, bank, rev, strength):
-                image = _sample(pipe, text, plan, config, seed)
-            record = {"prompt": typed[k], "text": text, "seed": seed, "steps": config.steps, "guidance": config.guidance,
-                      "width": image.width, "height": image.height, "revision": rev.number,
-                      "concepts": concepts_in(prompt), "bank": str(bank.root), "sampler": sampler, "model": model,
-                      "device": device, "precision": precision_name(dtype)}
-            if schedule:
-                record["schedule"] = schedule
-            if config.negative is not None:
-                record["negative"] = config.negative
-            if strength:
-                record["strengths"] = strength
-            if plan:
-                record["regions"] = plan.record()
-            suffix = "-regions" if plan else ""
-            stem = f"r{rev.number}-{k:03d}-{_slug(prompt)}{suffix}-s{seed}-{settings_hash(record, identity)}"
-            path = write_new_file(out_dir, stem, ".png", _png_bytes(image, _png_info(record, plan)))
-            record["path"] = str(path)
-            results.append(record)
-            if on_image:
-                on_image(record)
+                images = _sample(pipe, text, plan, config, chunk)
+            for seed, image in zip(chunk, images):
+                results.append(_save(image, seed, k, typed[k], prompt, text, plan, strength, config, run, out_dir))
+                if on_image:
+                    on_image(results[-1])
     return results
+
+
+class _Run(NamedTuple):
+    """What every image of one `cns generate` shares in its record and name."""
+
+    rev: object
+    bank: Bank
+    sampler: str
+    schedule: str | None
+    model: str
+    device: str
+    dtype: object
+    identity: dict
+
+
+def _save(image, seed: int, k: int, typed: str, prompt: str, text: str, plan, strength, config, run: _Run,
+          out_dir: Path) -> dict:
+    """Write one image under a name of its own (never replacing a file) and return its record."""
+    from .model.runtime import precision_name
+    from .prompts import concepts_in
+
+    rev, bank, sampler, schedule, model, device, dtype, identity = run
+    record = {"prompt": typed, "text": text, "seed": seed, "steps": config.steps, "guidance": config.guidance,
+              "width": image.width, "height": image.height, "revision": rev.number,
+              "concepts": concepts_in(prompt), "bank": str(bank.root), "sampler": sampler, "model": model,
+              "device": device, "precision": precision_name(dtype)}
+    if schedule:
+        record["schedule"] = schedule
+    if config.negative is not None:
+        record["negative"] = config.negative
+    if strength:
+        record["strengths"] = strength
+    if config.batch_size > 1:
+        record["batch_size"] = config.batch_size
+    if plan:
+        record["regions"] = plan.record()
+    suffix = "-regions" if plan else ""
+    stem = f"r{rev.number}-{k:03d}-{_slug(prompt)}{suffix}-s{seed}-{settings_hash(record, identity)}"
+    path = write_new_file(out_dir, stem, ".png", _png_bytes(image, _png_info(record, plan)))
+    record["path"] = str(path)
+    return record
 
 
 def _strengths(pipe, bank: Bank, rev, strengths: dict[str, float]):
@@ -242,26 +274,28 @@ def settings_hash(record: dict, identity: dict) -> str:
     """8 hex digits of sha256 over every setting that changes pixels (the file name's last part)."""
     doc = {key: record[key] for key in ("text", "seed", "steps", "width", "height", "device", "precision")}
     doc.update(guidance=float(record["guidance"]), regions=record.get("regions"), model=identity)
-    for key in ("negative", "strengths"):  # only when set, so the names of runs without them stay as they were
+    for key in ("negative", "strengths", "batch_size"):  # only when set, so the names of runs without them stay as they were
         if key in record:
             doc[key] = record[key]
     text = json.dumps(doc, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
 
 
-def _sample(pipe, text: str, plan: RegionPlan | None, config: GenerateConfig, seed: int):
-    """One image: the plain diffusers call, or the regional one (the context text, each box its own text)."""
+def _sample(pipe, text: str, plan: RegionPlan | None, config: GenerateConfig, seeds: list[int]) -> list:
+    """One call, one image per seed: the plain diffusers call, or the regional one (the context text, each box
+    its own text). One seed is the exact call of earlier versions (a single generator, not a list of one)."""
     import torch
 
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
     kwargs = dict(num_inference_steps=config.steps, guidance_scale=config.guidance, width=config.width,
-                  height=config.height, generator=torch.Generator().manual_seed(seed))
+                  height=config.height, generator=generators[0] if len(seeds) == 1 else generators)
     if config.negative is not None:
         kwargs["negative_prompt"] = config.negative  # the unconditional half: regions leave it untouched
     if plan is None:
-        return pipe(text, **kwargs).images[0]
+        return pipe(text if len(seeds) == 1 else [text] * len(seeds), **kwargs).images
     from .model.regional import generate_plans
 
-    return generate_plans(pipe, [plan], **kwargs).images[0]
+    return generate_plans(pipe, [plan] * len(seeds), **kwargs).images
 
 
 def _a1111_quote(value) -> str:
