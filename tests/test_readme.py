@@ -54,3 +54,20 @@ def test_the_command_reference_lists_every_command_and_flag():
             for opt in [o for o in (*param.opts, *param.secondary_opts) if o.startswith("-")]:
                 where = section if opt in shared else rows[name]
                 assert opt in where, f"README does not mention {opt} of `cns {name}`"
+
+
+def test_the_command_reference_names_no_option_that_does_not_exist():
+    """Every `--flag` a command's README row names is an option of that command (or a shared one)."""
+    import re
+
+    import typer.main
+
+    from cns_cli.cli import app
+
+    rows, _ = _command_rows()
+    group = typer.main.get_command(app)
+    shared = {"--help", "--bank", "--version"}
+    for name, row in rows.items():
+        declared = {o for p in group.commands[name].params for o in (*p.opts, *p.secondary_opts)}
+        named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", row))
+        assert named - declared - shared == set(), f"README's `cns {name}` row names {sorted(named - declared - shared)}"
