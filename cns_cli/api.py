@@ -31,13 +31,11 @@ def _bank(bank: PathLike | Bank) -> Bank:
 
 def _revision(bank: Bank, revision: int | None) -> Revision:
     """HEAD, or revision N of the bank (any revision on disk: the bank is history)."""
+    from .bank.history import parse_revision_number, read_existing_revision
+
     if revision is None:
         return bank.head()
-    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
-        raise UsageError(f"revision must be a revision number (an int ≥ 0), got {revision!r}")
-    if not (bank.root / f"revisions/{revision:06d}.json").is_file():
-        raise UsageError(f"revision {revision} does not exist in {bank.root}; `cns log` lists them")
-    return bank.revision(revision)
+    return read_existing_revision(bank, parse_revision_number(revision, "revision"), "cannot be loaded")
 
 
 def load_pipeline(bank: PathLike | Bank = ".cnsbank", revision: int | None = None, device: str = "auto", dtype=None):
@@ -66,13 +64,15 @@ def apply_bank(pipe, bank: PathLike | Bank = ".cnsbank", revision: int | None = 
     1) if given. `concepts`: which ones (default: all of the revision). The pipeline must be in float32 when
     the bank is applied (the fingerprint is of the float32 weights); cast it afterwards if you like. Returns the
     names applied. `remove_bank(pipe)` restores the pipeline exactly."""
+    import torch
+
     from .model import loading
 
     b = _bank(bank)
     rev = _revision(b, revision)
     names = _concepts(rev, concepts)
     _check_scales(rev, scales)
-    if pipe.unet.dtype != _float32():
+    if pipe.unet.dtype != torch.float32:
         raise ModelError(f"apply_bank needs the pipeline in float32 (it is {pipe.unet.dtype}): the bank's fingerprint is "
                          "of the float32 weights; load it with torch_dtype=torch.float32, apply, then pipe.to(dtype)")
     loading.check_matches(rev.base, pipe)
@@ -122,9 +122,3 @@ def _check_scales(rev: Revision, scales: Mapping[str, float] | None) -> None:
             raise UsageError(f"a scale for {name!r}, which is not a concept of revision {rev.number}")
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or not 0 <= s <= 2:
             raise UsageError(f"the scale of {name!r} must be a number in [0, 2], got {s!r}")
-
-
-def _float32():
-    import torch
-
-    return torch.float32

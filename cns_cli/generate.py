@@ -66,8 +66,10 @@ class GenerateConfig:
             from .schedulers import canonical
 
             object.__setattr__(self, "scheduler", canonical(self.scheduler))  # frozen: normalise the spelling once
-        if self.revision is not None and self.revision < 0:
-            raise UsageError(f"--revision must be a revision number (0 or more), got {self.revision}")
+        if self.revision is not None:
+            from .bank.history import parse_revision_number
+
+            parse_revision_number(self.revision, "--revision")
 
 
 def _slug(text: str) -> str:
@@ -90,7 +92,12 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
     from .regions import plan_regions
 
     bank = Bank.open(bank_path)
-    rev = bank.head() if config.revision is None else _revision(bank, config.revision)
+    if config.revision is None:
+        rev = bank.head()
+    else:
+        from .bank.history import read_existing_revision
+
+        rev = read_existing_revision(bank, config.revision, "cannot be generated from")
     classes = {name: c.class_word for name, c in rev.concepts.items()}
     typed = prompts
     prompts, strengths = zip(*[split_strengths(p) for p in typed]) if typed else ((), ())  # "<dog:0.7>" -> "<dog>"
@@ -188,15 +195,6 @@ def _strengths(pipe, bank: Bank, rev, strengths: dict[str, float]):
     from .model.bank_apply import at_strengths
 
     return at_strengths(pipe, bank, rev, strengths)
-
-
-def _revision(bank: Bank, number: int):
-    """Revision `number` of the bank, or a one-line error naming the revisions that exist."""
-    from .bank.revision_io import revision_name
-
-    if not (bank.root / revision_name(number)).is_file():
-        raise UsageError(f"--revision {number} does not exist in {bank.root}; `cns log` lists the revisions")
-    return bank.revision(number)
 
 
 def _check_limits(facts: ModelFacts, config: GenerateConfig) -> None:

@@ -70,3 +70,15 @@ def dog_hat_bank_readonly(dog_bank_readonly, hat_photos, tmp_path_factory):
     shutil.copytree(dog_bank_readonly, path)
     learn(path, "hat", hat_photos, class_word="hat", config=LearnConfig(steps=8, score_steps=2))
     return path
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Any model load fails loudly (exit 101 through the CLI), so an input error reported with exit 2 came
+    before loading."""
+    from cns_cli.model import loading
+
+    def refuse(*a, **k):
+        raise AssertionError("a model was loaded before the input was checked")
+
+    monkeypatch.setattr(loading, "load_pipeline", refuse)

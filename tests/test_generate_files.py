@@ -33,16 +33,6 @@ def bank(dog_bank_readonly) -> Path:
     return dog_bank_readonly
 
 
-@pytest.fixture
-def no_load(monkeypatch):
-    """Any model load fails as an internal error (exit 101): a check that only ran after a load shows up."""
-
-    def refuse(*a, **k):
-        raise AssertionError("the model was loaded before the input was checked")
-
-    monkeypatch.setattr(loading, "load_pipeline", refuse)
-
-
 def files_in(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
@@ -248,13 +238,13 @@ def test_model_names_and_quoting():
     (["--width", "256", "--height", "256"], "native 32x32"),
     (["--width", "4096"], "or add --force"),
 ])
-def test_bad_numbers_are_refused_before_the_model_loads(bank, tmp_path, no_load, flags, words):
+def test_bad_numbers_are_refused_before_the_model_loads(bank, tmp_path, no_model_load, flags, words):
     out = tmp_path / "out"
     assert words in one_line_error(cns("--bank", bank, "generate", PROMPT, "--out", out, *flags))
     assert not out.exists()  # nothing created either
 
 
-def test_out_that_is_a_file_is_refused_before_the_model_loads(bank, tmp_path, no_load):
+def test_out_that_is_a_file_is_refused_before_the_model_loads(bank, tmp_path, no_model_load):
     taken = tmp_path / "taken.png"
     taken.write_bytes(b"keep me")
     assert "is a file, not a folder" in one_line_error(cns("--bank", bank, "generate", PROMPT, "--out", taken))
@@ -262,7 +252,7 @@ def test_out_that_is_a_file_is_refused_before_the_model_loads(bank, tmp_path, no
     assert taken.read_bytes() == b"keep me"
 
 
-def test_out_under_a_read_only_folder_is_refused_before_the_model_loads(bank, tmp_path, no_load, monkeypatch):
+def test_out_under_a_read_only_folder_is_refused_before_the_model_loads(bank, tmp_path, no_model_load, monkeypatch):
     read_only = tmp_path / "ro"
     read_only.mkdir()
     real = os.access
@@ -277,7 +267,7 @@ def test_out_under_a_read_only_folder_is_refused_before_the_model_loads(bank, tm
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write to any folder")
-def test_out_under_a_folder_without_write_permission(bank, tmp_path, no_load):
+def test_out_under_a_folder_without_write_permission(bank, tmp_path, no_model_load):
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o555)

@@ -64,11 +64,9 @@ def test_revision_generates_from_an_earlier_state(dog_hat_bank_readonly, tmp_pat
     assert "unknown concept <hat>" in line  # revision 1 has no <hat>
 
 
-def test_a_revision_that_does_not_exist(dog_bank_readonly, tmp_path, monkeypatch):
-    from cns_cli.model import loading
-
-    monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
-    for value, words in (("99", "--revision 99 does not exist"), ("-1", "--revision must be a revision number")):
+def test_a_revision_that_does_not_exist(dog_bank_readonly, tmp_path, no_model_load):
+    for value, words in (("99", "revision 99 does not exist (revisions on disk: 0-1)"),
+                         ("-1", "--revision must be a revision number")):
         assert words in one_line_error(cns("--bank", dog_bank_readonly, "generate", "<dog>", "--revision", value,
                                            "--out", tmp_path))
 
@@ -88,10 +86,7 @@ def test_scheduler_by_its_a1111_name(dog_bank_readonly, tmp_path):
     assert (karras["sampler"], karras["schedule"]) == ("DPM++ 2M", "Karras")
 
 
-def test_an_unknown_scheduler_lists_the_known_ones_before_loading(dog_bank_readonly, tmp_path, monkeypatch):
-    from cns_cli.model import loading
-
-    monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+def test_an_unknown_scheduler_lists_the_known_ones_before_loading(dog_bank_readonly, tmp_path, no_model_load):
     line = one_line_error(cns("--bank", dog_bank_readonly, "generate", "<dog>", "--scheduler", "k_euler",
                               "--out", tmp_path))
     assert "unknown --scheduler 'k_euler'" in line and "DPM++ 2M Karras" in line
@@ -125,10 +120,7 @@ def test_after_a_weighted_prompt_the_model_is_exactly_restored(dog_bank_readonly
     assert np.array_equal(_pixels(after["path"]), _pixels(alone["path"]))
 
 
-def test_bad_strengths_are_refused_before_loading(dog_bank_readonly, tmp_path, monkeypatch):
-    from cns_cli.model import loading
-
-    monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+def test_bad_strengths_are_refused_before_loading(dog_bank_readonly, tmp_path, no_model_load):
     for prompt, words in (("<dog:3> on a beach", "must be a number in [0, 2], got '3'"),
                           ("<dog:nan>", "must be a number in [0, 2]"), ("<dog:x>", "got 'x'"),
                           ("<dog:0.5> and <dog:0.7>", "two strengths"), ("<cat:0.5>", "unknown concept <cat>")):

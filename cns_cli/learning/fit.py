@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..reporting import Reporter
-from .plan import Session, _calibration_states
+from .plan import Session, calibration_states
 from .results import Plan, Trained
 
 
@@ -56,7 +56,7 @@ def _protection_gram(s: Session, parent, b: torch.Tensor) -> torch.Tensor:
     from ..prompts import training_prompt
 
     with torch.no_grad():
-        gram = protection_gram(_calibration_states(s).flatten(0, 1), b)
+        gram = protection_gram(calibration_states(s).flatten(0, 1), b)
         if s.earlier:
             prompts = [training_prompt(n, parent.concepts[n].class_word, None) for n in s.earlier]
             with s.amp():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -100,13 +100,13 @@ def make_plan(s: Session, bank: Bank | None, parent: Revision | None, name: str,
     """CNS steps 1-4 for this concept. `new_basis` replaces the seeded Q when this learn creates the bank's
     basis (an input for experiments such as benchmarks/row_training_sweep.py; default: the seeded Q)."""
     q, basis, slice_ = _slice(s, bank, parent, cfg.rank, reporter, new_basis)
-    calib = _calibration_states(s)
+    calib = calibration_states(s)
     general_rows, key, cached = _general_rows(s, bank, parent, calib, cfg, reporter)
     rows, budget_rows, unet_params = _concept_rows(s, general_rows, name, cfg, reporter)
     plan = Plan(name=name, class_word=class_word, base=s.base, q=q, basis=basis, slice=slice_, rows=rows,
                 general_rows=general_rows, general_key=key, general_cached=cached, training=cfg.record())
     doc = _plan_doc(plan, s, budget_rows, unet_params, cfg.rank)
-    return Plan(**{**plan.__dict__, "doc": doc})
+    return replace(plan, doc=doc)
 
 
 def _slice(s: Session, bank, parent, rank: int, reporter: Reporter, new_basis):
@@ -129,7 +129,7 @@ def _slice(s: Session, bank, parent, rank: int, reporter: Reporter, new_basis):
     return np.asarray(q, dtype=np.float32), basis, Slice(start=start, rank=rank)
 
 
-def _calibration_states(s: Session) -> torch.Tensor:
+def calibration_states(s: Session) -> torch.Tensor:
     """(P, 77, d) float32, encoded on first use: the general-neuron scan and the regulariser share them."""
     from ..model.text import encode
     from ..prompts import calibration_prompts

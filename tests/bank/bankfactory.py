@@ -182,3 +182,11 @@ def kill9(proc) -> int:
     proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     return proc.pid
+
+
+def bank_with(path, names: list[str]) -> Path:
+    """A bank holding the concepts `names`, each learned in its own revision (seeds 1, 2, …)."""
+    bank = build_bank(path, 0)
+    for i, name in enumerate(names):
+        learn(bank, name, seed=i + 1)
+    return Path(path)

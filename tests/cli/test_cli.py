@@ -20,13 +20,6 @@ runner = CliRunner()
 COMMANDS = ["init", "learn", "generate", "forget", "inspect", "log", "verify", "undo", "export", "demo", "bench"]
 
 
-def make_bank(path: Path, concepts: list[str]) -> Path:
-    bank = bf.build_bank(path, 0)
-    for i, name in enumerate(concepts):
-        bf.learn(bank, name, seed=i + 1)
-    return path
-
-
 def cns(*args: str, env: dict | None = None):
     return runner.invoke(app, list(args), env=env)
 
@@ -124,7 +117,7 @@ def test_bad_input_is_one_line_exit_2_and_bank_intact(args, message, bank, tiny_
 
 
 def test_verify_names_the_corrupt_object_and_exits_1(tiny_base, tmp_path):
-    path = make_bank(tmp_path / "b.cnsbank", concepts=["dog", "hat"])
+    path = bf.bank_with(tmp_path / "b.cnsbank", ["dog", "hat"])
     victim = sorted((path / "objects").iterdir())[1]
     data = bytearray(victim.read_bytes())
     data[-1] ^= 0xFF
@@ -138,7 +131,7 @@ def test_verify_names_the_corrupt_object_and_exits_1(tiny_base, tmp_path):
 
 
 def test_unknown_major_version_is_refused(tmp_path):
-    path = make_bank(tmp_path / "b.cnsbank", concepts=[])
+    path = bf.bank_with(tmp_path / "b.cnsbank", [])
     rev = path / "revisions" / "000000.json"
     rev.write_text(rev.read_text().replace(f'"format_version": "{FORMAT_VERSION}"', '"format_version": "2.0"'))
     r = cns("--bank", str(path), "inspect")
@@ -146,7 +139,7 @@ def test_unknown_major_version_is_refused(tmp_path):
 
 
 def test_forget_and_undo_through_the_cli(tmp_path):
-    path = make_bank(tmp_path / "b.cnsbank", concepts=["dog", "hat"])
+    path = bf.bank_with(tmp_path / "b.cnsbank", ["dog", "hat"])
     before = json.loads(cns("--bank", str(path), "inspect", "--json").stdout)
     r = cns("--bank", str(path), "forget", "hat", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["concepts"] == ["dog"]
@@ -159,7 +152,7 @@ def test_forget_and_undo_through_the_cli(tmp_path):
 
 
 def test_inspect_neurons_reports_overlaps(tmp_path):
-    path = make_bank(tmp_path / "b.cnsbank", concepts=["dog", "hat"])
+    path = bf.bank_with(tmp_path / "b.cnsbank", ["dog", "hat"])
     doc = json.loads(cns("--bank", str(path), "inspect", "--neurons", "--json").stdout)
     from cns_cli.bank import Bank
 

@@ -22,24 +22,6 @@ FAST = ["--steps", "3", "--score-steps", "1"]
 CLI = [sys.executable, "-m", "cns_cli.cli"]  # what the installed `cns` script runs: cli.run()
 
 
-def fixture_bank(path: Path, concepts: list[str]) -> Path:
-    bank = bf.build_bank(path, 0)
-    for i, name in enumerate(concepts):
-        bf.learn(bank, name, seed=i + 1)
-    return path
-
-
-@pytest.fixture
-def no_model_load(monkeypatch):
-    """Any model load fails loudly (exit 101), so an error reported with exit 2 came before loading."""
-    from cns_cli.model import loading
-
-    def refuse(*a, **k):
-        raise AssertionError("a model was loaded")
-
-    monkeypatch.setattr(loading, "load_pipeline", refuse)
-
-
 @pytest.fixture(scope="module")
 def dog_bank(dog_bank_readonly) -> Path:
     return dog_bank_readonly
@@ -61,7 +43,7 @@ def _closed_stdout_run(args: list[str], cwd: Path) -> subprocess.CompletedProces
 
 
 def test_inspect_into_a_closed_pipe_ends_quietly(tmp_path):
-    bank = fixture_bank(tmp_path / "b.cnsbank", ["dog", "hat"])
+    bank = bf.bank_with(tmp_path / "b.cnsbank", ["dog", "hat"])
     proc = _closed_stdout_run(["--bank", str(bank), "inspect"], tmp_path)
     assert proc.returncode == BROKEN_PIPE_EXIT, proc.stderr
     assert proc.stderr == ""
@@ -153,7 +135,7 @@ def test_the_banks_own_base_may_be_repeated(dog_bank, dog_photos, tiny_base):
 
 
 def test_forget_and_undo_print_their_result_on_stdout(tmp_path):
-    bank = fixture_bank(tmp_path / "b.cnsbank", ["dog", "hat"])
+    bank = bf.bank_with(tmp_path / "b.cnsbank", ["dog", "hat"])
     r = cns("--bank", bank, "forget", "hat")
     assert r.exit_code == 0 and r.stdout.startswith("forgot hat; now at revision 3")
     r = cns("--bank", bank, "undo")
@@ -190,7 +172,7 @@ def test_plain_progress_is_one_line_per_tenth_or_per_minute():
 
 
 def test_bank_may_come_after_the_command(tmp_path):
-    bank = fixture_bank(tmp_path / "b.cnsbank", ["dog"])
+    bank = bf.bank_with(tmp_path / "b.cnsbank", ["dog"])
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     r = cns("inspect", "--json", "--bank", bank)
