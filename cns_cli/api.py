@@ -10,6 +10,8 @@ torch until a function is called):
     ...
     cns_cli.remove_bank(pipe)                                # the pipeline is bit for bit what it was
 
+    cns_cli.generate_regions(pipe, ".cnsbank", "<dog> and a <hat>", {"dog": (0, 0, .5, 1), "hat": (.5, 0, 1, 1)})
+
 Errors are the CLI's exceptions (cns_cli.errors.CnsError and subclasses) with the same one-line messages.
 """
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from .bank import Bank, Revision
 from .errors import CnsError, ModelError, UsageError
@@ -98,6 +100,35 @@ def expand_prompt(bank: PathLike | Bank, prompt: str, revision: int | None = Non
 
     rev = _revision(_bank(bank), revision)
     return expand_text(prompt, {n: c.class_word for n, c in rev.concepts.items()}, expand)
+
+
+def generate_regions(pipe, bank: PathLike | Bank, prompt: str, regions: Mapping[str, Sequence[float]] | None = None, *,
+                     layout: str | None = None, region_prompts: Mapping[str, str] | None = None, strength: float = 1.0,
+                     revision: int | None = None, expand: bool = True, **call_kwargs):
+    """Region control on a pipeline with the bank applied (`load_pipeline` / `apply_bank`): each concept of
+    `prompt` is drawn in its own box, exactly as `cns generate --region` draws it.
+
+    `regions`: {name: (x0, y0, x1, y1)} in fractions of the width and height, origin top left, one box per concept
+    of the prompt; or `layout="auto"` (one equal column per concept, in order of mention). `region_prompts`:
+    {name: text} a box reads instead of its default text; `strength` in [0, 1]. `call_kwargs` go to the pipeline
+    call (generator, num_inference_steps, guidance_scale, width, height, negative_prompt, ...). Returns what the
+    pipeline returns (`.images`)."""
+    from .model.bank_apply import applied_to
+    from .model.regional import generate_plans
+    from .regions import Box, RegionRequest, plan_regions
+
+    if layout not in (None, "auto"):
+        raise UsageError(f"layout {layout!r} is not known; use layout='auto' or give regions")
+    rev = _revision(_bank(bank), revision)
+    request = RegionRequest(boxes={n: Box(*map(float, b)) for n, b in (regions or {}).items()},
+                            auto=layout == "auto", texts=dict(region_prompts or {}), strength=float(strength))
+    plan = plan_regions(prompt, request, {n: c.class_word for n, c in rev.concepts.items()}, expand)
+    applied = {n for handle in applied_to(pipe) if handle.active for n in handle.names}
+    missing = [r.concept for r in plan.regions if r.concept not in applied]
+    if missing:
+        raise UsageError(f"<{missing[0]}> is not applied to this pipeline; load it with cns_cli.load_pipeline or "
+                         "cns_cli.apply_bank first")
+    return generate_plans(pipe, [plan], **call_kwargs)
 
 
 def _apply(pipe, bank: Bank, rev: Revision, names, scales):

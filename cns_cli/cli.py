@@ -316,7 +316,8 @@ def generate(
     revision: Annotated[Optional[int], typer.Option("--revision", help="Generate from this revision of the bank instead of HEAD (see `cns log`).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images of one prompt per pipeline call (same per-image seeds; faster on a GPU).")] = 1,
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="DDIM, PLMS, PNDM, Euler, 'Euler a', Heun, 'DPM++ 2M', 'DPM++ 2M Karras' or UniPC (default: the model's own).")] = None,
-    json_: Annotated[bool, typer.Option("--json", help="One JSON object per image per line on stdout.")] = False,
+    grid: Annotated[bool, typer.Option("--grid", help="Also write a labelled contact sheet of the run (a row per prompt, a column per seed) and print its path last.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="One JSON object per image per line on stdout (with --grid, a last {\"grid\": PATH}).")] = False,
 ) -> None:
     """Generate images with any mix of the learned concepts (optionally each in its own region)."""
     from .generate import GenerateConfig, generate as run_generate
@@ -328,9 +329,17 @@ def generate(
                             expand=expand, device=device.value, precision=precision.value, regions=regions,
                             force=force, negative=negative, revision=revision,
                             scheduler=scheduler, batch_size=batch_size)
+    from .reporting import sampling_progress_for_stderr
+
     texts = read_prompts(prompts, sys.stdin)
     show = output.emit_jsonl if json_ else (lambda rec: typer.echo(rec["path"]))
-    run_generate(ctx.obj, texts, out, config, on_image=show, on_phase=output.info)  # phases: stderr, also with --json
+    records = run_generate(ctx.obj, texts, out, config, on_image=show, on_phase=output.info,  # phases: stderr
+                           progress=sampling_progress_for_stderr())
+    if grid and records:
+        from .grid import write_grid
+
+        path = str(write_grid(records, n, out))
+        output.emit_jsonl({"grid": path}) if json_ else typer.echo(path)
 
 
 @command()

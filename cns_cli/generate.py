@@ -29,6 +29,7 @@ from .bank import Bank
 from .checks import ModelFacts, check_out_dir, check_seeds, check_size, check_steps, facts_from_configs, model_facts
 from .errors import CnsError, UsageError
 from .regions import RegionPlan, RegionRequest
+from .reporting import SamplingProgress
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,10 @@ def build_pipeline(bank: Bank, rev, device: str = "cpu", dtype=None):
 
 
 def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: GenerateConfig = GenerateConfig(),
-             on_image: Callable[[dict], None] | None = None, on_phase: Callable[[str], None] | None = None) -> list[dict]:
+             on_image: Callable[[dict], None] | None = None, on_phase: Callable[[str], None] | None = None,
+             progress: SamplingProgress | None = None) -> list[dict]:
+    """Draw `config.n` images per prompt into `out_dir` and return their records (also passed to `on_image` as
+    each is written). `progress` hears of every pipeline call and denoising step (reporting.py)."""
     from .model import loading
     from .model.runtime import resolve_device, resolve_precision
     from .prompts import expand_prompt, split_strengths
@@ -131,16 +135,22 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
         raise _write_error(out_dir, e) from None
     results = []
     run = _Run(rev, bank, sampler, schedule, model, device, dtype, identity)
-    for k, (prompt, text, plan, strength) in enumerate(zip(prompts, texts, plans, strengths)):
-        seeds = [config.seed + i for i in range(config.n)]
-        for at in range(0, config.n, config.batch_size):
-            chunk = seeds[at : at + config.batch_size]
-            with _strengths(pipe, bank, rev, strength):
-                images = _sample(pipe, text, plan, config, chunk)
-            for seed, image in zip(chunk, images):
-                results.append(_save(image, seed, k, typed[k], prompt, text, plan, strength, config, run, out_dir))
-                if on_image:
-                    on_image(results[-1])
+    progress = progress or SamplingProgress()
+    progress.start(len(prompts) * config.n, config.steps)
+    try:
+        for k, (prompt, text, plan, strength) in enumerate(zip(prompts, texts, plans, strengths)):
+            seeds = [config.seed + i for i in range(config.n)]
+            for at in range(0, config.n, config.batch_size):
+                chunk = seeds[at : at + config.batch_size]
+                progress.call(k * config.n + at, len(chunk))
+                with _strengths(pipe, bank, rev, strength):
+                    images = _sample(pipe, text, plan, config, chunk, progress)
+                for seed, image in zip(chunk, images):
+                    results.append(_save(image, seed, k, typed[k], prompt, text, plan, strength, config, run, out_dir))
+                    if on_image:
+                        on_image(results[-1])
+    finally:
+        progress.stop()
     return results
 
 
@@ -279,14 +289,21 @@ def settings_hash(record: dict, identity: dict) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
 
 
-def _sample(pipe, text: str, plan: RegionPlan | None, config: GenerateConfig, seeds: list[int]) -> list:
+def _sample(pipe, text: str, plan: RegionPlan | None, config: GenerateConfig, seeds: list[int],
+            progress: SamplingProgress) -> list:
     """One call, one image per seed: the plain diffusers call, or the regional one (the context text, each box
-    its own text). One seed is the exact call of earlier versions (a single generator, not a list of one)."""
+    its own text). One seed is the exact call of earlier versions (a single generator, not a list of one).
+    Diffusers' step callback reports progress; it hands the step's tensors back unchanged."""
     import torch
+
+    def on_step(pipe, i, t, tensors):
+        progress.step(i + 1, pipe.num_timesteps)  # num_timesteps: Heun-like samplers take more than --steps
+        return tensors
 
     generators = [torch.Generator().manual_seed(s) for s in seeds]
     kwargs = dict(num_inference_steps=config.steps, guidance_scale=config.guidance, width=config.width,
-                  height=config.height, generator=generators[0] if len(seeds) == 1 else generators)
+                  height=config.height, generator=generators[0] if len(seeds) == 1 else generators,
+                  callback_on_step_end=on_step)
     if config.negative is not None:
         kwargs["negative_prompt"] = config.negative  # the unconditional half: regions leave it untouched
     if plan is None:

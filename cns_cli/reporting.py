@@ -85,3 +85,77 @@ def for_stderr() -> Reporter:
     """What the CLI reports through: the live bar on a terminal, plain lines otherwise (also with --json,
     whose document goes to stdout)."""
     return RichReporter() if sys.stderr.isatty() else PlainReporter()
+
+
+class SamplingProgress:
+    """Progress of `cns generate`: which image(s) the current pipeline call draws and its denoising step.
+    The quiet default (library callers, tests)."""
+
+    def start(self, images: int, steps: int) -> None: ...
+    def call(self, first: int, count: int) -> None: ...  # images first+1 .. first+count (1-based) are drawn now
+    def step(self, done: int, total: int) -> None: ...  # `done` of `total` denoising steps of the current call
+    def stop(self) -> None: ...
+
+    @staticmethod
+    def label(first: int, count: int, images: int) -> str:
+        return f"image {first + 1}/{images}" if count == 1 else f"images {first + 1}-{first + count}/{images}"
+
+
+class PlainSamplingProgress(SamplingProgress):
+    """Off a terminal: a plain line only for long runs, at most one every `every_s` seconds, so a short run
+    prints nothing and a log still shows that a long one is alive."""
+
+    def __init__(self, every_s: float = 30.0, clock=time.monotonic) -> None:
+        self.every_s, self.clock = every_s, clock
+        self.images = self.steps = self.first = self.count = 0
+        self.last_line = 0.0
+
+    def start(self, images: int, steps: int) -> None:
+        self.images, self.steps, self.last_line = images, steps, self.clock()
+
+    def call(self, first: int, count: int) -> None:
+        self.first, self.count = first, count
+
+    def step(self, done: int, total: int) -> None:
+        now = self.clock()
+        if now - self.last_line >= self.every_s:
+            output.info(f"generating {self.label(self.first, self.count, self.images)}, step {done}/{total}")
+            self.last_line = now
+
+
+class RichSamplingProgress(SamplingProgress):
+    """On a terminal: one live bar, reset for every pipeline call, labelled with the image(s) it draws."""
+
+    def __init__(self) -> None:
+        self._progress = None
+        self._task = None
+        self.images = self.steps = 0
+
+    def start(self, images: int, steps: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.images, self.steps = images, steps
+        # No stdout redirection: the image paths on stdout must stay on stdout (a pipe) whatever stderr is.
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+                                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=output.err_console(),
+                                  transient=True, redirect_stdout=False, redirect_stderr=False)
+        self._progress.start()
+        self._task = self._progress.add_task(self.label(0, 1, images), total=steps)
+
+    def call(self, first: int, count: int) -> None:
+        if self._progress is not None:
+            self._progress.reset(self._task, total=self.steps, description=self.label(first, count, self.images))
+
+    def step(self, done: int, total: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done, total=total)
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def sampling_progress_for_stderr() -> SamplingProgress:
+    """The live bar on a terminal, occasional plain lines otherwise."""
+    return RichSamplingProgress() if sys.stderr.isatty() else PlainSamplingProgress()

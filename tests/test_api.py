@@ -117,3 +117,29 @@ def test_another_base_or_another_dtype_is_refused(dog_bank_readonly, tmp_path):
     other.to(torch.bfloat16)
     with pytest.raises(cns_cli.errors.ModelError, match="float32"):
         cns_cli.apply_bank(other, dog_bank_readonly)
+
+
+def test_generate_regions_draws_what_cns_generate_region_draws(dog_hat_bank_readonly, tmp_path):
+    import json
+
+    bank = dog_hat_bank_readonly
+    r = cns("--bank", bank, "generate", "a <dog> and a <hat> on the beach", "--region", "<dog>=0,0,0.5,1",
+            "--region", "<hat>=0.5,0,1,1", "--seed", "4", "--steps", "3", "--out", tmp_path, "--json")
+    assert r.exit_code == 0, r.stderr
+    record = json.loads(r.stdout)
+    pipe = cns_cli.load_pipeline(bank, device="cpu")
+    out = cns_cli.generate_regions(pipe, bank, "a <dog> and a <hat> on the beach",
+                                   {"dog": (0, 0, 0.5, 1), "hat": (0.5, 0, 1, 1)}, num_inference_steps=3,
+                                   guidance_scale=7.5, generator=torch.Generator().manual_seed(4))
+    assert np.array_equal(np.asarray(out.images[0]), np.asarray(Image.open(record["path"]).convert("RGB")))
+    auto = cns_cli.generate_regions(pipe, bank, "a <dog> and a <hat> on the beach", layout="auto",
+                                    num_inference_steps=3, generator=torch.Generator().manual_seed(4))
+    assert np.array_equal(np.asarray(auto.images[0]), np.asarray(out.images[0]))  # auto = the same two columns
+
+
+def test_generate_regions_needs_the_bank_applied(dog_hat_bank_readonly, tiny_base):
+    pipe = load_pipeline(resolve_base(tiny_base))
+    with pytest.raises(UsageError, match="not applied to this pipeline"):
+        cns_cli.generate_regions(pipe, dog_hat_bank_readonly, "a <dog> on the beach", {"dog": (0, 0, 1, 1)})
+    with pytest.raises(UsageError, match="layout 'grid' is not known"):
+        cns_cli.generate_regions(pipe, dog_hat_bank_readonly, "a <dog> on the beach", layout="grid")

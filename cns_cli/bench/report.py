@@ -106,7 +106,7 @@ def contact_sheet(path: Path, doc: dict, images: dict, concepts: list) -> Path:
     first three-concept prompt with regions."""
     from PIL import Image
 
-    from ..demo.outputs import labelled_sheet
+    from ..sheet import labelled_sheet
 
     first, last = concepts[0].name, concepts[-1].name
     rows = [("photos", [np.asarray(Image.open(p).convert("RGB")) for c in (concepts[0], concepts[-1])

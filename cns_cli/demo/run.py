@@ -15,7 +15,8 @@ import numpy as np
 
 from ..regions import RegionRequest
 from ..reporting import NullReporter, Reporter
-from .outputs import claim_folder, labelled_sheet
+from ..sheet import labelled_sheet
+from .outputs import claim_folder
 
 # A ginger cat with dark stripes and a pink cottage with a round green door: concepts cns draws recognisably on
 # the bundled model after 150 steps (cns bench, 8 concepts: identity 0.34 / 0.47 against the base model's
