@@ -1,5 +1,5 @@
 """Learn time, per-step time and bytes per concept of `cns learn` with default settings on the tiny
-random pipeline (CPU), for K concepts in a row. Numbers for README; the quality of a random model is not
+random pipeline (CPU), for K concepts in a row. Numbers for docs/measured.md; the quality of a random model is not
 the point, the cost is.
 
     python benchmarks/learn_tiny.py [--concepts 3] [--steps 400] [--json]

@@ -7,7 +7,7 @@ the coefficients' learning rate, the row budget, and the basis the slices are cu
                                             [--quick] [--json]
 
 KEY is any `LearnConfig` field (reg_lambda, lr, budget, rank, steps, ...); with no --variant the four of the
-README's first run are used. Prints, per variant: final mean identity, identity just after learning each
+docs/benchmark.md's first run are used. Prints, per variant: final mean identity, identity just after learning each
 concept, mean forgetting and the zero-shot change in points, and writes the bench's files under --out.
 
 --basis calibration-energy cuts slices from the eigenvectors of the calibration prompts' text-state second

@@ -31,7 +31,7 @@ class LearnConfig:
     lr: float = 1e-3  # AdamW lr of the coefficients A (rows x rank per layer)
     # AdamW lr of the token vector. 1e-3, not TI's usual 5e-3: token embeddings are ~0.02 per dimension (SD's and the
     # demo model's), and on the demo model 5e-3 pulled the token off its class (identity of <rex> 0.149 -> 0.275,
-    # <fedora> 0.136 -> 0.287 at 1e-3; 5e-4 and 2e-3 both worse: benchmarks/token_lr_sweep.py, README "Benchmark").
+    # <fedora> 0.136 -> 0.287 at 1e-3; 5e-4 and 2e-3 both worse: benchmarks/token_lr_sweep.py, docs/benchmark.md).
     lr_token: float = 1e-3
     rank: int = 4  # basis slice width r: capacity is text_dim / r concepts before slices overlap
     budget: float = 0.0013  # share of UNet parameters a concept may train (paper: ≈0.13 %)

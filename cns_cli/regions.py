@@ -11,7 +11,7 @@ For one prompt the sampler needs (a `RegionPlan`):
   ("a <milo> and a <cottage> on grass" -> "a cat and a house on grass"); pixels outside every box read it;
 - per concept its box and its region text, which the box's pixels read instead: by default the concept and the
   prompt's closing words, "a <milo> cat on grass" (`region_text`; chosen over the bare "a <milo> cat" by
-  `benchmarks/region_variants.py`, README), or the user's `--region-prompt`;
+  `benchmarks/region_variants.py`, docs/regions.md), or the user's `--region-prompt`;
 - the strength s in [0, 1]: how fully a box's own text replaces the context's output inside the box.
 """
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # runs benchmarks, the demo or a trainer end to end (README: the quick subset)
+pytestmark = pytest.mark.slow  # runs benchmarks, the demo or a trainer end to end (docs/development.md: the quick subset)
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 

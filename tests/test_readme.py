@@ -1,5 +1,9 @@
-"""README's two newcomer commands are exactly what CI runs."""
+"""README: its two newcomer commands are exactly what CI runs, its command reference matches the CLI both ways,
+its links and docs/' resolve, and the benchmark numbers it and docs/benchmark.md quote are those of
+benchmarks/results/."""
 
+import json
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +62,6 @@ def test_the_command_reference_lists_every_command_and_flag():
 
 def test_the_command_reference_names_no_option_that_does_not_exist():
     """Every `--flag` a command's README row names is an option of that command (or a shared one)."""
-    import re
-
     import typer.main
 
     from cns_cli.cli import app
@@ -71,3 +73,85 @@ def test_the_command_reference_names_no_option_that_does_not_exist():
         declared = {o for p in group.commands[name].params for o in (*p.opts, *p.secondary_opts)}
         named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", row))
         assert named - declared - shared == set(), f"README's `cns {name}` row names {sorted(named - declared - shared)}"
+
+
+# README is short; the long material lives in docs/. Links between them must keep working, and the numbers
+# README and docs/benchmark.md quote must be the ones the committed benchmark results hold.
+
+DOCS = ROOT / "docs"
+PAGES = [ROOT / "README.md", ROOT / "tools" / "README.md", *sorted(DOCS.glob("*.md"))]
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation but `-` and `_` dropped, spaces to `-`."""
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", text, re.M)}
+
+
+def _links(path: Path) -> list[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    return re.findall(r"\]\(([^)\s]+)\)", text)
+
+
+def test_every_link_in_readme_and_docs_resolves():
+    """Relative links (images too) point at files that exist, and `#anchors` at headings that exist."""
+    assert {"benchmark.md", "demo-world.md", "measured.md", "development.md"} <= {p.name for p in PAGES}
+    for page in PAGES:
+        for link in _links(page):
+            if link.startswith(("http://", "https://", "mailto:")):
+                continue
+            target, _, anchor = link.partition("#")
+            path = (page.parent / target).resolve() if target else page
+            assert path.exists(), f"{page.relative_to(ROOT)} links to {link}, which does not exist"
+            if anchor and path.suffix == ".md":
+                assert anchor in _anchors(path), f"{page.relative_to(ROOT)} links to {link}: no such heading"
+
+
+def test_readme_links_every_docs_page():
+    linked = {link.split("#")[0] for link in _links(ROOT / "README.md")}
+    for page in DOCS.glob("*.md"):
+        assert f"docs/{page.name}" in linked, f"README does not link docs/{page.name}"
+
+
+def test_every_results_file_the_docs_name_exists():
+    for page in PAGES:
+        for name in re.findall(r"benchmarks/results/([\w.*-]+\.(?:json|png))", page.read_text()):
+            assert list((ROOT / "benchmarks" / "results").glob(name)), f"{page.name} names benchmarks/results/{name}"
+
+
+def _summaries(name: str) -> dict:
+    return {k: m["summary"] for k, m in json.loads((ROOT / "benchmarks" / "results" / name).read_text())["methods"].items()}
+
+
+def test_the_benchmark_table_holds_the_numbers_of_the_results_files():
+    """docs/benchmark.md's main table, cell by cell, is what `cns bench`'s report makes of bench-k8.json (the
+    seeded LoRA reruns: bench-k8-lora-seeded.json). A rerun that changes a number fails here until it is copied."""
+    from cns_cli.bench.report import COLUMNS
+
+    formats = {header: (key, fmt) for header, key, fmt in COLUMNS}
+    runs = {False: _summaries("bench-k8.json"), True: _summaries("bench-k8-lora-seeded.json")}
+    table = "| method | final identity |" + (DOCS / "benchmark.md").read_text().split("\n| method | final identity |", 1)[1]
+    lines = table.split("\n\n", 1)[0].splitlines()
+    header = [c.strip() for c in lines[0].split("|")[1:-1]]
+    rows = lines[2:]
+    assert len(rows) == 11
+    for row in rows:
+        cells = [c.strip() for c in row.split("|")[1:-1]]
+        method = cells[0].split("`")[1]
+        summary = runs["seeded rerun" in cells[0]][method]
+        for head, cell in zip(header[1:], cells[1:], strict=True):
+            key, fmt = formats[head]
+            assert cell == fmt.format(summary[key]), f"docs/benchmark.md: `{method}` {head} is {cell}"
+
+
+def test_status_and_limits_quotes_the_benchmark_plainly():
+    """README's "Status and limits" says where cns is no better than textual inversion, with the current numbers."""
+    status = (ROOT / "README.md").read_text().split("\n## Status and limits\n", 1)[1].split("\n## ", 1)[0]
+    k8, regions = _summaries("bench-k8.json"), _summaries("bench-k8-regions.json")
+    assert "no better than textual" in status
+    for number in (f"{k8['cns']['final_identity']:.3f}", f"{k8['ti']['final_identity']:.3f}",
+                   f"{k8['kv-finetune']['zero_shot_change_points']:.1f}".lstrip("-"),
+                   f"{regions['cns']['pairs_both_recognised']:.0%}".replace("%", " %"),
+                   f"{regions['cns']['regional_pairs_shown']:.0%}".replace("%", " %")):
+        assert number in status, f"README's Status and limits does not quote {number}"
+    assert "SD 2.x" in status and "SDXL" in status

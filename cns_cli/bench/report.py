@@ -1,4 +1,4 @@
-"""`cns bench` outputs besides bench.json: the table (markdown, for README), the forgetting-curve plot and a
+"""`cns bench` outputs besides bench.json: the table (markdown, for docs/benchmark.md), the forgetting-curve plot and a
 contact sheet of every method on the same prompts and seeds."""
 
 from __future__ import annotations

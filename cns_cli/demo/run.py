@@ -23,7 +23,7 @@ from .outputs import claim_folder
 # plain description -0.14 / -0.01). Not `rex` (a brown dog, the bench's first concept): the demo VAE never saw
 # brown and turns it red/green (its photos' reconstructions score 0.74), and cns's token alone gets rex to 0.28
 # where a LoRA reaches 0.61 (then forgets it); nor the blue cap, which the base model's "blue hat" already
-# resembles (0.25): README, "Benchmark".
+# resembles (0.25): docs/benchmark.md.
 PAIR = ("milo", "cottage")
 SHOWN_SCENES = ("beach", "grass", "snow", "night")
 MARKER = "cns-demo.json"  # written first into the demo's folder: the folder is the demo's to replace

@@ -1,5 +1,5 @@
 """`cns bench --quick` end to end on the tests' tiny pipeline: the output, not the numbers (a random model
-draws noise). The full benchmark on the demo model is a long run (README)."""
+draws noise). The full benchmark on the demo model is a long run (docs/benchmark.md)."""
 
 from __future__ import annotations
 

@@ -87,7 +87,7 @@ def test_pairs_put_two_objects_in_one_image(pipe):
     left = ev.predict([columns(i, 2)[0] for i in images])
     right = ev.predict([columns(i, 2)[1] for i in images])
     # Both named objects are drawn, but which goes left is weakly bound (measured over 4 pair captions × 8
-    # seeds at 25 steps: 36 % of halves show the class named for that side, chance 14 %; README). So the test
+    # seeds at 25 steps: 36 % of halves show the class named for that side, chance 14 %; docs/demo-world.md). So the test
     # asks for the named pair in the halves, in either order.
     named = sum(a in ("ball", "car") for a in left["class"]) + sum(b in ("ball", "car") for b in right["class"])
     assert named >= 4, (left["class"], right["class"])

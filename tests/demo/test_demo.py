@@ -13,7 +13,7 @@ from cns_cli.demo.run import PAIR, DemoConfig, run_demo
 from cns_cli.errors import UsageError
 from cns_cli.model.loading import builtin_path
 
-pytestmark = pytest.mark.slow  # runs benchmarks, the demo or a trainer end to end (README: the quick subset)
+pytestmark = pytest.mark.slow  # runs benchmarks, the demo or a trainer end to end (docs/development.md: the quick subset)
 
 
 def test_demo_runs_end_to_end(tiny_base, tmp_path):
@@ -30,7 +30,7 @@ def test_demo_runs_end_to_end(tiny_base, tmp_path):
     regional = sorted((tmp_path / "demo" / "images").glob("*-regions-*.png"))
     assert len(regional) == 4 and doc["together_regions"]["layout"] == "auto"
     assert set(doc["together_regions"]["identity"]) == set(PAIR) and 0 <= doc["together_regions"]["in_order"] <= 1
-    # running it again replaces the earlier run (README's first command can be re-run) ...
+    # running it again replaces the earlier run (README's setup command can be re-run) ...
     (tmp_path / "demo" / "stale.txt").write_text("from the first run")
     again = run_demo(tmp_path / "demo", cfg)
     assert again["scores"] == doc["scores"] and not (tmp_path / "demo" / "stale.txt").exists()

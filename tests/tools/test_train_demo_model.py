@@ -13,7 +13,7 @@ import pytest
 
 from cns_cli.model.loading import describe_base, load_pipeline, resolve_base
 
-pytestmark = pytest.mark.slow  # runs benchmarks, the demo or a trainer end to end (README: the quick subset)
+pytestmark = pytest.mark.slow  # runs benchmarks, the demo or a trainer end to end (docs/development.md: the quick subset)
 
 ROOT = Path(__file__).resolve().parents[2]
 
