@@ -28,6 +28,12 @@ from .bank.atomic import atomic_write
 from .bank.delta import read_delta
 from .bank.integrity import require_intact
 from .errors import ConceptError, UsageError
+from .lora_names import kohya_base_metadata, kohya_key, layers_per_block
+
+
+def family_of(base) -> str:
+    """The base's model family (bank format 1.2 records it; earlier banks are SD 1.x)."""
+    return getattr(base, "family", None) or "sd1"
 
 FORMATS = ("kohya", "diffusers", "embedding", "pipeline")
 MERGED_NAME = "cns-merged"
@@ -54,12 +60,6 @@ def _stack(parts: list[dict[str, tuple[np.ndarray, np.ndarray]]]) -> dict[str, t
                     np.concatenate([p[layer][1] for p in parts if layer in p], axis=1)) for layer in layers}
 
 
-def kohya_key(layer: str) -> str:
-    """kohya/A1111 module name: the diffusers path with '_' for '.', e.g.
-    lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k."""
-    return "lora_unet_" + layer.replace(".", "_")
-
-
 def _header(rev: Revision, names: list[str]) -> dict[str, str]:
     return {"cns.version": __version__, "cns.bank_revision": str(rev.number), "cns.concepts": ",".join(names),
             "cns.base": rev.base.location + (f"@{rev.base.revision}" if rev.base.revision else ""),
@@ -71,12 +71,11 @@ def _kohya_metadata(rev: Revision, names: list[str], title: str, ranks: set[int]
     return {
         **_header(rev, names),
         "ss_network_module": "networks.lora", "ss_network_dim": str(dim), "ss_network_alpha": str(float(dim)),
-        "ss_base_model_version": "sd_v1", "ss_v2": "False", "ss_output_name": title,
+        **kohya_base_metadata(family_of(rev.base)), "ss_output_name": title,
         "ss_training_comment": f"exported by cns {__version__} from bank revision {rev.number}; concepts: "
                                + ", ".join(f"<{n}>" for n in names),
         "ss_tag_frequency": json.dumps({n: {f"<{n}>": 1} for n in names}),
-        "modelspec.sai_model_spec": "1.0.1", "modelspec.architecture": "stable-diffusion-v1/lora",
-        "modelspec.implementation": "diffusers", "modelspec.title": title,
+        "modelspec.sai_model_spec": "1.0.1", "modelspec.implementation": "diffusers", "modelspec.title": title,
         "modelspec.trigger_phrase": ", ".join(names), "modelspec.description": "Concept Neuron Selection deltas exported by cns",
     }
 
@@ -142,12 +141,13 @@ def _export_files(bank: Bank, rev: Revision, names: list[str], out: Path, fmt: s
         q = bank.read_object(rev.basis.object)["Q"]
         loras = {n: _lora_factors(bank, rev, n, q) for n in names}
         groups = [(MERGED_NAME, names)] if merged else [(n, [n]) for n in names]
+        family, per_block = family_of(rev.base), layers_per_block(rev.base.kv_layers)
         for title, members in groups:
             factors = _stack([loras[n] for n in members])
             if fmt == "kohya":
                 tensors = {}
                 for layer, (down, up) in factors.items():
-                    key = kohya_key(layer)
+                    key = kohya_key(layer, family, per_block)
                     tensors[f"{key}.lora_down.weight"] = down
                     tensors[f"{key}.lora_up.weight"] = up
                     tensors[f"{key}.alpha"] = np.array(down.shape[0], dtype=np.float32)  # scale alpha/r = 1

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from cns_cli.bank import Bank
 from cns_cli.bank.history import forget
 from cns_cli.cli import app
-from cns_cli.export import export, kohya_key
+from cns_cli.export import export
+from cns_cli.lora_names import kohya_key
 from cns_cli.generate import GenerateConfig, generate
 from cns_cli.learn import LearnConfig, learn
 from cns_cli.model.loading import load_pipeline, resolve_base
