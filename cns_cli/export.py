@@ -71,7 +71,7 @@ def _kohya_metadata(rev: Revision, names: list[str], title: str, ranks: set[int]
     return {
         **_header(rev, names),
         "ss_network_module": "networks.lora", "ss_network_dim": str(dim), "ss_network_alpha": str(float(dim)),
-        **kohya_base_metadata(family_of(rev.base)), "ss_output_name": title,
+        **kohya_base_metadata(family_of(rev.base), getattr(rev.base, "prediction_type", None) or "epsilon"), "ss_output_name": title,
         "ss_training_comment": f"exported by cns {__version__} from bank revision {rev.number}; concepts: "
                                + ", ".join(f"<{n}>" for n in names),
         "ss_tag_frequency": json.dumps({n: {f"<{n}>": 1} for n in names}),

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import re
 
-# family -> (ss_base_model_version, ss_v2, modelspec.architecture, modelspec.resolution, modelspec.prediction_type)
+# (family, prediction type) -> (ss_base_model_version, ss_v2, modelspec.architecture, modelspec.resolution, modelspec.prediction_type)
 # from sd-scripts library/sai_model_spec.py and library/model_util.py.
 KOHYA_BASES = {
-    "sd1": ("sd_v1", "False", "stable-diffusion-v1/lora", "512x512", "epsilon"),
-    "sd2": ("sd_v2", "True", "stable-diffusion-v2-512/lora", "512x512", "epsilon"),
-    "sd2-v": ("sd_v2_v", "True", "stable-diffusion-v2-768-v/lora", "768x768", "v"),
-    "sdxl": ("sdxl_base_v1-0", "False", "stable-diffusion-xl-v1-base/lora", "1024x1024", "epsilon"),
+    ("sd1", "epsilon"): ("sd_v1", "False", "stable-diffusion-v1/lora", "512x512", "epsilon"),
+    ("sd2", "epsilon"): ("sd_v2", "True", "stable-diffusion-v2-512/lora", "512x512", "epsilon"),
+    ("sd2", "v_prediction"): ("sd_v2_v", "True", "stable-diffusion-v2-768-v/lora", "768x768", "v"),
+    ("sdxl", "epsilon"): ("sdxl_base_v1-0", "False", "stable-diffusion-xl-v1-base/lora", "1024x1024", "epsilon"),
 }
 _BLOCK = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.attentions\.(\d+)\.(.*)$")
 
@@ -55,15 +55,16 @@ def kohya_key(layer: str, family: str = "sd1", layers_per_block: int = 2) -> str
     """kohya/A1111 module name of a diffusers layer: `lora_unet_` + its path (SGM for SDXL) with '_' for '.', e.g.
     lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k (SD 1.x / 2.x) or
     lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k (SDXL)."""
-    path = sgm_path(layer, layers_per_block) if family == "sdxl" else layer
+    path = sgm_path(layer, layers_per_block) if family == "sdxl" else layer  # sd1, sd2: diffusers paths
     return "lora_unet_" + path.replace(".", "_")
 
 
-def kohya_base_metadata(family: str) -> dict[str, str]:
-    """The `ss_*` / `modelspec.*` fields that say which base a kohya LoRA is for."""
-    version, v2, architecture, resolution, prediction = KOHYA_BASES[family]
-    doc = {"ss_base_model_version": version, "ss_v2": v2, "modelspec.architecture": architecture,
-           "modelspec.resolution": resolution, "modelspec.prediction_type": prediction}
-    if family == "sd2-v":
-        doc["ss_v_parameterization"] = "True"
-    return doc
+def kohya_base_metadata(family: str, prediction_type: str = "epsilon") -> dict[str, str]:
+    """The `ss_*` / `modelspec.*` fields that say which base a kohya LoRA is for. A combination sd-scripts has no
+    name for (a v-prediction SD 1.x or SDXL) keeps the family's names and says v in `modelspec.prediction_type`."""
+    key = (family, prediction_type)
+    version, v2, architecture, resolution, _ = KOHYA_BASES.get(key, KOHYA_BASES[(family, "epsilon")])
+    v = prediction_type == "v_prediction"
+    return {"ss_base_model_version": version, "ss_v2": v2, "ss_v_parameterization": str(v),
+            "modelspec.architecture": architecture, "modelspec.resolution": resolution,
+            "modelspec.prediction_type": "v" if v else "epsilon"}

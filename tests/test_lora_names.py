@@ -25,7 +25,7 @@ def test_sgm_names_of_the_real_sdxl_layout(layer, want):
 
 def test_kohya_keys_per_family():
     layer = f"down_blocks.1.attentions.0.{T}"
-    assert kohya_key(layer, "sd1") == kohya_key(layer, "sd2-v") == "lora_unet_" + layer.replace(".", "_")
+    assert kohya_key(layer, "sd1") == kohya_key(layer, "sd2") == "lora_unet_" + layer.replace(".", "_")
     assert kohya_key(layer, "sdxl", 2) == "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k"
 
 
@@ -37,6 +37,8 @@ def test_layers_per_block_from_paths():
 
 def test_metadata_names_the_base_like_sd_scripts():
     assert kohya_base_metadata("sdxl")["ss_base_model_version"] == "sdxl_base_v1-0"
-    assert kohya_base_metadata("sd2-v")["modelspec.prediction_type"] == "v"
-    assert kohya_base_metadata("sd2-v")["ss_v2"] == "True" and kohya_base_metadata("sd1")["ss_v2"] == "False"
-    assert set(KOHYA_BASES) == {"sd1", "sd2", "sd2-v", "sdxl"}
+    v = kohya_base_metadata("sd2", "v_prediction")
+    assert v["modelspec.prediction_type"] == "v" and v["ss_base_model_version"] == "sd_v2_v"
+    assert v["ss_v_parameterization"] == "True" and kohya_base_metadata("sd2")["ss_v_parameterization"] == "False"
+    assert v["ss_v2"] == "True" and kohya_base_metadata("sd1")["ss_v2"] == "False"
+    assert {f for f, _ in KOHYA_BASES} == {"sd1", "sd2", "sdxl"}
