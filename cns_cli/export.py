@@ -162,15 +162,25 @@ def _export_files(bank: Bank, rev: Revision, names: list[str], out: Path, fmt: s
                 meta = {**_header(rev, members), "format": "pt"}
                 files.append({**_save(folder / "pytorch_lora_weights.safetensors", tensors, meta), "kind": "lora", "concepts": members})
     for n in names:
-        emb = bank.read_object(rev.concepts[n].embedding)["embedding"]  # (k, d)
+        a1111, diffusers = _embedding_files(bank.read_object(rev.concepts[n].embedding), rev.concepts[n].token)
         meta = _header(rev, [n])
         if fmt in ("kohya", "embedding"):
-            files.append({**_save(out / "embeddings" / f"{n}.safetensors", {"emb_params": emb}, meta),
+            files.append({**_save(out / "embeddings" / f"{n}.safetensors", a1111, meta),
                           "kind": "embedding", "concepts": [n], "convention": "a1111"})
         if fmt in ("diffusers", "embedding"):
-            files.append({**_save(out / n / "learned_embeds.safetensors", {rev.concepts[n].token: emb}, meta),
+            files.append({**_save(out / n / "learned_embeds.safetensors", diffusers, meta),
                           "kind": "embedding", "concepts": [n], "convention": "diffusers"})
     return files
+
+
+def _embedding_files(obj: dict[str, np.ndarray], token: str) -> tuple[dict, dict]:
+    """(A1111/kohya tensors, diffusers tensors) of a concept's embedding object. One text encoder: `emb_params`
+    (k, d) and {token: (k, d)}. Two (SDXL): the shared SDXL textual-inversion file {clip_l, clip_g} in both
+    conventions, since diffusers has no other (it loads each key with its own `load_textual_inversion` call)."""
+    if "embedding_2" in obj:
+        both = {"clip_l": obj["embedding"], "clip_g": obj["embedding_2"]}
+        return both, both
+    return {"emb_params": obj["embedding"]}, {token: obj["embedding"]}
 
 
 def _export_pipeline(bank: Bank, rev: Revision, names: list[str], out: Path, fix: str | None = None) -> list[dict]:
