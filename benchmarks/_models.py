@@ -28,6 +28,20 @@ SD15_UNET = dict(
 )
 SD15_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                  num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768)
+# SDXL 1.0 base: Stability's sd_xl_base.yaml as diffusers' converter maps it (70 attn2 layers, text width 2048).
+SDXL_UNET = dict(
+    sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), use_linear_projection=True,
+    cross_attention_dim=2048, addition_embed_type="text_time", addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816,
+)
+SDXL_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                 num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768)
+SDXL_TEXT_2 = dict(vocab_size=49408, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
+                   num_attention_heads=20, max_position_embeddings=77, hidden_act="gelu", projection_dim=1280)
+SDXL_EMBEDDING_DIMS = (768, 1280)
 METHODS = ("cns", "cns_rows_only", "lora", "kv_full")  # cns_rows_only: `cns learn --lr-token 0`
 
 
@@ -37,6 +51,14 @@ def sd15_unet(device: str = "meta"):
 
     with torch.device(device):
         return UNet2DConditionModel(**SD15_UNET)
+
+
+def sdxl_unet(device: str = "meta"):
+    """An SDXL-config UNet with random weights (meta device: shapes only)."""
+    from diffusers import UNet2DConditionModel
+
+    with torch.device(device):
+        return UNet2DConditionModel(**SDXL_UNET)
 
 
 def sd15_text_encoder(device: str = "cpu"):
@@ -133,9 +155,11 @@ def make_step(method: str, base: Setup, rows_budget: float = 0.0013, copy_model:
     return step
 
 
-def fake_concepts(kv: dict[str, int], text_dim: int, n: int, unet_parameters: int, rank: int = 4, seed: int = 0):
+def fake_concepts(kv: dict[str, int], text_dim: int, n: int, unet_parameters: int, rank: int = 4, seed: int = 0,
+                  embedding_dims: tuple[int, ...] | None = None):
     """n concepts of the default size (budget rows spread over the layers, rank-4 coefficients, one token
-    vector): what a bank of n learned concepts costs to store and apply, without training n concepts."""
+    vector per text encoder): what a bank of n learned concepts costs to store and apply, without training n
+    concepts. Each item: (name, delta object's tensors, embedding object's tensors)."""
     import numpy as np
 
     from cns_cli.bank.delta import encode_delta
@@ -154,7 +178,10 @@ def fake_concepts(kv: dict[str, int], text_dim: int, n: int, unet_parameters: in
             if rows.size:
                 parts[layer] = (rows, (rng.standard_normal((rows.size, rank)) * 1e-3).astype(np.float32))
         delta = encode_delta(parts)  # the delta object's tensors (cns_cli/bank/delta.py)
-        out.append((f"c{i}", delta, rng.standard_normal((1, text_dim)).astype(np.float32) * 0.01))
+        widths = embedding_dims or (text_dim,)
+        embedding = {key: rng.standard_normal((1, w)).astype(np.float32) * 0.01
+                     for key, w in zip(("embedding", "embedding_2"), widths)}
+        out.append((f"c{i}", delta, embedding))
     return out
 
 
@@ -185,7 +212,7 @@ def bank_with_concepts(path, base_path: str, n: int, seed: int = 0):
             concepts[name] = Concept(
                 token=f"<{name}>", class_word="thing", learned_in=1, slice=Slice(start=start, rank=4),
                 neurons=Neurons(total=sum(per_layer.values()), per_layer=per_layer),
-                delta=tx.put(delta, "delta", {"concept": name}), embedding=tx.put({"embedding": emb}, "embedding"),
+                delta=tx.put(delta, "delta", {"concept": name}), embedding=tx.put(emb, "embedding"),
                 training={"fake": True}, stats={})
         tx.commit(Operation(kind="learn", concept=f"c{n - 1}", argv=["benchmark"]), concepts=concepts, basis=basis)
     return bank

@@ -24,9 +24,12 @@ def run(script: str, *args: str) -> dict:
 
 def test_storage_compares_the_three_ways_of_storing_a_concept():
     r = run("storage.py")
-    for shape in ("tiny", "sd15"):
+    for shape in ("tiny", "sd15", "sdxl"):
         assert r[shape]["cns_bytes"] < r[shape]["lora_r4_fp16_bytes"] < r[shape]["lora_r4_fp32_bytes"]
     assert r["sd15"]["cns_rows"] == 1454 and r["sd15"]["kv_rows"] == 24960  # the paper's budget at SD 1.5 shapes
+    # SDXL: 70 attn2 layers (140 K/V linears: 20 of 640 rows, 120 of 1280) and the target of ≤ 100 KB
+    assert r["sdxl"]["kv_rows"] == 20 * 640 + 120 * 1280 and r["sdxl"]["cns_bytes"] <= 100_000
+    assert r["sdxl"]["cns_parameters"] == r["sdxl"]["cns_rows"] * 4 + 768 + 1280
 
 
 def test_learn_step_reports_time_ratio_and_memory_for_every_method():
