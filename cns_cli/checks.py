@@ -118,7 +118,9 @@ def model_facts(spec) -> ModelFacts:
             except Exception:  # a malformed id or revision: the loader will say so
                 found = None
             configs.append(_read_json(found) if isinstance(found, str) else None)
-    else:  # a single .safetensors file: its configs are only known once diffusers has built the pipeline
+    elif getattr(spec, "config", None):  # a single .safetensors file loaded with the configs of a --config folder
+        configs = [_read_json(Path(spec.config) / f) for f in files]
+    else:  # a single .safetensors file without one: its configs are only known once diffusers has built the pipeline
         return ModelFacts()
     return facts_from_configs(*configs)
 

@@ -136,17 +136,21 @@ def _open(ctx: typer.Context):
 @command()
 def init(
     ctx: typer.Context,
-    base: Annotated[str, typer.Option("--base", help="Hub id (org/model[@revision]), diffusers folder or .safetensors file.")] = DEFAULT_BASE,
+    base: Annotated[str, typer.Option("--base", help="SD 1.x, SD 2.x or SDXL model: hub id (org/model[@revision]), diffusers folder or .safetensors file.")] = DEFAULT_BASE,
+    config: Annotated[Optional[Path], typer.Option("--config", help="For a .safetensors --base: a diffusers folder of the same family (configs and tokenizers; no weights needed), so it loads offline.")] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Create an empty bank on top of a base model (records where it is and its fingerprint)."""
+    """Create an empty bank on top of a base model (records where it is, its family and its fingerprint)."""
     from .init_bank import init_bank
 
-    rev = init_bank(ctx.obj, base, argv=_argv())
+    rev = init_bank(ctx.obj, base, argv=_argv(), config=config)
     if json_:
         output.emit_json({"bank": str(ctx.obj), "revision": rev.number, "base": rev.base.model_dump(mode="json")})
     else:
-        output.info(f"created bank {ctx.obj} on {rev.base.location} ({len(rev.base.kv_layers)} K/V layers)")
+        from .model.family import NAMES
+
+        output.info(f"created bank {ctx.obj} on {rev.base.location} ({NAMES[rev.base.family_name]}, "
+                    f"{len(rev.base.kv_layers)} K/V layers)")
         typer.echo(str(ctx.obj))
 
 
@@ -258,6 +262,7 @@ def learn(
     images: Annotated[Path, typer.Argument(help="Folder of jpg/png/webp/bmp images (+ optional same-named .txt captions).")],
     class_word: Annotated[Optional[str], typer.Option("--class", help="What the concept is, in a word the model knows (dog, hat, person): the token starts there and prompts say it. Default: NAME, with a warning.")] = None,
     base: Annotated[Optional[str], typer.Option("--base", help=f"Base model of a new bank (default {DEFAULT_BASE}); for an existing bank it must be the bank's own base.")] = None,
+    base_config: Annotated[Optional[Path], typer.Option("--config", help="For a .safetensors base: a diffusers folder of the same family (configs and tokenizers; no weights needed), so it loads offline; on an existing bank it replaces the recorded folder for this run.")] = None,
     steps: Annotated[int, typer.Option(help="Training steps.")] = 400,
     lr: Annotated[float, typer.Option(help="Learning rate of the neuron coefficients.")] = 1e-3,
     lr_token: Annotated[float, typer.Option(help="Learning rate of the token embedding.")] = 1e-3,
@@ -286,7 +291,7 @@ def learn(
                          batch_size=batch_size, resolution=resolution, score_steps=score_steps, seed=seed,
                          selection=selection.value, remove_general=not keep_general,
                          device=device.value, precision=precision.value, gradient_checkpointing=gradient_checkpointing)
-    outcome = run_learn(ctx.obj, name, images, class_word=class_word, base=base, config=config, replace=replace,
+    outcome = run_learn(ctx.obj, name, images, class_word=class_word, base=base, base_config=base_config, config=config, replace=replace,
                         dry_run=dry_run, argv=_argv(), reporter=for_stderr())
     doc = {"concept": outcome.name, "dry_run": dry_run, "revision": outcome.revision, "plan": outcome.plan,
            "stats": outcome.stats}

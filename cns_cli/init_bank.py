@@ -9,9 +9,10 @@ from .errors import BankExistsError
 from .model.loading import describe_base, load_pipeline, resolve_base
 
 
-def init_bank(root: Path, base: str, argv: list[str] | None = None) -> Revision:
+def init_bank(root: Path, base: str, argv: list[str] | None = None, config: str | Path | None = None) -> Revision:
+    """A new bank on `base` (with `config`, the diffusers folder a single-file checkpoint loads with)."""
     if (root / "HEAD").exists():
         raise BankExistsError(f"{root} already holds a bank; use it, or pass another --bank path")
-    spec = resolve_base(base)  # fails fast on a bad spec, before the (slow) model load
+    spec = resolve_base(base, config)  # fails fast on a bad spec, before the (slow) model load
     pipe = load_pipeline(spec)
     return Bank.create(root, describe_base(spec, pipe), argv=argv).head()

@@ -5,11 +5,12 @@ from __future__ import annotations
 from .bank import Bank, Revision
 from .bank.delta import read_delta
 from .bank.models import trained_parameters
+from .model.family import NAMES as FAMILY_NAMES  # configs only: no torch or diffusers import
 
 def _concept_summary(bank: Bank, rev: Revision, name: str) -> dict:
     c = rev.concepts[name]
     stored = c.delta.size + c.embedding.size
-    params = trained_parameters(c.neurons.total, c.slice.rank, rev.base.text_dim)
+    params = trained_parameters(c.neurons.total, c.slice.rank, sum(rev.base.embedding_widths))
     return {
         "name": name, "token": c.token, "class_word": c.class_word, "learned_in": c.learned_in,
         "neurons": c.neurons.total, "layers": sum(1 for n in c.neurons.per_layer.values() if n),
@@ -32,7 +33,10 @@ def inspect_bank(bank: Bank, neurons: bool = False) -> dict:
         "bank": str(bank.root), "revision": rev.number, "format_version": rev.format_version,
         "base": {"kind": rev.base.kind, "location": rev.base.location, "revision": rev.base.revision,
                  "fingerprint": rev.base.fingerprint.digest, "kv_layers": len(rev.base.kv_layers),
-                 "kv_rows": total_rows, "text_dim": rev.base.text_dim},
+                 "kv_rows": total_rows, "text_dim": rev.base.text_dim, "family": rev.base.family_name,
+                 "family_name": FAMILY_NAMES[rev.base.family_name],
+                 "prediction_type": rev.base.prediction_type or "epsilon",
+                 "embedding_dims": rev.base.embedding_widths, "config": rev.base.config},
         "concepts": [_concept_summary(bank, rev, n) for n in names],
         "capacity": {"basis_columns": dim, "columns_used": min(used_cols, dim),
                      "columns_left": max(dim - used_cols, 0)},

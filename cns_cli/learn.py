@@ -90,11 +90,13 @@ class LearnOutcome:
 
 
 def learn(bank_path: Path, name: str, images_dir: Path, *, class_word: str | None = None, base: str | None = None,
-          config: LearnConfig = LearnConfig(), replace: bool = False, dry_run: bool = False,
+          base_config: str | Path | None = None, config: LearnConfig = LearnConfig(), replace: bool = False, dry_run: bool = False,
           argv: list[str] | None = None, reporter: Reporter = NullReporter(),
           new_basis: np.ndarray | None = None) -> LearnOutcome:
     """Plan, train and commit one concept (cns_cli/learning). `base` names the model of a new bank (default
-    DEFAULT_BASE); for an existing bank it may only repeat the bank's own base. Every input is checked before
+    DEFAULT_BASE) and `base_config` the diffusers folder a single-file base loads with (`--config`); for an
+    existing bank `base` may only repeat the bank's own, and `base_config` replaces the recorded folder for this
+    run (moved, or a 1.1 bank that has none; the fingerprint still has to match). Every input is checked before
     the model loads (minutes on SD 1.5). The writer lock is held from the model load to the commit; a new bank
     is created (revision 0, as `cns init` would) right after its base loads, so its lock is held through
     training too. `new_basis` (d, d) replaces the seeded basis Q of a new bank: an input for experiments."""
@@ -114,25 +116,28 @@ def learn(bank_path: Path, name: str, images_dir: Path, *, class_word: str | Non
     job = _Job(name, class_word, images_dir, config, reporter, argv, new_basis)
     if not (root / "HEAD").exists():
         Bank.check_creatable(root)  # a file or a folder of other things: say so now, not after training
-        session = open_session(resolve_base(base or DEFAULT_BASE), None, None, name, class_word, images_dir, config, reporter)
+        session = open_session(resolve_base(base or DEFAULT_BASE, base_config), None, None, name, class_word, images_dir,
+                               config, reporter)
         if dry_run:
             return job.planned(session, None, None)
-        bank = Bank.create(root, session.base, argv=["cns", "init", "--base", base or DEFAULT_BASE])
+        init_argv = ["cns", "init", "--base", base or DEFAULT_BASE] + ([] if base_config is None else ["--config", str(base_config)])
+        bank = Bank.create(root, session.base, argv=init_argv)
         with bank.transaction() as tx:
             return job.learn_into(tx, session, bank)
     bank = Bank.open(root)
-    if base is not None:
-        _check_same_base(bank.head().base, resolve_base(base), base)
+    if base is not None or base_config is not None:
+        _check_same_base(bank.head().base, base, base_config)
     if dry_run:
         parent = bank.head()
         _check_name_free(parent, name, replace)
-        return job.planned(open_session(spec_of(parent.base), bank, parent, name, class_word, images_dir, config,
+        return job.planned(open_session(spec_of(parent.base, base_config), bank, parent, name, class_word, images_dir, config,
                                         reporter), bank, parent)
     with bank.transaction() as tx:
         if tx.stale_pid:
             reporter.warn(f"took over the lock of process {tx.stale_pid}, which is gone")
         _check_name_free(tx.parent, name, replace)
-        session = open_session(spec_of(tx.parent.base), bank, tx.parent, name, class_word, images_dir, config, reporter)
+        session = open_session(spec_of(tx.parent.base, base_config), bank, tx.parent, name, class_word, images_dir,
+                               config, reporter)
         return job.learn_into(tx, session, bank)
 
 
@@ -166,11 +171,20 @@ class _Job:
         return LearnOutcome(self.name, dict(plan.doc), rev.number, dict(trained.stats))
 
 
-def _check_same_base(pointer, spec, typed: str) -> None:
-    """A bank has one base model; a --base naming another one is a mistake, never silently ignored."""
-    if (spec.kind, spec.location, spec.revision) != (pointer.kind, pointer.location, pointer.revision):
-        raise UsageError(f"this bank is built on {pointer.location}; --base {typed} names another model (a bank "
-                         "keeps one base): leave out --base, or pass --bank NEW_PATH to start a bank on it")
+def _check_same_base(pointer, base: str | None, base_config) -> None:
+    """A bank has one base model; a --base naming another one is a mistake, never silently ignored. --config
+    only makes sense for a single-file base."""
+    from .model.loading import resolve_base
+
+    if base is not None:
+        spec = resolve_base(base)
+        if (spec.kind, spec.location, spec.revision) != (pointer.kind, pointer.location, pointer.revision):
+            raise UsageError(f"this bank is built on {pointer.location}; --base {base} names another model (a bank "
+                             "keeps one base): leave out --base, or pass --bank NEW_PATH to start a bank on it")
+    if base_config is not None:
+        if pointer.kind != "single-file":
+            raise UsageError(f"--config is for a single .safetensors checkpoint; this bank's base {pointer.location} "
+                             "has its own configs: leave out --config")
 
 
 def _check_name_free(rev: Revision, name: str, replace: bool) -> None:

@@ -52,12 +52,17 @@ def _table(*columns: str, title: str | None = None) -> _Table:
 def render_inspect(doc: dict, neurons: bool) -> None:
     con = out_console()
     base = doc["base"]
-    con.print(f"bank      {doc['bank']}  (revision {doc['revision']}, format {doc['format_version']})")
-    con.print(f"base      {base['location']}" + (f"@{base['revision']}" if base["revision"] else "")
+    say = lambda text: con.print(text, markup=False, highlight=False)  # noqa: E731 - "[kind, ...]" is text, not markup
+    say(f"bank      {doc['bank']}  (revision {doc['revision']}, format {doc['format_version']})")
+    say(f"base      {base['location']}" + (f"@{base['revision']}" if base["revision"] else "")
               + f"  [{base['kind']}, fingerprint {base['fingerprint'][:12]}]")
-    con.print(f"K/V       {base['kv_layers']} layers, {base['kv_rows']:,} neurons, text width {base['text_dim']}")
+    pred = ", v-prediction" if base.get("prediction_type") == "v_prediction" else ""
+    widths = base.get("embedding_dims") or [base["text_dim"]]
+    encoders = f" ({' + '.join(map(str, widths))} from {len(widths)} text encoders)" if len(widths) > 1 else ""
+    say(f"family    {base.get('family_name', 'SD 1.x')}{pred}" + (f"  (configs: {base['config']})" if base.get("config") else ""))
+    say(f"K/V       {base['kv_layers']} layers, {base['kv_rows']:,} neurons, text width {base['text_dim']}{encoders}")
     cap = doc["capacity"]
-    con.print(f"capacity  {cap['columns_left']} of {cap['basis_columns']} basis columns free")
+    say(f"capacity  {cap['columns_left']} of {cap['basis_columns']} basis columns free")
     if not doc["concepts"]:
         con.print("concepts  none yet — teach one with `cns learn NAME ./photos`")
         return

@@ -32,4 +32,12 @@ cns forget hat
 cns undo
 cns log
 cns verify
+# the same loop on a tiny SDXL pipeline (two text encoders, added conditioning)
+python -m cns_cli.model.tiny "$work/tiny-xl" --family sdxl >/dev/null
+export CNS_BANK="$work/xl.cnsbank"
+cns learn dog "$work/dog" --base "$work/tiny-xl" --steps 10 --score-steps 2
+cns generate "<dog> on a beach" -n 2 --seed 7 --steps 3 --out "$work/out-xl" --grid
+cns export --format kohya "$work/xl-export"
+cns forget dog
+cns verify
 echo "smoke run ok"

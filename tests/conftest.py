@@ -20,6 +20,50 @@ def tiny_base(tmp_path_factory) -> str:
     return str(save_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd") / "pipe", seed=0))
 
 
+@pytest.fixture(scope="session")
+def tiny_sd2v(tmp_path_factory) -> str:
+    """A random tiny SD 2.x pipeline (OpenCLIP-style text encoder, v-prediction), saved with save_pretrained."""
+    from cns_cli.model.tiny import save_tiny_pipeline
+
+    return str(save_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd2v") / "pipe", seed=0, family="sd2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory) -> str:
+    """A random tiny SDXL pipeline (two text encoders, 32 and 64 wide; added conditioning), saved with save_pretrained."""
+    from cns_cli.model.tiny import save_tiny_pipeline
+
+    return str(save_tiny_pipeline(tmp_path_factory.mktemp("tiny-sdxl") / "pipe", seed=0, family="sdxl"))
+
+
+FAMILY_BASES = {"sd2": "tiny_sd2v", "sdxl": "tiny_sdxl"}  # the families besides SD 1.x (tiny_base)
+
+
+class _FamilyBanks:
+    """family -> a bank on that family's tiny base with <dog> learned through the CLI (3 steps), built on first use
+    and shared by every test module that only reads it (learning on SDXL is the slow part)."""
+
+    def __init__(self, request, root, photos):
+        self.request, self.root, self.photos, self.banks = request, root, photos, {}
+
+    def __getitem__(self, family: str):
+        if family not in self.banks:
+            from tests.clitools import cns
+
+            base = self.request.getfixturevalue(FAMILY_BASES[family])
+            path = self.root / f"{family}-dog.cnsbank"
+            r = cns("--bank", path, "learn", "dog", self.photos, "--class", "dog", "--base", base, "--steps", "3",
+                    "--score-steps", "1")
+            assert r.exit_code == 0, r.stderr
+            self.banks[family] = path
+        return self.banks[family]
+
+
+@pytest.fixture(scope="session")
+def family_dog_banks(request, dog_photos, tmp_path_factory) -> _FamilyBanks:
+    return _FamilyBanks(request, tmp_path_factory.mktemp("family-banks"), dog_photos)
+
+
 def _photos(folder, colour, shape: str, n: int = 4, seed: int = 0):
     """A few 96 px 'photos' of one made-up object at varied positions (PNG), like a user's folder."""
     import random

@@ -5,7 +5,9 @@ Tensor names (format/SPEC.md, "Objects"):
 - delta:           "<layer>.rows"      I32 [n]        strictly increasing output-row indices (the neurons)
                    "<layer>.coef"      F32 [n, rank]  trained coefficients A; dW = S^T A B^T
                    (encoded and decoded only by bank/delta.py)
-- embedding:       "embedding"         F32 [k, text_dim], k >= 1 vectors for the concept's token
+- embedding:       "embedding"         F32 [k, w_1], k >= 1 vectors for the concept's token in the (first) text encoder
+                   "embedding_2"       F32 [k, w_2] the same k vectors in the second text encoder (SDXL; format 1.2)
+                   (w_i = base.embedding_widths: text_dim for SD 1.x / 2.x; names from `embedding_names`)
 - general neurons: "<layer>"           I32 [m]        strictly increasing rows
 Every object's safetensors `__metadata__` has one entry, "cns": a JSON map whose "kind" is one of the
 names above (one entry because safetensors writes several in a random order).
@@ -51,14 +53,27 @@ def check_delta(tensors: dict[str, np.ndarray], concept: Concept, rev: Revision)
     return problems
 
 
+def embedding_names(n_encoders: int) -> list[str]:
+    """Tensor names of an embedding object, one per text encoder in pipeline order: "embedding" (text_encoder),
+    "embedding_2" (text_encoder_2, SDXL)."""
+    return ["embedding"] + [f"embedding_{i + 1}" for i in range(1, n_encoders)]
+
+
 def check_embedding(tensors: dict[str, np.ndarray], rev: Revision) -> list[str]:
-    emb = tensors.get("embedding")
-    if emb is None or set(tensors) != {"embedding"}:
-        return [f"expected exactly one tensor 'embedding', got {sorted(tensors)}"]
-    if emb.dtype != np.float32 or emb.ndim != 2 or emb.shape[0] < 1 or emb.shape[1] != rev.base.text_dim:
-        return [f"embedding must be float32 [k>=1, {rev.base.text_dim}], got {emb.dtype} {list(emb.shape)}"]
-    if not np.isfinite(emb).all():
-        return ["embedding has NaN or Inf"]
+    widths = rev.base.embedding_widths
+    names = embedding_names(len(widths))
+    if set(tensors) != set(names):
+        want = "one tensor 'embedding'" if len(names) == 1 else f"the tensors {names} (one per text encoder)"
+        return [f"expected exactly {want}, got {sorted(tensors)}"]
+    rows = {tensors[n].shape[0] if tensors[n].ndim == 2 else None for n in names}
+    for name, width in zip(names, widths):
+        emb = tensors[name]
+        if emb.dtype != np.float32 or emb.ndim != 2 or emb.shape[0] < 1 or emb.shape[1] != width:
+            return [f"{name} must be float32 [k>=1, {width}], got {emb.dtype} {list(emb.shape)}"]
+        if not np.isfinite(emb).all():
+            return [f"{name} has NaN or Inf"]
+    if len(rows) != 1:
+        return [f"the tensors {names} hold different numbers of vectors"]
     return []
 
 

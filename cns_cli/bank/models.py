@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .names import CLASS_WORD_PATTERN, NAME_PATTERN
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 1  # 1.1: history is the parent chain from HEAD (numbers may skip), and `restore`
+# 1.1: history is the parent chain from HEAD (numbers may skip), and `restore`.
+# 1.2: the base's model family, prediction type, single-file config folder and per-encoder embedding widths.
+FORMAT_MINOR = 2
 FORMAT_VERSION = f"{FORMAT_MAJOR}.{FORMAT_MINOR}"
 
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
@@ -25,6 +27,11 @@ OBJECT_PATH_PATTERN = r"^objects/[0-9a-f]{64}\.safetensors$"
 LAYER_PATTERN = r"^[A-Za-z0-9_.]+\.attn2\.to_[kv]$"
 
 Layer = Annotated[str, Field(pattern=LAYER_PATTERN)]
+# Model families (format 1.2): SD 1.x, SD 2.x (epsilon or v-prediction) and SDXL. A base without one is SD 1.x.
+FAMILIES = ("sd1", "sd2", "sdxl")
+Family = Literal["sd1", "sd2", "sdxl"]
+# Base-pointer fields added in 1.2: written only when set, so that a 1.0 / 1.1 revision round-trips byte for byte.
+BASE_FIELDS_1_2 = ("family", "prediction_type", "embedding_dims", "config")
 Count = Annotated[int, Field(ge=0)]
 
 
@@ -67,6 +74,34 @@ class BaseModelPointer(_Strict):
     # concept MUST be < the layer's row count.
     kv_layers: dict[Layer, Annotated[int, Field(ge=1)]] = Field(min_length=1)
     vocab_size: int = Field(ge=1, description="Tokenizer size of the base, before any concept token.")
+    # Format 1.2 (all optional; absent = the 1.1 meaning: SD 1.x, epsilon, one text encoder of width text_dim).
+    family: Family | None = Field(default=None, description="Model family (1.2): sd1, sd2 or sdxl; absent = sd1.")
+    prediction_type: Literal["epsilon", "v_prediction"] | None = Field(
+        default=None, description="What the UNet predicts (1.2), from the scheduler config; absent = epsilon.")
+    embedding_dims: list[Annotated[int, Field(ge=1)]] | None = Field(
+        default=None, min_length=1, max_length=2,
+        description="Input-embedding width of each text encoder in pipeline order (1.2); absent = [text_dim].")
+    config: str | None = Field(default=None, min_length=1, description=(
+        "single-file bases (1.2): the diffusers folder whose configs and tokenizers load the checkpoint offline."))
+
+    @model_validator(mode="after")
+    def _family_fits(self) -> BaseModelPointer:
+        if self.config is not None and self.kind != "single-file":
+            raise ValueError("config is set only for single-file bases")
+        if self.embedding_dims is not None and len(self.embedding_dims) != (2 if self.family == "sdxl" else 1):
+            raise ValueError(f"embedding_dims has {len(self.embedding_dims)} widths; family "
+                             f"{self.family or 'sd1'} has {2 if self.family == 'sdxl' else 1} text encoder(s)")
+        return self
+
+    @property
+    def family_name(self) -> str:
+        """The family, with the 1.1 default: sd1."""
+        return self.family or "sd1"
+
+    @property
+    def embedding_widths(self) -> list[int]:
+        """Width of the token embedding in each text encoder (one row per encoder per concept vector)."""
+        return list(self.embedding_dims) if self.embedding_dims else [self.text_dim]
 
 
 class Basis(_Strict):
@@ -176,6 +211,10 @@ class Revision(_Strict):
                 raise ValueError(f"revision {self.number} (format 1.0) must have parent {self.number - 1}, not {self.parent}")
             if self.operation.kind == "restore":
                 raise ValueError("restore operations need format 1.1 or later")
+        if int(self.format_version.split(".")[1]) < 2:
+            for name in BASE_FIELDS_1_2:
+                if getattr(self.base, name) is not None:
+                    raise ValueError(f"base.{name} needs format 1.2 or later")
         if self.operation.kind == "undo" and not (self.operation.restores < self.operation.undone < self.number):
             raise ValueError("an undo must restore an older revision than the one it undoes, both before itself")
         if self.operation.kind == "restore" and not self.operation.restores < self.number:
@@ -211,7 +250,8 @@ class Revision(_Strict):
 
 
 
-def trained_parameters(neurons: int, rank: int, text_dim: int) -> dict[str, int]:
+def trained_parameters(neurons: int, rank: int, token_dims: int) -> dict[str, int]:
     """What learning a concept trains, counted one way everywhere (learn's report, inspect): the coefficients
-    A (neurons x rank) and the token's embedding vector (text_dim)."""
-    return {"coefficients": neurons * rank, "token": text_dim, "total": neurons * rank + text_dim}
+    A (neurons x rank) and the token's embedding vectors (token_dims = the sum of the encoders' widths:
+    text_dim on SD 1.x / 2.x, 768 + 1280 on SDXL)."""
+    return {"coefficients": neurons * rank, "token": token_dims, "total": neurons * rank + token_dims}

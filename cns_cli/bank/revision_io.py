@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import BankFormatError, BankVersionError
 from .atomic import canonical_json
-from .models import FORMAT_MAJOR, FORMAT_MINOR, Revision
+from .models import BASE_FIELDS_1_2, FORMAT_MAJOR, FORMAT_MINOR, Revision
 
 MAX_REVISION_BYTES = 64 * 1024 * 1024  # a cap so a hostile file cannot make us parse gigabytes of JSON
 HEAD_NAME = "HEAD"
@@ -152,5 +152,10 @@ def parse_revision(raw: bytes, where: str) -> Revision:
 
 
 def dump_revision(rev: Revision) -> bytes:
-    """Canonical bytes of a revision (what a writer stores and what round-trips byte-exactly)."""
-    return canonical_json(rev.model_dump(mode="json"))
+    """Canonical bytes of a revision (what a writer stores and what round-trips byte-exactly). The base fields
+    added in format 1.2 are written only when set, so a 1.0 / 1.1 revision keeps its bytes (SPEC "Canonical JSON")."""
+    doc = rev.model_dump(mode="json")
+    for name in BASE_FIELDS_1_2:
+        if doc["base"][name] is None:
+            del doc["base"][name]
+    return canonical_json(doc)

@@ -19,14 +19,16 @@ from .results import Plan, Trained
 def fit(s: Session, plan: Plan, cfg, reporter: Reporter, parent=None) -> Trained:
     """Train in `s.pipe` (its K/V layers and token embedding get trainable wrappers) and return the result."""
     from ..model import runtime, train
+    from ..model.text import text_pairs
 
     b = torch.from_numpy(plan.q[:, plan.slice.start : plan.slice.start + plan.slice.rank]).to(s.device)
     gram = _protection_gram(s, parent, b)
     rows = {n: torch.from_numpy(r).long() for n, r in plan.rows.items()}
-    groups, extra, kv, token = train.cns_trainables(
-        s.pipe.unet, s.pipe.text_encoder, rows, b, s.token_id, s.token_init,
+    encoders = [enc for _, enc in text_pairs(s.pipe)]
+    groups, extra, kv, tokens = train.cns_trainables(
+        s.pipe.unet, encoders, rows, b, s.token_ids, s.token_init,
         lr=cfg.lr, lr_token=cfg.lr_token, reg_lambda=cfg.reg_lambda, gram=gram)
-    states = train.frozen_or_live_states(s.pipe.tokenizer, s.pipe.text_encoder, s.prompts, cfg.lr_token == 0, s.amp)
+    states = train.frozen_or_live_states(s.conditioner, s.prompts, cfg.lr_token == 0, s.amp)
     trainer = train.Trainer(s.pipe.unet, s.scheduler, s.latents, s.prompts, states, groups, batch=cfg.batch_size,
                             gen=s.gen, amp=s.amp, fp16=s.dtype == torch.float16, extra_loss=extra)
     reporter.start(cfg.steps)
@@ -45,14 +47,13 @@ def fit(s: Session, plan: Plan, cfg, reporter: Reporter, parent=None) -> Trained
         "images": len(s.prompts), "device": s.device, "precision": runtime.precision_name(s.dtype),
     }
     return Trained(coef={n: w.coef.detach().float().cpu().numpy() for n, w in kv.items()},
-                   embedding=token.vector.detach().float().cpu().numpy()[None, :], stats=stats)
+                   embedding=[t.vector.detach().float().cpu().numpy()[None, :] for t in tokens], stats=stats)
 
 
 def _protection_gram(s: Session, parent, b: torch.Tensor) -> torch.Tensor:
     """Gram matrix of the self-regulariser: calibration states + earlier concepts' prompt states, each averaged
     over its own tokens (format/SPEC.md, method step 6)."""
     from ..method.delta import protection_gram
-    from ..model.text import encode
     from ..prompts import training_prompt
 
     with torch.no_grad():
@@ -60,6 +61,6 @@ def _protection_gram(s: Session, parent, b: torch.Tensor) -> torch.Tensor:
         if s.earlier:
             prompts = [training_prompt(n, parent.concepts[n].class_word, None) for n in s.earlier]
             with s.amp():
-                prev = encode(s.pipe.tokenizer, s.pipe.text_encoder, prompts).float()
+                prev = s.conditioner.states(prompts).float()
             gram = gram + protection_gram(prev.flatten(0, 1), b)
     return gram

@@ -1,9 +1,10 @@
 """Step 1 of a learn: load the model at the bank's current state and decide what this concept trains.
 
 `open_session` loads the base with every earlier concept applied, the concept's images, latents and prompts,
-and adds the new token; `make_plan` chooses the basis slice (CNS step 4), the general neurons (step 2, cached
-per base in the bank) and the concept neurons (steps 1 and 3). Shapes: latents (N, 4, h, w); text states
-(B, 77, d); rows per layer int32 (n,).
+and adds the new token (to every text encoder: SDXL has two); `make_plan` chooses the basis slice (CNS step 4),
+the general neurons (step 2, cached per base in the bank) and the concept neurons (steps 1 and 3). Every family
+runs the same steps; `Session.conditioner` gives the text states the UNet of that family reads (model/text.py).
+Shapes: latents (N, 4, h, w); text states (B, 77, d); rows per layer int32 (n,).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..bank.names import token_for
 from ..bank.store import encode_object
 from ..errors import UsageError
 from ..reporting import Reporter
-from .commit import delta_tensors
+from .commit import delta_tensors, embedding_tensors
 from .results import Plan
 
 GENERAL_CACHE_VERSION = "activation-v1"
@@ -43,8 +44,9 @@ class Session:
     latents: torch.Tensor
     scheduler: object  # DDPM with the pipeline's noise schedule: the forward process of training
     gen: torch.Generator  # every random draw of scoring and training, in that order
-    token_id: int
-    token_init: torch.Tensor  # (d,) the class word's mean embedding: where the token starts
+    token_ids: list[int]  # the new token's id in each tokenizer (pipeline order)
+    token_init: list[torch.Tensor]  # per text encoder (e_i,): the class word's mean embedding, where the token starts
+    conditioner: object  # model.text.TextConditioner: texts -> what the UNet is conditioned with
     calib: torch.Tensor | None = None  # text states of the calibration prompts, encoded once (plan and fit)
     seconds: dict = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
@@ -60,7 +62,7 @@ def open_session(spec, bank: Bank | None, parent: Revision | None, name: str, cl
     """The base at W_{t-1} (every earlier concept applied in fp32) on the configured device and precision, the
     concept's images and latents, and the new token (started at its class word)."""
     from ..images import load_images
-    from ..model import loading, runtime, tokens, train
+    from ..model import loading, runtime, text, tokens, train
     from ..prompts import training_prompt
 
     device = runtime.resolve_device(cfg.device)
@@ -70,7 +72,7 @@ def open_session(spec, bank: Bank | None, parent: Revision | None, name: str, cl
     if parent is not None:  # the one way a personalised pipeline is built (spec is the parent's base)
         from ..model.personalised import load_personalised
 
-        pipe, base = load_personalised(bank, parent, earlier, device, dtype), parent.base
+        pipe, base = load_personalised(bank, parent, earlier, device, dtype, spec=spec), parent.base
     else:
         pipe = loading.load_pipeline(spec)
         base = loading.describe_base(spec, pipe)  # fingerprinted in float32, before it is placed
@@ -82,8 +84,9 @@ def open_session(spec, bank: Bank | None, parent: Revision | None, name: str, cl
     if resolution % pipe.vae_scale_factor:
         raise UsageError(f"--resolution must be a multiple of {pipe.vae_scale_factor} for this model, got {resolution}")
     images = load_images(images_dir, resolution)
-    init = tokens.class_word_vector(pipe.tokenizer, pipe.text_encoder, class_word)
-    (token_id,) = tokens.add_tokens(pipe.tokenizer, pipe.text_encoder, [(token_for(name), init)])
+    pairs = text.text_pairs(pipe)
+    init = [tokens.class_word_vector(tok, enc, class_word) for tok, enc in pairs]
+    ids = [i for (i,) in tokens.add_tokens_everywhere(pairs, [(token_for(name), init)])]
     from diffusers import DDPMScheduler
 
     return Session(
@@ -91,7 +94,7 @@ def open_session(spec, bank: Bank | None, parent: Revision | None, name: str, cl
         images=images, prompts=[training_prompt(name, class_word, c) for c in images.captions],
         latents=train.encode_latents(pipe.vae, images.pixels, device),
         scheduler=DDPMScheduler.from_config(pipe.scheduler.config), gen=torch.Generator().manual_seed(cfg.seed),
-        token_id=token_id, token_init=init,
+        token_ids=ids, token_init=init, conditioner=text.TextConditioner(pipe, resolution),
     )
 
 
@@ -131,12 +134,11 @@ def _slice(s: Session, bank, parent, rank: int, reporter: Reporter, new_basis):
 
 def calibration_states(s: Session) -> torch.Tensor:
     """(P, 77, d) float32, encoded on first use: the general-neuron scan and the regulariser share them."""
-    from ..model.text import encode
     from ..prompts import calibration_prompts
 
     if s.calib is None:
         with torch.no_grad(), s.amp():
-            s.calib = encode(s.pipe.tokenizer, s.pipe.text_encoder, calibration_prompts(s.model_dir)).float()
+            s.calib = s.conditioner.states(calibration_prompts(s.model_dir)).float()
     return s.calib
 
 
@@ -174,7 +176,7 @@ def _concept_rows(s: Session, general_rows, name: str, cfg, reporter: Reporter):
     else:
         reporter.phase(f"scoring neurons on {len(s.prompts)} images ({cfg.score_steps} batches)")
         scores = train.score_rows(s.pipe, s.scheduler, s.latents, s.prompts, cfg.score_steps, cfg.batch_size,
-                                  s.gen, s.amp)
+                                  s.gen, s.amp, s.conditioner)
         rows = concept_neurons(scores, general, budget_rows)
     s.seconds["scoring"] = time.perf_counter() - t0 if cfg.selection != "random" else 0.0
     picked = {n: r.cpu().numpy().astype(np.int32) for n, r in rows.items() if r.numel()}
@@ -193,7 +195,8 @@ def _plan_doc(plan: Plan, s: Session, budget_rows: int, unet_params: int, rank: 
     per_layer = {n: int(len(r)) for n, r in plan.rows.items()}
     zeros = {n: np.zeros((k, rank), np.float32) for n, k in per_layer.items()}
     delta_bytes = len(encode_object(delta_tensors(plan.rows, zeros), "delta"))
-    emb_bytes = len(encode_object({"embedding": np.zeros((1, s.base.text_dim), np.float32)}, "embedding"))
+    emb_bytes = len(encode_object(embedding_tensors([np.zeros((1, w), np.float32) for w in s.base.embedding_widths]),
+                                  "embedding"))
     n_rows = sum(per_layer.values())
     return {
         "concept": plan.name, "token": token_for(plan.name), "class_word": plan.class_word,
@@ -203,7 +206,7 @@ def _plan_doc(plan: Plan, s: Session, budget_rows: int, unet_params: int, rank: 
         "general_neurons": int(sum(len(r) for r in plan.general_rows.values())) if plan.training["remove_general"] else 0,
         "calibration": plan.general_key["calibration"],
         "slice": {"start": plan.slice.start, "rank": plan.slice.rank},
-        "parameters_trained": trained_parameters(n_rows, rank, s.base.text_dim),
+        "parameters_trained": trained_parameters(n_rows, rank, sum(s.base.embedding_widths)),
         "share_of_unet": (n_rows * s.base.text_dim) / unet_params,
         "bytes_to_store": delta_bytes + emb_bytes,
     }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,10 +30,11 @@ class Plan:
 
 @dataclass(frozen=True)
 class Trained:
-    """What training produced: A per layer (n, rank) float32, the token vector (1, d) float32, stats."""
+    """What training produced: A per layer (n, rank) float32, the token's vectors, one (1, e_i) float32 array
+    per text encoder (pipeline order), stats."""
 
     coef: Mapping[str, np.ndarray]
-    embedding: np.ndarray
+    embedding: Sequence[np.ndarray]
     stats: Mapping[str, object]
 
 

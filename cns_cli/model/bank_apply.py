@@ -1,5 +1,7 @@
 """Putting a bank revision into a loaded pipeline: W = W0 + Σ_t ΔW_t and every concept token. Fusion-free:
-the deltas are simply added; nothing is optimised or merged at load time.
+the deltas are simply added; nothing is optimised or merged at load time. A token goes into every text encoder
+of the pipeline with that encoder's stored vector (SDXL: text_encoder and text_encoder_2, each through its own
+tokenizer).
 
 `apply_bank` applies for good (what `cns generate` does); `apply_concepts` returns a handle whose `remove()`
 takes the concepts out again exactly, like an adapter. model/personalised.py loads a base and applies in one
@@ -17,8 +19,10 @@ from ..bank import Bank, Revision
 from ..bank.delta import read_delta
 from ..bank.integrity import require_intact
 from ..errors import BankFormatError, ModelError
+from ..bank.layout import embedding_names
 from .kv import ConceptTensors, SavedRows, apply_deltas, restore_rows
-from .tokens import add_tokens, token_embedding
+from .text import text_pairs
+from .tokens import add_tokens_everywhere, token_embedding
 
 
 def ordered(rev: Revision, names: list[str] | None = None) -> list[str]:
@@ -41,11 +45,23 @@ def concept_tensors(bank: Bank, rev: Revision, name: str, q: torch.Tensor) -> Co
     )
 
 
+def concept_embeddings(bank: Bank, rev: Revision, name: str) -> list[torch.Tensor]:
+    """The concept's token vector in each text encoder of the base, in pipeline order: [(e_1,)] or, SDXL, two."""
+    tensors = bank.read_object(rev.concepts[name].embedding)
+    out = []
+    for key in embedding_names(len(rev.base.embedding_widths)):
+        if key not in tensors:
+            raise BankFormatError(f"concept {name!r} has no {key!r} tensor in its embedding object; run `cns verify`")
+        emb = torch.from_numpy(tensors[key])
+        if emb.shape[0] != 1:
+            raise BankFormatError(f"concept {name!r} has a {emb.shape[0]}-vector embedding; this cns reads one vector per token")
+        out.append(emb[0])
+    return out
+
+
 def concept_embedding(bank: Bank, rev: Revision, name: str) -> torch.Tensor:
-    emb = torch.from_numpy(bank.read_object(rev.concepts[name].embedding)["embedding"])
-    if emb.shape[0] != 1:
-        raise BankFormatError(f"concept {name!r} has a {emb.shape[0]}-vector embedding; this cns reads one vector per token")
-    return emb[0]
+    """The concept's vector in the (first) text encoder."""
+    return concept_embeddings(bank, rev, name)[0]
 
 
 def apply_bank(pipe, bank: Bank, rev: Revision, names: list[str] | None = None, *, check: bool = True) -> list[str]:
@@ -60,8 +76,19 @@ def apply_bank(pipe, bank: Bank, rev: Revision, names: list[str] | None = None, 
         require_intact(bank, rev, names)
     q = basis_matrix(bank, rev)
     apply_deltas(pipe.unet, [concept_tensors(bank, rev, n, q) for n in names])
-    add_tokens(pipe.tokenizer, pipe.text_encoder, [(rev.concepts[n].token, concept_embedding(bank, rev, n)) for n in names])
+    add_tokens_everywhere(text_pairs(pipe), [(rev.concepts[n].token, concept_embeddings(bank, rev, n)) for n in names])
     return names
+
+
+class _TextStates:
+    """_TextState of every (tokenizer, text encoder) of a pipeline."""
+
+    def __init__(self, pipe):
+        self.states = [(tok, enc, _TextState(tok, enc)) for tok, enc in text_pairs(pipe)]
+
+    def restore(self) -> None:
+        for tok, enc, state in self.states:
+            state.restore(tok, enc)
 
 
 class _TextState:
@@ -95,10 +122,13 @@ class AppliedConcepts:
 
     Applications nest like a stack: remove the latest first (a later one may have changed the same rows).
     Also a context manager: `with apply_concepts(pipe, bank, rev, ["dog"]): ...` removes them on exit.
-    Exactness holds while the pipeline stays on the device and dtype it had when they were applied."""
+    Exactness holds while the pipeline stays on the device and dtype it had when they were applied.
+    `token_ids` are the ids in the (first) tokenizer; `token_ids_per_encoder` those in each tokenizer (SDXL: two)."""
 
-    def __init__(self, pipe, names: list[str], token_ids: list[int], saved: SavedRows, text: _TextState):
-        self.pipe, self.names, self.token_ids = pipe, names, token_ids
+    def __init__(self, pipe, names: list[str], token_ids: list[list[int]], saved: SavedRows, text: _TextStates):
+        self.pipe, self.names = pipe, names
+        self.token_ids_per_encoder = token_ids
+        self.token_ids = token_ids[0] if token_ids else []
         self._saved, self._text = saved, text
         self.active = True
 
@@ -110,7 +140,7 @@ class AppliedConcepts:
         if not stack or stack[-1] is not self:
             raise RuntimeError("concepts applied later to this pipeline are still in it; remove those first")
         restore_rows(self.pipe.unet, self._saved)
-        self._text.restore(self.pipe.tokenizer, self.pipe.text_encoder)
+        self._text.restore()
         stack.pop()
         self.active = False
         self._saved, self._text = {}, None
@@ -146,17 +176,17 @@ def apply_concepts(pipe, bank: Bank, rev: Revision, names: list[str] | None = No
         require_intact(bank, rev, names)
     stack = _stack(pipe)
     saved: SavedRows = {}
-    text = _TextState(pipe.tokenizer, pipe.text_encoder)
+    text = _TextStates(pipe)
     if names:
         q = basis_matrix(bank, rev)
         tensors = [_scaled(concept_tensors(bank, rev, n, q), (scales or {}).get(n, 1.0)) for n in names]
-        tokens = [(rev.concepts[n].token, concept_embedding(bank, rev, n)) for n in names]
+        tokens = [(rev.concepts[n].token, concept_embeddings(bank, rev, n)) for n in names]
         try:
             apply_deltas(pipe.unet, tensors, saved)
-            token_ids = add_tokens(pipe.tokenizer, pipe.text_encoder, tokens)
+            token_ids = add_tokens_everywhere(text_pairs(pipe), tokens)
         except BaseException:
             restore_rows(pipe.unet, saved)
-            text.restore(pipe.tokenizer, pipe.text_encoder)
+            text.restore()
             raise
     else:
         token_ids = []

@@ -1,9 +1,12 @@
 """Loading a base model the way users name it, and describing it for the bank.
 
 A base is a hub id (optionally `id@revision`), a local diffusers folder (with model_index.json) or a single
-`.safetensors` checkpoint. Pickle checkpoints (.ckpt/.bin/.pt/.pth) are refused: we never unpickle what a
-user hands us. Hub ids are looked up in the local cache first; a download is attempted only when the hub is
-not switched off (HF_HUB_OFFLINE), and failure says how to fix it.
+`.safetensors` checkpoint, of a family in model/family.py (SD 1.x, SD 2.x, SDXL); the family is read from the
+configs or the checkpoint's tensor names before any weight loads, and anything else is refused then. A single
+file loads offline with `config` (`--config DIR`): a diffusers folder of the same family, whose configs and
+tokenizers diffusers uses instead of downloading them. Pickle checkpoints (.ckpt/.bin/.pt/.pth) are refused:
+we never unpickle what a user hands us. Hub ids are looked up in the local cache first; a download is
+attempted only when the hub is not switched off (HF_HUB_OFFLINE), and failure says how to fix it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..bank.models import BaseModelPointer, Fingerprint
-from ..errors import ModelError, ModelMismatchError
+from ..errors import ModelError, ModelMismatchError, UsageError
+from . import family as families
 
 KV_SUFFIXES = ("attn2.to_k", "attn2.to_v")
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
@@ -24,9 +28,10 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 @dataclass(frozen=True)
 class BaseSpec:
-    kind: str  # "hub" | "local-dir" | "single-file"
+    kind: str  # "hub" | "local-dir" | "single-file" | "builtin"
     location: str
     revision: str | None = None
+    config: str | None = None  # single-file: the diffusers folder its configs and tokenizers come from
 
 
 BUILTIN_MODELS = ("demo",)
@@ -39,8 +44,27 @@ def builtin_path(name: str) -> Path:
     return Path(str(files("cns_cli") / "data" / f"{name}-model"))
 
 
-def resolve_base(spec: str) -> BaseSpec:
-    """Classify what the user typed after --base, without loading anything."""
+def resolve_base(spec: str, config: str | Path | None = None) -> BaseSpec:
+    """Classify what the user typed after --base (and --config), without loading anything."""
+    base = _resolve_base(spec)
+    if config is None:
+        return base
+    if base.kind != "single-file":
+        raise UsageError(f"--config is for a single .safetensors checkpoint; {spec} is a "
+                         f"{'folder' if base.kind in ('local-dir', 'builtin') else 'hub id'} with its own configs: leave out --config")
+    return BaseSpec(base.kind, base.location, None, _config_folder(config))
+
+
+def _config_folder(config: str | Path) -> str:
+    """The absolute path of a --config folder, which must be a diffusers folder."""
+    folder = Path(config).expanduser()
+    if not (folder / "model_index.json").is_file():
+        raise ModelError(f"--config {config} is not a diffusers folder (no model_index.json); pass a folder of a "
+                         "model of the same family saved with save_pretrained (its weights are not needed)")
+    return str(folder.resolve())
+
+
+def _resolve_base(spec: str) -> BaseSpec:
     if spec in BUILTIN_MODELS:
         if not (builtin_path(spec) / "model_index.json").is_file():
             raise ModelError(f"the {spec} model is not bundled with this build of cns; train one with "
@@ -81,28 +105,85 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def load_pipeline(spec: BaseSpec):
-    """A StableDiffusionPipeline for `spec` in float32 on the CPU, safety checker off. Callers check the
-    fingerprint and apply deltas at full precision, then `place` it on the run's device and dtype."""
-    quiet_libraries()
-    import torch
-    from diffusers import StableDiffusionPipeline
+def detect_family(spec: BaseSpec) -> str | None:
+    """The family of `spec` from its configs or tensor names, loading no weights: refuses an unsupported model,
+    a single file without a config folder offline, and a config folder of another family than the checkpoint.
+    None for a hub id whose configs are not cached (its family is known once loaded)."""
+    if spec.kind in ("local-dir", "builtin"):
+        return families.family_of_folder(model_dir(spec), spec.location)
+    if spec.kind == "single-file":
+        found = families.family_of_checkpoint(Path(spec.location))
+        if spec.config is None:
+            if _offline():
+                raise ModelError(f"{spec.location} is a single-file checkpoint, and its configs cannot be downloaded "
+                                 f"offline; pass --config DIR, a diffusers folder of an {families.NAMES[found]} model "
+                                 "(its weights are not needed)")
+            return found
+        if not (Path(spec.config) / "model_index.json").is_file():  # a recorded folder that moved or was deleted
+            raise ModelError(f"the config folder {spec.config} of {spec.location} is gone or not a diffusers folder; "
+                             f"pass --config DIR, a diffusers folder of an {families.NAMES[found]} model")
+        wanted = families.family_of_folder(Path(spec.config), f"the --config folder {spec.config}")
+        if wanted != found:
+            raise ModelError(f"the --config folder {spec.config} is an {families.NAMES[wanted]} model but "
+                             f"{spec.location} is an {families.NAMES[found]} checkpoint; pass a config folder of an "
+                             f"{families.NAMES[found]} model")
+        return found
+    index = _cached_json(spec, "model_index.json")
+    if index is None and not _offline():
+        try:  # the one small file that says what the model is, before gigabytes of weights
+            from diffusers import DiffusionPipeline
 
-    common = dict(dtype=torch.float32, safety_checker=None, requires_safety_checker=False)
+            index = dict(DiffusionPipeline.load_config(spec.location, revision=spec.revision))
+        except Exception:  # not found, no network: the load below fails with the message that says so
+            return None
+    if index is None:
+        return None
+    return families.family_of_configs(index, _cached_json(spec, "text_encoder/config.json"),
+                                      _cached_json(spec, "unet/config.json"), spec.location)
+
+
+def _cached_json(spec: BaseSpec, name: str) -> dict | None:
+    """A config file of a hub model from the local cache only (None when not cached or unreadable)."""
+    import json
+
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(spec.location, name, revision=spec.revision)
+        doc = json.loads(Path(found).read_text(encoding="utf-8")) if isinstance(found, str) else None
+    except Exception:  # a malformed id or revision, or an unreadable file: the loader will say so
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def load_pipeline(spec: BaseSpec):
+    """The family's diffusers pipeline for `spec` (StableDiffusionPipeline or StableDiffusionXLPipeline) in
+    float32 on the CPU, safety checker off. Callers check the fingerprint and apply deltas at full precision,
+    then `place` it on the run's device and dtype."""
+    quiet_libraries()
+    import diffusers
+    import torch
+
+    family = detect_family(spec) or "sd1"  # refusals come before any weight loads (None: a hub id not cached)
+    cls = getattr(diffusers, families.PIPELINE_CLASS[family])
+    common = dict(dtype=torch.float32)
+    if family != "sdxl":
+        common |= dict(safety_checker=None, requires_safety_checker=False)
     try:
         if spec.kind == "single-file":
-            pipe = StableDiffusionPipeline.from_single_file(spec.location, local_files_only=_offline(), **common)
+            extra = {"config": spec.config, "local_files_only": True} if spec.config else {"local_files_only": _offline()}
+            pipe = cls.from_single_file(spec.location, **extra, **common)
         elif spec.kind == "local-dir":
-            pipe = StableDiffusionPipeline.from_pretrained(spec.location, local_files_only=True, **common)
+            pipe = cls.from_pretrained(spec.location, local_files_only=True, **common)
         elif spec.kind == "builtin":
-            pipe = StableDiffusionPipeline.from_pretrained(builtin_path(spec.location), local_files_only=True, **common)
+            pipe = cls.from_pretrained(builtin_path(spec.location), local_files_only=True, **common)
         else:
             try:
-                pipe = StableDiffusionPipeline.from_pretrained(spec.location, revision=spec.revision, local_files_only=True, **common)
+                pipe = cls.from_pretrained(spec.location, revision=spec.revision, local_files_only=True, **common)
             except (OSError, ValueError):
                 if _offline():
                     raise
-                pipe = StableDiffusionPipeline.from_pretrained(spec.location, revision=spec.revision, **common)
+                pipe = cls.from_pretrained(spec.location, revision=spec.revision, **common)
     except ModelError:
         raise
     except Exception as e:  # diffusers raises OSError/ValueError/EnvironmentError with long texts
@@ -113,9 +194,13 @@ def load_pipeline(spec: BaseSpec):
                 f"download it first (`hf download {spec.location}`) or pass a local folder or .safetensors file with --base"
             ) from None
         raise ModelError(f"cannot load the base model {spec.location}: {first}") from None
-    if len(pipe.tokenizer) <= 2:  # transformers falls back silently to a 2-token tokenizer on a bad folder
-        raise ModelError(f"the tokenizer of {spec.location} loaded with only {len(pipe.tokenizer)} tokens; "
-                         "its tokenizer files are missing or unreadable")
+    families.family_of_pipeline(pipe)  # the UNet's conditioning agrees with the pipeline class
+    for name in ("tokenizer", "tokenizer_2"):
+        tok = getattr(pipe, name, None)
+        if tok is not None and len(tok) <= 2:  # transformers falls back silently to a 2-token tokenizer on a bad folder
+            raise ModelError(f"the {name} of {spec.config or spec.location} loaded with only {len(tok)} tokens; "
+                             "its tokenizer files are missing or unreadable")
+    families.prediction_type_of(dict(pipe.scheduler.config), spec.location)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -131,7 +216,7 @@ def kv_layers(unet) -> dict:
 
     found = {name: m for name, m in unet.named_modules() if name.endswith(KV_SUFFIXES) and isinstance(m, torch.nn.Linear)}
     if not found:
-        raise ModelError("the base UNet has no cross-attention to_k/to_v layers; cns needs a Stable-Diffusion-style UNet")
+        raise ModelError(f"the base UNet has no cross-attention to_k/to_v layers; cns works on {families.SUPPORTED}")
     return dict(sorted(found.items()))
 
 
@@ -150,7 +235,8 @@ def fingerprint(unet) -> str:
 
 
 def describe_base(spec: BaseSpec, pipe) -> BaseModelPointer:
-    """The bank's pointer to this base: where it is, what it fingerprints to, the K/V layer shapes."""
+    """The bank's pointer to this base: where it is, its family, what it fingerprints to, the K/V layer shapes
+    and the widths of its text encoders' token embeddings."""
     layers = kv_layers(pipe.unet)
     dims = {m.in_features for m in layers.values()}
     if len(dims) != 1:
@@ -159,6 +245,9 @@ def describe_base(spec: BaseSpec, pipe) -> BaseModelPointer:
         kind=spec.kind, location=spec.location, revision=spec.revision,
         fingerprint=Fingerprint(digest=fingerprint(pipe.unet)), text_dim=dims.pop(),
         kv_layers={name: m.out_features for name, m in layers.items()}, vocab_size=len(pipe.tokenizer),
+        family=families.family_of_pipeline(pipe),
+        prediction_type=families.prediction_type_of(dict(pipe.scheduler.config), spec.location),
+        embedding_dims=[enc.get_input_embeddings().weight.shape[1] for _, enc in families.text_pairs(pipe)], config=spec.config,
     )
 
 
@@ -182,5 +271,9 @@ def model_dir(spec: BaseSpec) -> Path | None:
     return None
 
 
-def spec_of(pointer: BaseModelPointer) -> BaseSpec:
-    return BaseSpec(pointer.kind, pointer.location, pointer.revision)
+def spec_of(pointer: BaseModelPointer, config: str | Path | None = None) -> BaseSpec:
+    """What a bank's base pointer says to load; `config` (--config) replaces a single-file base's recorded config
+    folder for one run (the folder moved, or a 1.1 bank recorded none)."""
+    if config is None:
+        return BaseSpec(pointer.kind, pointer.location, pointer.revision, pointer.config)
+    return BaseSpec(pointer.kind, pointer.location, pointer.revision, _config_folder(config))

@@ -13,21 +13,22 @@ from ..bank.integrity import require_intact
 
 
 def load_personalised(bank: Bank, rev: Revision, names: list[str] | None = None, device: str = "cpu",
-                      dtype=None, *, fix: str | None = None):
+                      dtype=None, *, fix: str | None = None, spec=None):
     """The base pipeline of `rev` with its concepts `names` applied (default: every concept; [] for the bare,
     fingerprint-checked base), in float32 on the CPU, then placed on `device` in `dtype` (default float32).
 
     In this order, so that each failure comes before the expensive step it would spoil: the objects of those
     concepts (and the basis) are byte-checked before the model loads (IntegrityError naming the concept; `fix`
     replaces the advice, for a revision that is not HEAD); the loaded base's K/V fingerprint must be the one the
-    bank records (ModelMismatchError); the deltas are added at full precision before the pipeline is placed."""
+    bank records (ModelMismatchError); the deltas are added at full precision before the pipeline is placed.
+    `spec` (a loading.BaseSpec) loads the base from elsewhere than the revision's pointer (`--config`)."""
     import torch
 
     from . import loading
     from .bank_apply import apply_bank
 
     require_intact(bank, rev, names, fix=fix)
-    pipe = loading.load_pipeline(loading.spec_of(rev.base))
+    pipe = loading.load_pipeline(spec or loading.spec_of(rev.base))
     loading.check_matches(rev.base, pipe)
     apply_bank(pipe, bank, rev, names, check=False)
     return loading.place(pipe, device, dtype or torch.float32)

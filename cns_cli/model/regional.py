@@ -144,8 +144,11 @@ def _check_layer(name: str, attn) -> None:
 
 def encode_texts(pipe, texts: Sequence[str], clip_skip: int | None = None) -> torch.Tensor:
     """[N, L, D] text states of `texts`, exactly as the pipeline encodes a prompt."""
-    embeds, _ = pipe.encode_prompt(list(texts), pipe._execution_device, 1, False, clip_skip=clip_skip)
-    return embeds
+    # By keyword: SD's and SDXL's encode_prompt take these under the same names but in different orders, and SDXL's
+    # returns four tensors (its pooled text stays the context prompt's: only attn2 reads the regions' texts).
+    out = pipe.encode_prompt(prompt=list(texts), device=pipe._execution_device, num_images_per_prompt=1,
+                             do_classifier_free_guidance=False, clip_skip=clip_skip)
+    return out[0]
 
 
 def regional_generate(pipe, prompt: str | list[str], boxes: Sequence[Box], texts: Sequence[str] | Sequence[Sequence[str]],

@@ -1,7 +1,8 @@
-"""Concept tokens in the tokenizer and text encoder.
+"""Concept tokens in the tokenizers and text encoders.
 
-Each concept adds one token `<name>` with one embedding vector. Tokens are added in a fixed order (by the
-revision that learned them, then name), so the same bank always yields the same token ids.
+Each concept adds one token `<name>` with one embedding vector per text encoder (SD 1.x / 2.x: one; SDXL:
+one in text_encoder and one in text_encoder_2, added to each encoder's own tokenizer). Tokens are added in a
+fixed order (by the revision that learned them, then name), so the same bank always yields the same token ids.
 """
 
 from __future__ import annotations
@@ -36,6 +37,19 @@ def add_tokens(tokenizer, text_encoder, tokens: list[tuple[str, torch.Tensor]]) 
             raise BankFormatError(f"embedding width {tuple(vec.shape)} does not match the text encoder's {weight.shape[1]}")
         weight[tid] = vec.to(weight)
     return ids
+
+
+def add_tokens_everywhere(pairs: list[tuple], tokens: list[tuple[str, list[torch.Tensor]]]) -> list[list[int]]:
+    """Add each (token, [vector per text encoder]) to every (tokenizer, text encoder) of `pairs`. Returns the
+    new token ids per pair (the tokenizers of one pipeline may number them differently)."""
+    for token, vectors in tokens:
+        if len(vectors) != len(pairs):
+            raise BankFormatError(f"{token} has {len(vectors)} embedding vector(s); this model has {len(pairs)} text encoder(s)")
+    for tok, _ in pairs:  # every refusal before any tokenizer changes
+        clash = [t for t, _ in tokens if t in tok.get_vocab()]
+        if clash:
+            raise ModelError(f"the base tokenizer already has the token {clash[0]}; rename the concept")
+    return [add_tokens(tok, enc, [(t, vecs[i]) for t, vecs in tokens]) for i, (tok, enc) in enumerate(pairs)]
 
 
 @torch.no_grad()

@@ -1,6 +1,9 @@
 """The passes over a concept's images: neuron scoring (CNS step 1) and the one training loop (`Trainer`, step 6
 for `cns learn`; the bench baselines and the benchmarks run the same loop on their own parameters).
 
+Every family goes through the same loop: the text side is a callable texts -> text states (B, 77, d) or a
+text.Cond (SDXL: the states plus the added conditioning the UNet also takes), and the target is the noise or,
+for v-prediction models (SD 2.x 768-v), the velocity `scheduler.get_velocity(latents, noise, t)`.
 Randomness (image choice, timesteps, noise) comes from one CPU torch.Generator, so a seed gives the same
 run on any device. Shapes: latents (N, 4, h, w); text states (B, 77, d).
 """
@@ -19,15 +22,23 @@ from ..method.delta import self_regularisation
 from ..method.select import row_attribution
 from .kv import attach_trainable
 from .loading import kv_layers
-from .text import encode
+from .text import Cond, TextConditioner, encode
 from .tokens import attach_trainable_token
 
 
 @torch.no_grad()
 def encode_latents(vae, pixels, device) -> torch.Tensor:
     """VAE posterior means scaled like diffusers' training scripts: (N, 3, H, W) in [-1, 1] -> (N, 4, h, w)."""
-    x = torch.as_tensor(pixels, dtype=vae.dtype, device=device)
-    out = [vae.encode(x[i : i + 8]).latent_dist.mean for i in range(0, x.shape[0], 8)]
+    dtype = vae.dtype
+    upcast = dtype == torch.float16 and vae.config.get("force_upcast", False)  # SDXL's VAE overflows in fp16
+    if upcast:
+        vae.to(torch.float32)
+    try:
+        x = torch.as_tensor(pixels, dtype=vae.dtype, device=device)
+        out = [vae.encode(x[i : i + 8]).latent_dist.mean for i in range(0, x.shape[0], 8)]
+    finally:
+        if upcast:
+            vae.to(dtype)
     return (torch.cat(out) * vae.config.scaling_factor).float()  # noise and targets in float32
 
 
@@ -44,21 +55,38 @@ def sample_batch(latents: torch.Tensor, prompts: list[str], size: int, gen: torc
     return latents[idx.to(latents.device)], [prompts[i] for i in idx.tolist()]
 
 
-def diffusion_loss(unet, scheduler, latents: torch.Tensor, states: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """The usual noise-prediction MSE at uniformly drawn timesteps (epsilon or v targets)."""
+def diffusion_loss(unet, scheduler, latents: torch.Tensor, states: torch.Tensor, gen: torch.Generator,
+                   added: dict | None = None) -> torch.Tensor:
+    """The usual denoising MSE at uniformly drawn timesteps: against the noise (epsilon models) or the velocity
+    (v_prediction). `added`: SDXL's added conditioning (text_embeds, time_ids), passed to the UNet as is."""
     n = latents.shape[0]
     t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=gen).to(latents.device)
     noise = torch.randn(latents.shape, generator=gen).to(latents.device, latents.dtype)
     noisy = scheduler.add_noise(latents, noise, t)
-    pred = unet(noisy, t, encoder_hidden_states=states).sample
-    target = scheduler.get_velocity(latents, noise, t) if scheduler.config.prediction_type == "v_prediction" else noise
+    extra = {} if added is None else {"added_cond_kwargs": added}
+    pred = unet(noisy, t, encoder_hidden_states=states, **extra).sample
+    kind = scheduler.config.prediction_type
+    if kind not in ("epsilon", "v_prediction"):
+        raise TrainingError(f"cannot train a model whose scheduler predicts {kind!r}; cns trains epsilon and v_prediction models")
+    target = scheduler.get_velocity(latents, noise, t) if kind == "v_prediction" else noise
     return F.mse_loss(pred.float(), target.float())
 
 
+def conditioned_loss(unet, scheduler, latents: torch.Tensor, cond, gen: torch.Generator) -> torch.Tensor:
+    """`diffusion_loss` with the text side as it comes: text states (B, 77, d) or a text.Cond."""
+    if isinstance(cond, Cond):
+        if cond.added is not None:
+            return diffusion_loss(unet, scheduler, latents, cond.states, gen, added=cond.added)
+        cond = cond.states
+    return diffusion_loss(unet, scheduler, latents, cond, gen)
+
+
 def score_rows(pipe, scheduler, latents, prompts, steps: int, batch: int, gen: torch.Generator,
-               amp=contextlib.nullcontext) -> dict[str, torch.Tensor]:
+               amp=contextlib.nullcontext, conditioner: Callable | None = None) -> dict[str, torch.Tensor]:
     """CNS step (1): Σ over `steps` batches of |W ⊙ ∂L/∂W| summed per row, for every K/V layer. Only the
-    K/V weights get gradients (nothing else is accumulated)."""
+    K/V weights get gradients (nothing else is accumulated). `conditioner`: texts -> what the UNet is
+    conditioned with (default: the text states of `pipe`'s encoders, for SD 1.x / 2.x)."""
+    conditioner = conditioner or TextConditioner(pipe)
     layers = kv_layers(pipe.unet)
     weights = [layer.weight for layer in layers.values()]
     scores = {name: torch.zeros(layer.out_features) for name, layer in layers.items()}
@@ -68,9 +96,9 @@ def score_rows(pipe, scheduler, latents, prompts, steps: int, batch: int, gen: t
         for _ in range(steps):
             lat, texts = sample_batch(latents, prompts, batch, gen)
             with torch.no_grad(), amp():
-                states = encode(pipe.tokenizer, pipe.text_encoder, texts)
+                cond = conditioner(texts)
             with amp():
-                loss = diffusion_loss(pipe.unet, scheduler, lat, states, gen)
+                loss = conditioned_loss(pipe.unet, scheduler, lat, cond, gen)
             grads = torch.autograd.grad(loss, weights)
             for (name, w), g in zip(zip(layers, weights), grads):
                 scores[name] += row_attribution(w.detach().float(), g.float()).cpu()
@@ -80,22 +108,22 @@ def score_rows(pipe, scheduler, latents, prompts, steps: int, batch: int, gen: t
     return scores
 
 
-def frozen_or_live_states(tokenizer, text_encoder, prompts: list[str], frozen: bool, amp=contextlib.nullcontext):
-    """texts -> text states (B, 77, d). With a frozen text side (no token trains) each prompt is encoded once,
-    up front; otherwise every call runs the text encoder (once per distinct prompt), inside the caller's graph."""
+def frozen_or_live_states(conditioner: TextConditioner, prompts: list[str], frozen: bool, amp=contextlib.nullcontext):
+    """texts -> text.Cond for those texts. With a frozen text side (no token trains) each prompt is encoded once,
+    up front; otherwise every call runs the text encoders (once per distinct prompt), inside the caller's graph."""
     if not frozen:
-        return lambda texts: encode_unique(tokenizer, text_encoder, texts)
+        return conditioner.unique
     unique = sorted(set(prompts))
     with torch.no_grad(), amp():
-        cache = dict(zip(unique, encode(tokenizer, text_encoder, unique)))
-    return lambda texts: torch.stack([cache[t] for t in texts])
+        cache = conditioner(unique)
+    return lambda texts: cache.pick(torch.tensor([unique.index(t) for t in texts]))
 
 
 class Trainer:
     """The one optimisation loop of cns: `cns learn`, every `cns bench` method and the benchmarks run it.
 
-    Each step draws a batch of latents and their prompts, takes the noise-prediction MSE (`diffusion_loss`)
-    under `amp` (autocast), adds `extra_loss()` (float32, outside autocast: the self-regularisation), and
+    Each step draws a batch of latents and their prompts, takes the denoising MSE (`diffusion_loss`, with what
+    `text_states` gives for the prompts: text states or a text.Cond) under `amp` (autocast), adds `extra_loss()` (float32, outside autocast: the self-regularisation), and
     takes one AdamW step on `groups` (torch parameter groups {"params", "lr"}). weight_decay is 0: decay
     would shrink parameters that get no gradient. The trainables and the optimiser stay float32, with loss
     scaling for fp16. Randomness (batch, timesteps, noise) comes from the CPU generator `gen` only, so a seed
@@ -117,7 +145,7 @@ class Trainer:
     def step(self) -> float:
         lat, texts = sample_batch(self.latents, self.prompts, self.batch, self.gen)
         with self.amp():
-            loss = diffusion_loss(self.unet, self.scheduler, lat, self.text_states(texts), self.gen)
+            loss = conditioned_loss(self.unet, self.scheduler, lat, self.text_states(texts), self.gen)
         if self.extra_loss is not None:
             loss = loss + self.extra_loss()
         self.opt.zero_grad(set_to_none=True)
@@ -140,19 +168,24 @@ class Trainer:
         return losses
 
 
-def cns_trainables(unet, text_encoder, rows: dict[str, torch.Tensor], basis_slice: torch.Tensor, token_id: int,
-                   token_init: torch.Tensor, *, lr: float, lr_token: float, reg_lambda: float, gram: torch.Tensor):
+def cns_trainables(unet, text_encoder, rows: dict[str, torch.Tensor], basis_slice: torch.Tensor, token_id,
+                   token_init, *, lr: float, lr_token: float, reg_lambda: float, gram: torch.Tensor):
     """What CNS step (6) trains, as Trainer inputs: the coefficients A of the concept's rows (lr) and, when
-    lr_token > 0, its token vector (lr_token), with the self-regularisation λ Σ tr(A G Aᵀ) as the extra loss.
-    Returns (groups, extra_loss or None, the TrainableKV wrappers by layer, the TrainableToken)."""
+    lr_token > 0, its token vectors (lr_token; one per text encoder, trained jointly: SDXL has two), with the
+    self-regularisation λ Σ tr(A G Aᵀ) as the extra loss. `text_encoder`, `token_id` and `token_init` are one
+    each or lists in pipeline order. Returns (groups, extra_loss or None, the TrainableKV wrappers by layer,
+    the TrainableTokens in encoder order)."""
+    def listed(x):
+        return list(x) if isinstance(x, (list, tuple)) else [x]
+
     kv = attach_trainable(unet, rows, basis_slice)
-    token = attach_trainable_token(text_encoder, token_id, token_init)
+    tokens = [attach_trainable_token(e, i, v) for e, i, v in zip(listed(text_encoder), listed(token_id), listed(token_init), strict=True)]
     coefs = [w.coef for w in kv.values()]
     groups = [{"params": coefs, "lr": lr}]
     if lr_token > 0:
-        groups.append({"params": [token.vector], "lr": lr_token})
+        groups.append({"params": [t.vector for t in tokens], "lr": lr_token})
     extra = None
     if reg_lambda > 0:
         gram = gram.to(basis_slice.device)
         extra = lambda: reg_lambda * self_regularisation(coefs, gram)  # noqa: E731
-    return groups, extra, kv, token
+    return groups, extra, kv, tokens

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from jsonschema import Draft202012Validator
 
-from cns_cli.bank import Bank
+from cns_cli.bank import FORMAT_VERSION, Bank
 from cns_cli.bank.history import forget, restore, state_of, undo
 from cns_cli.bank.revision_io import dump_revision, parse_revision, revision_name
 from cns_cli.bank.store import encode_object
@@ -164,7 +164,7 @@ def test_library_forget_and_undo_reproduce_golden_revisions(tmp_path: Path):
     before = {n: (TWO / revision_name(n)).read_bytes() for n in range(5)}
     # the same operations again make the same states, as new revisions 5 and 6 (never replacing 3 and 4)
     forgot = forget(bank, "hat", argv=["cns", "forget", "hat"])
-    assert (forgot.number, forgot.parent, forgot.format_version) == (5, 2, "1.1")
+    assert (forgot.number, forgot.parent, forgot.format_version) == (5, 2, FORMAT_VERSION)
     _same_but_stamp(forgot, bank.revision(3), skip={"number"})
     undid = undo(bank, argv=["cns", "undo"])
     assert (undid.number, undid.parent, undid.operation.undone, undid.operation.restores) == (6, 5, 5, 2)
@@ -184,7 +184,7 @@ def test_spec_restore_example_is_what_restore_writes(tmp_path: Path):
     example = parse_revision(body.encode(), "SPEC.md restore example")
     bank = _copy_at(tmp_path, 3)
     rev = restore(bank, 2, argv=["cns", "restore", "2"])
-    assert rev.format_version == example.format_version == "1.1"
+    assert (rev.format_version, example.format_version) == (FORMAT_VERSION, "1.1")  # a 1.2 writer stamps its own
     _same_but_stamp(rev, example)
     assert [r.number for r in bank.history()] == [5, 3, 2, 1, 0]
 

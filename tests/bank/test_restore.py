@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import bankfactory as bf
-from cns_cli.bank import Bank, Operation
+from cns_cli.bank import FORMAT_VERSION, Bank, Operation
 from cns_cli.bank.history import forget, restore, state_of, undo
 from cns_cli.bank.models import Caches
 from cns_cli.bank.revision_io import revision_name
@@ -67,7 +67,7 @@ def test_head_edited_back_then_forget_rewrites_nothing(twelve):
     assert sorted(after) == sorted(before) + ["000012.json"]
     bank = Bank.open(twelve)
     new = bank.revision(12)
-    assert (new.number, new.parent, new.format_version) == (12, 10, "1.1")
+    assert (new.number, new.parent, new.format_version) == (12, 10, FORMAT_VERSION)
     assert sorted(new.concepts) == sorted(bank.revision(10).concepts.keys() - {"concept-3"})
     assert (twelve / "HEAD").read_bytes() == b"12\n"
 
