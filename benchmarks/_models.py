@@ -68,22 +68,62 @@ def sd15_text_encoder(device: str = "cpu"):
         return CLIPTextModel(CLIPTextConfig(**SD15_TEXT))
 
 
+def sdxl_text_encoders(device: str = "cpu") -> list:
+    """SDXL's two text encoders (CLIP ViT-L, OpenCLIP bigG with projection) with random weights."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    with torch.device(device):
+        return [CLIPTextModel(CLIPTextConfig(**SDXL_TEXT)), CLIPTextModelWithProjection(CLIPTextConfig(**SDXL_TEXT_2))]
+
+
+class FixedIds:
+    """Stands in for a tokenizer (no vocabulary can be downloaded): every call returns the first rows of fixed
+    random token ids, so the product's own text code (cns_cli.model.text) runs unchanged on them."""
+
+    model_max_length = 77
+
+    def __init__(self, ids: torch.Tensor):
+        self.ids = ids
+
+    def __call__(self, prompts, **_):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(input_ids=self.ids[: len(prompts)])
+
+
 class Setup:
-    """Everything one step needs: unet, text encoder, scheduler, latents, token ids, device, dtype."""
+    """Everything one step needs: unet, text encoder(s) (SDXL: two), scheduler, latents, token ids, device, dtype.
+    `pipe` holds the tokenizers and text encoders under diffusers' attribute names and `conditioner` is the
+    product's text.TextConditioner on it: text states (and SDXL's added conditioning) exactly as `cns learn`."""
 
     def __init__(self, unet, text_encoder, resolution: int, batch: int, device: str, dtype, seed: int = 0):
+        from types import SimpleNamespace
+
         from diffusers import DDPMScheduler
 
-        self.unet, self.text_encoder = unet.to(device, dtype).requires_grad_(False), text_encoder.to(device, dtype).requires_grad_(False)
+        from cns_cli.model.text import TextConditioner
+
+        encoders = list(text_encoder) if isinstance(text_encoder, (list, tuple)) else [text_encoder]
+        self.unet = unet.to(device, dtype).requires_grad_(False)
+        self.text_encoders = [te.to(device, dtype).requires_grad_(False) for te in encoders]
+        self.text_encoder = self.text_encoders[0]
         self.device, self.dtype, self.batch = device, dtype, batch
         self.scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
         g = torch.Generator().manual_seed(seed)
         latent = resolution // 8
         self.latents = torch.randn(batch, 4, latent, latent, generator=g).to(device)
-        vocab = text_encoder.config.vocab_size
-        self.ids = torch.randint(0, vocab - 1, (batch, 77), generator=g).to(device)
-        self.token_id = vocab - 1  # stands in for the new concept token
-        self.ids[:, 5] = self.token_id
+        self.token_ids, tokenizers = [], []
+        for te in self.text_encoders:
+            vocab = te.config.vocab_size
+            ids = torch.randint(0, vocab - 1, (batch, 77), generator=g)
+            ids[:, 5] = vocab - 1  # stands in for the new concept token
+            self.token_ids.append(vocab - 1)
+            tokenizers.append(FixedIds(ids.to(device)))
+        self.ids, self.token_id = tokenizers[0].ids, self.token_ids[0]
+        names = [("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2")]
+        self.pipe = SimpleNamespace(**{k: v for (kt, ke), tok, te in zip(names, tokenizers, self.text_encoders)
+                                       for k, v in ((kt, tok), (ke, te))})
+        self.conditioner = TextConditioner(self.pipe, size=resolution)
         self.gen = g
 
 
@@ -102,11 +142,20 @@ def make_step(method: str, base: Setup, rows_budget: float = 0.0013, copy_model:
     from cns_cli.method.delta import protection_gram
     from cns_cli.method.select import budget_in_rows
     from cns_cli.model.loading import kv_layers
-    from cns_cli.model.train import Trainer, cns_trainables
+    from cns_cli.model.train import Trainer, cns_trainables, frozen_or_live_states
 
     s = copy.copy(base)
     s.unet = copy.deepcopy(base.unet) if copy_model else base.unet
-    te = copy.deepcopy(base.text_encoder) if copy_model else base.text_encoder
+    encoders = [copy.deepcopy(te) for te in base.text_encoders] if copy_model else base.text_encoders
+    if copy_model:
+        from types import SimpleNamespace
+
+        from cns_cli.model.text import TextConditioner
+
+        s.pipe = SimpleNamespace(**vars(base.pipe))
+        for attr, te in zip(("text_encoder", "text_encoder_2"), encoders):
+            setattr(s.pipe, attr, te)
+        s.conditioner = TextConditioner(s.pipe, size=base.conditioner.size)
     extra = None
     if method in ("cns", "cns_rows_only"):
         layers = kv_layers(s.unet)
@@ -119,8 +168,8 @@ def make_step(method: str, base: Setup, rows_budget: float = 0.0013, copy_model:
             rows[name] = pick[(pick >= off) & (pick < off + m.out_features)] - off
         b = torch.from_numpy(orthogonal_basis(d))[:, :4].to(s.device)
         gram = protection_gram(torch.randn(280 * 77, d, device=s.device), b)
-        init = te.get_input_embeddings().weight[0].float()
-        groups, extra, _, _ = cns_trainables(s.unet, te, rows, b, s.token_id, init, lr=1e-4,
+        inits = [te.get_input_embeddings().weight[0].float() for te in encoders]
+        groups, extra, _, _ = cns_trainables(s.unet, encoders, rows, b, s.token_ids, inits, lr=1e-4,
                                              lr_token=1e-4 if method == "cns" else 0.0, reg_lambda=1.0, gram=gram)
     elif method == "lora":
         add_lora(s.unet, seed=0)
@@ -134,17 +183,10 @@ def make_step(method: str, base: Setup, rows_budget: float = 0.0013, copy_model:
             p.requires_grad_(True)
     else:
         raise ValueError(method)
-    if method == "cns":  # the token trains: the text encoder runs in every step, as in `cns learn`
-        def states(texts):
-            with _amp(s):
-                return te(s.ids)[0]
-    else:  # text side frozen: states computed once (`cns learn --lr-token 0`, the LoRA and K/V baselines)
-        with torch.no_grad(), _amp(s):
-            fixed = te(s.ids)[0]
-
-        def states(texts):
-            return fixed
+    # The token trains in "cns": the text encoders run in every step, as in `cns learn`; otherwise the text side is
+    # frozen and encoded once (`cns learn --lr-token 0`, the LoRA and K/V baselines): the product's own choice.
     prompts = [f"image {i}" for i in range(s.batch)]  # stand-ins: the Setup's token ids are the prompts
+    states = frozen_or_live_states(s.conditioner, prompts, method != "cns", lambda: _amp(s))
     trainer = Trainer(s.unet, s.scheduler, s.latents, prompts, states, groups, batch=s.batch, gen=s.gen,
                       amp=lambda: _amp(s))
 

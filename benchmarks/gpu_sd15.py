@@ -1,11 +1,11 @@
-"""SD 1.5 at full size on one GPU, random weights (no download): bf16, 512x512.
+"""SD 1.5 (512x512) or SDXL (1024x1024) at full size on one GPU, random weights (no download), bf16.
 
 Measures, in one process and interleaved: the cns learn step vs the PEFT LoRA step (rank 4 on q/k/v/out)
 and the full K/V step (time, peak memory); one UNet step of generation with classifier-free guidance
 (batch 2); and the time to apply 100 concepts' deltas to the UNet. Runs in well under 3 minutes on an
-H100. `--model tiny --device cpu` runs the same code on the tiny pipeline (a smoke test).
+H100. `--model tiny|tiny-sdxl --device cpu` runs the same code on a tiny pipeline (a smoke test).
 
-    python benchmarks/gpu_sd15.py [--device cuda] [--model sd15|tiny] [--json]
+    python benchmarks/gpu_sd15.py [--device cuda] [--model sd15|sdxl|tiny] [--json]
 """
 
 from __future__ import annotations
@@ -20,7 +20,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _models import METHODS, Setup, fake_concepts, make_step, sd15_text_encoder, sd15_unet  # noqa: E402
+from _models import (  # noqa: E402
+    METHODS,
+    Setup,
+    fake_concepts,
+    make_step,
+    sd15_text_encoder,
+    sd15_unet,
+    sdxl_text_encoders,
+    sdxl_unet,
+)
 
 
 def sync(device: str) -> None:
@@ -40,7 +49,7 @@ def timed(fn, device: str, n: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--model", choices=("sd15", "tiny"), default="sd15")
+    ap.add_argument("--model", choices=("sd15", "sdxl", "tiny", "tiny-sdxl"), default="sd15")
     ap.add_argument("--precision", default="bf16")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--json", action="store_true")
@@ -54,12 +63,15 @@ def main() -> None:
     torch.manual_seed(0)
     if args.model == "sd15":
         unet, te, res = sd15_unet("cpu"), sd15_text_encoder("cpu"), 512
-    else:
-        from cns_cli.model.tiny import build_tiny_pipeline
+    elif args.model == "sdxl":
+        unet, te, res = sdxl_unet("cpu"), sdxl_text_encoders("cpu"), 1024
+    else:  # the tiny test pipelines: the same code paths in seconds on a CPU
+        from cns_cli.model.tiny import BUILDERS
 
-        pipe = build_tiny_pipeline()
-        unet, te, res = pipe.unet, pipe.text_encoder, 32
-    t_dim = te.config.hidden_size
+        pipe = BUILDERS["sdxl" if args.model == "tiny-sdxl" else "sd1"]()
+        te = [pipe.text_encoder, pipe.text_encoder_2] if args.model == "tiny-sdxl" else pipe.text_encoder
+        unet, res = pipe.unet, 32
+    t_dim = unet.config.cross_attention_dim  # the text width every K/V row reads (SDXL: 768 + 1280)
     s = Setup(unet, te, res, 1, args.device, dtype)
     out: dict = {"model": args.model, "device": args.device, "precision": args.precision, "resolution": res,
                  "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None}
@@ -89,8 +101,11 @@ def main() -> None:
     # 2. one denoising step with classifier-free guidance (UNet on a batch of 2)
     latent = torch.randn(2, 4, res // 8, res // 8, device=args.device)
     with torch.no_grad(), autocast(args.device, dtype):
-        states = s.text_encoder(s.ids.repeat(2, 1))[0]
-        unet_call = lambda: s.unet(latent, torch.tensor([500, 500], device=args.device), encoder_hidden_states=states)  # noqa: E731
+        cond = s.conditioner(["image 0"])  # the product's text side (SDXL: states + added conditioning)
+        states = cond.states.repeat(2, 1, 1)
+        extra = {} if cond.added is None else {"added_cond_kwargs": {k: v.repeat(2, 1) for k, v in cond.added.items()}}
+        unet_call = lambda: s.unet(latent, torch.tensor([500, 500], device=args.device), encoder_hidden_states=states,  # noqa: E731
+                                   **extra)
         unet_call()
         out["generate_step_cfg_ms"] = round(statistics.median(timed(unet_call, args.device, 3) for _ in range(args.rounds)) * 1000, 2)
 

@@ -48,9 +48,12 @@ def test_generate_scale_covers_each_bank_size():
     assert abs(two["ratio"] - two["regions_s"] / two["plain_s"]) < 0.01  # the ratio of the unrounded medians
 
 
-def test_gpu_script_runs_on_the_tiny_model_on_cpu():
-    r = run("gpu_sd15.py", "--model", "tiny", "--device", "cpu", "--precision", "fp32", "--rounds", "1")
+@pytest.mark.parametrize("model", ["tiny", "tiny-sdxl"])
+def test_gpu_script_runs_on_the_tiny_model_on_cpu(model):
+    """The GPU script's code paths (SD 1.x, and SDXL: two text encoders, added conditioning) on tiny pipelines."""
+    r = run("gpu_sd15.py", "--model", model, "--device", "cpu", "--precision", "fp32", "--rounds", "1")
     assert {"learn_step_ms", "generate_step_cfg_ms", "apply_100_concepts_ms"} <= set(r)
+    assert set(r["learn_step_ms"]) == {"cns", "cns_rows_only", "lora", "kv_full"}
 
 
 @pytest.mark.parametrize("script, args", [("cli_latency.py", ["--concepts", "3", "--runs", "1"]),
