@@ -14,6 +14,9 @@ Banks written:
 - minimal.cnsbank       revision 0 only (init; basis null; no objects; no objects/ folder, since git keeps
                         no empty folders and readers treat a missing objects/ as empty)
 - two-concepts.cnsbank  0 init -> 1 learn dog -> 2 learn hat -> 3 forget hat -> 4 undo (restores 2)
+- sdxl.cnsbank          format 1.2: 0 init -> 1 learn dog on a made-up SDXL single-file base (two text encoders,
+                        3 + 5 wide: text width 8; v-prediction; a config folder), whose concept's embedding object
+                        holds `embedding` [1, 3] and `embedding_2` [1, 5]
 No `lock` file: a writer creates it on its first commit.
 """
 
@@ -46,6 +49,10 @@ LAYER_ROWS = 16
 KV_LAYERS = {LAYER_K: LAYER_ROWS, LAYER_V: LAYER_ROWS}
 BASIS_SEED = 1234
 RANK = 2
+
+
+FORMAT_VERSION_1_2 = "1.2"  # the SDXL bank: family, prediction_type, embedding_dims, config, embedding_2
+SDXL_EMBEDDING_DIMS = [3, 5]  # the two text encoders' widths; text_dim = their sum
 
 
 def created(minute: int) -> str:
@@ -81,6 +88,16 @@ def make_base() -> BaseModelPointer:
         kind="builtin", location="golden-tiny", revision=None,
         fingerprint={"scheme": "kv-sha256-v1", "digest": kv_fingerprint(base_weights())},
         text_dim=TEXT_DIM, kv_layers=dict(KV_LAYERS), vocab_size=1000,
+    )
+
+
+def make_sdxl_base() -> BaseModelPointer:
+    """The same made-up K/V weights, read as an SDXL single-file checkpoint with a config folder."""
+    return BaseModelPointer(
+        kind="single-file", location="/models/golden-tiny-xl.safetensors", revision=None,
+        fingerprint={"scheme": "kv-sha256-v1", "digest": kv_fingerprint(base_weights())},
+        text_dim=TEXT_DIM, kv_layers=dict(KV_LAYERS), vocab_size=1000, family="sdxl",
+        prediction_type="v_prediction", embedding_dims=list(SDXL_EMBEDDING_DIMS), config="/models/golden-tiny-xl-configs",
     )
 
 
@@ -141,19 +158,20 @@ class Writer:
             (root / rel).write_bytes(data)
 
 
-def init_revision(argv: list[str], annotations: dict[str, str] | None = None) -> Revision:
+def init_revision(argv: list[str], annotations: dict[str, str] | None = None, base: BaseModelPointer | None = None,
+                  version: str = FORMAT_VERSION) -> Revision:
     return Revision(
-        format_version=FORMAT_VERSION, writer=WRITER, number=0, parent=None, created=created(0),
-        operation=Operation(kind="init", argv=argv), base=make_base(), basis=None, concepts={},
+        format_version=version, writer=WRITER, number=0, parent=None, created=created(0),
+        operation=Operation(kind="init", argv=argv), base=base or make_base(), basis=None, concepts={},
         annotations=annotations or {},
     )
 
 
 def next_revision(parent: Revision, operation: Operation, **changes) -> Revision:
-    """What store.Transaction.commit does, with a fixed writer and timestamp."""
+    """What store.Transaction.commit does, with a fixed writer and timestamp (and the parent's format version)."""
     number = parent.number + 1
-    fields = parent.model_dump() | {
-        "format_version": FORMAT_VERSION, "writer": WRITER, "number": number, "parent": parent.number,
+    fields = parent.model_dump(exclude_none=False) | {
+        "format_version": parent.format_version, "writer": WRITER, "number": number, "parent": parent.number,
         "created": created(number), "operation": operation,
     }
     return Revision.model_validate(fields | changes)
@@ -166,9 +184,11 @@ def minimal() -> Writer:
 
 
 def concept(w: Writer, name: str, class_word: str, learned_in: int, start: int, rows: dict[str, list[int]],
-            seed: int, training: dict, stats: dict) -> Concept:
+            seed: int, training: dict, stats: dict, embedding_dims: list[int] | None = None) -> Concept:
     delta = w.put(delta_tensors(rows, seed), "delta")
-    embedding = w.put({"embedding": fractions(np.random.RandomState(seed + 100), (1, TEXT_DIM))}, "embedding")
+    rng = np.random.RandomState(seed + 100)
+    names = ("embedding", "embedding_2")  # one tensor per text encoder (SPEC "Objects")
+    embedding = w.put({k: fractions(rng, (1, d)) for k, d in zip(names, embedding_dims or [TEXT_DIM])}, "embedding")
     return Concept(
         token=f"<{name}>", class_word=class_word, learned_in=learned_in, slice=Slice(start=start, rank=RANK),
         neurons=Neurons(total=sum(len(r) for r in rows.values()), per_layer={k: len(r) for k, r in rows.items()}),
@@ -207,7 +227,20 @@ def two_concepts() -> Writer:
     return w
 
 
-BANKS = {"minimal.cnsbank": minimal, "two-concepts.cnsbank": two_concepts}
+def sdxl() -> Writer:
+    w = Writer()
+    argv = ["cns", "init", "--base", "/models/golden-tiny-xl.safetensors", "--config", "/models/golden-tiny-xl-configs"]
+    r0 = w.commit(init_revision(argv, base=make_sdxl_base(), version=FORMAT_VERSION_1_2))
+    basis = Basis(object=w.put({"Q": orthogonal_basis()}, "basis"), dim=TEXT_DIM, seed=BASIS_SEED)
+    training = {"budget": 5, "lr": 0.001, "rank": RANK, "seed": 7, "steps": 200}
+    dog = concept(w, "dog", "dog", 1, 0, {LAYER_K: [1, 4, 11], LAYER_V: [3, 12]}, seed=1, training=training,
+                  stats={"final_loss": 0.125, "seconds": 61.5, "steps_run": 200}, embedding_dims=SDXL_EMBEDDING_DIMS)
+    w.commit(next_revision(r0, Operation(kind="learn", concept="dog", argv=["cns", "learn", "dog", "./dog"]),
+                           basis=basis, concepts={"dog": dog}))
+    return w
+
+
+BANKS = {"minimal.cnsbank": minimal, "two-concepts.cnsbank": two_concepts, "sdxl.cnsbank": sdxl}
 
 
 def main(out: Path) -> None:

@@ -30,6 +30,7 @@ SCHEMA = json.loads((ROOT / "format" / "schema" / "revision.schema.json").read_t
 BANKS = sorted(p.name for p in EXAMPLES.glob("*.cnsbank"))
 REVISIONS = sorted(p.relative_to(EXAMPLES).as_posix() for p in EXAMPLES.glob("*.cnsbank/revisions/*.json"))
 TWO = EXAMPLES / "two-concepts.cnsbank"
+XL = EXAMPLES / "sdxl.cnsbank"
 
 
 def load_script():
@@ -50,8 +51,8 @@ def safetensors_metadata(data: bytes) -> dict:
 
 
 def test_golden_banks_exist_and_are_small():
-    assert BANKS == ["minimal.cnsbank", "two-concepts.cnsbank"]
-    assert len(REVISIONS) == 6
+    assert BANKS == ["minimal.cnsbank", "sdxl.cnsbank", "two-concepts.cnsbank"]
+    assert len(REVISIONS) == 8
     for name in BANKS:
         files = tree(EXAMPLES / name)
         assert "lock" not in files  # created by the first writer, not part of a fresh bank
@@ -153,9 +154,23 @@ def _same_but_stamp(a, b, skip=()) -> None:
     assert a.model_dump(exclude=skip) == b.model_dump(exclude=skip)
 
 
-def test_golden_banks_are_format_1_0():
-    # Test vectors for every 1.x reader: a 1.1 writer keeps them at 1.0 (linear history, no restore).
-    assert {json.loads(p.read_bytes())["format_version"] for p in EXAMPLES.glob("*.cnsbank/revisions/*.json")} == {"1.0"}
+def test_golden_banks_are_format_1_0_except_the_sdxl_one():
+    # Test vectors for every 1.x reader: a newer writer keeps them at 1.0 (linear history, no restore); the SDXL bank
+    # needs 1.2 (its base's family, prediction type, encoder widths and config folder; embedding_2).
+    versions = {p.relative_to(EXAMPLES).parts[0]: json.loads(p.read_bytes())["format_version"]
+                for p in EXAMPLES.glob("*.cnsbank/revisions/*.json")}
+    assert versions == {"minimal.cnsbank": "1.0", "two-concepts.cnsbank": "1.0", "sdxl.cnsbank": "1.2"}
+
+
+def test_sdxl_bank_has_a_token_row_per_text_encoder():
+    bank = Bank.open(XL)
+    head = bank.head()
+    base = head.base
+    assert (base.family, base.prediction_type, base.embedding_dims, base.text_dim) == ("sdxl", "v_prediction", [3, 5], 8)
+    assert base.kind == "single-file" and base.config == "/models/golden-tiny-xl-configs"
+    embedding = bank.read_object(head.concepts["dog"].embedding)
+    assert {k: v.shape for k, v in embedding.items()} == {"embedding": (1, 3), "embedding_2": (1, 5)}
+    assert bank.read_object(head.basis.object)["Q"].shape == (8, 8)  # the basis spans the concatenated text width
 
 
 def test_library_forget_and_undo_reproduce_golden_revisions(tmp_path: Path):
