@@ -59,6 +59,40 @@ class _FamilyBanks:
         return self.banks[family]
 
 
+@pytest.fixture(scope="module", params=list(FAMILY_BASES))
+def family(request) -> str:
+    """Each family besides SD 1.x in turn (a module's tests run once per family)."""
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def family_base(family, request) -> str:
+    """The family's tiny pipeline folder."""
+    return request.getfixturevalue(FAMILY_BASES[family])
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """cache(folder, "org/name") puts a pipeline folder into a fresh local Hugging Face cache as that hub id's
+    "main" snapshot (what a download leaves), so hub ids resolve offline."""
+    import shutil
+
+    import huggingface_hub
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+
+    def put(folder, repo_id: str, commit: str = "0123abcd"):
+        repo = cache / f"models--{repo_id.replace('/', '--')}"
+        (repo / "refs").mkdir(parents=True)
+        (repo / "refs" / "main").write_text(commit)
+        shutil.copytree(folder, repo / "snapshots" / commit)
+        return repo
+
+    return put
+
+
 @pytest.fixture(scope="session")
 def family_dog_banks(request, dog_photos, tmp_path_factory) -> _FamilyBanks:
     return _FamilyBanks(request, tmp_path_factory.mktemp("family-banks"), dog_photos)

@@ -25,16 +25,6 @@ PROMPT = "<dog> on the beach"
 CALL = dict(num_inference_steps=3, guidance_scale=7.5)
 
 
-@pytest.fixture(scope="module", params=list(FAMILY_BASES))
-def family(request):
-    return request.param
-
-
-@pytest.fixture(scope="module")
-def base(family, request) -> str:
-    return request.getfixturevalue(FAMILY_BASES[family])
-
-
 @pytest.fixture(scope="module")
 def bank(family, family_dog_banks) -> Path:
     return family_dog_banks[family]
@@ -57,11 +47,11 @@ def draw(pipe, text: str) -> np.ndarray:
     return pixels(pipe(text, generator=torch.Generator().manual_seed(3), **CALL).images[0])
 
 
-def fresh(base: str):
+def fresh(family_base: str):
     """The family's own diffusers pipeline, loaded by diffusers (not by cns)."""
     from diffusers import DiffusionPipeline
 
-    return DiffusionPipeline.from_pretrained(base, torch_dtype=torch.float32)
+    return DiffusionPipeline.from_pretrained(family_base, torch_dtype=torch.float32)
 
 
 def load_embedding(pipe, path: Path, token: str) -> None:
@@ -103,7 +93,7 @@ def within_1_of_255(a: np.ndarray, b: np.ndarray) -> None:
     assert a.shape == b.shape and np.abs(a - b).max() <= 1
 
 
-def assert_loaded_exactly(pipe, bank: Path, base: str) -> None:
+def assert_loaded_exactly(pipe, bank: Path, family_base: str) -> None:
     """The images alone could agree with a LoRA dropped on load (a few training steps move pixels little): the
     LoRA, fused by diffusers, gives cns's K/V weights, which differ from the base's; the token rows are the bank's."""
     from cns_cli.model.text import text_pairs
@@ -112,7 +102,7 @@ def assert_loaded_exactly(pipe, bank: Path, base: str) -> None:
     pipe.fuse_lora()
     theirs = {n: getattr(m, "base_layer", m).weight for n, m in pipe.unet.named_modules() if n.endswith(("attn2.to_k", "attn2.to_v"))}
     ours = cns_cli.load_pipeline(bank, device="cpu")
-    plain = fresh(base)
+    plain = fresh(family_base)
     kv = {n: m.weight for n, m in ours.unet.named_modules() if n.endswith(("attn2.to_k", "attn2.to_v"))}
     plain_kv = {n: m.weight for n, m in plain.unet.named_modules() if n.endswith(("attn2.to_k", "attn2.to_v"))}
     assert set(theirs) == set(kv) and any(not torch.equal(kv[n], plain_kv[n]) for n in kv)
@@ -123,7 +113,7 @@ def assert_loaded_exactly(pipe, bank: Path, base: str) -> None:
         assert torch.equal(token_embedding(enc).weight[tok.convert_tokens_to_ids("<dog>")], mine)
 
 
-def test_kohya_export_reloads_in_diffusers(family, bank, base, generated, tmp_path):
+def test_kohya_export_reloads_in_diffusers(family, bank, family_base, generated, tmp_path):
     export(bank, tmp_path, "kohya")
     with safe_open(str(tmp_path / "lora" / "dog.safetensors"), "np") as f:
         keys, meta = list(f.keys()), f.metadata()
@@ -139,20 +129,20 @@ def test_kohya_export_reloads_in_diffusers(family, bank, base, generated, tmp_pa
     with safe_open(str(tmp_path / "embeddings" / "dog.safetensors"), "np") as f:
         emb = {k: f.get_tensor(k).shape for k in f.keys()}
     assert emb == ({"clip_l": (1, 32), "clip_g": (1, 64)} if family == "sdxl" else {"emb_params": (1, 64)})
-    pipe = fresh(base)
+    pipe = fresh(family_base)
     pipe.load_lora_weights(str(tmp_path / "lora"), weight_name="dog.safetensors")
     load_embedding(pipe, tmp_path / "embeddings" / "dog.safetensors", "<dog>")
     within_1_of_255(draw(pipe, generated["text"]), pixels(generated["path"]))
-    assert_loaded_exactly(pipe, bank, base)
+    assert_loaded_exactly(pipe, bank, family_base)
 
 
-def test_diffusers_export_reloads_in_diffusers(bank, base, generated, tmp_path):
+def test_diffusers_export_reloads_in_diffusers(bank, family_base, generated, tmp_path):
     export(bank, tmp_path, "diffusers")
-    pipe = fresh(base)
+    pipe = fresh(family_base)
     pipe.load_lora_weights(str(tmp_path / "dog"))
     load_embedding(pipe, tmp_path / "dog" / "learned_embeds.safetensors", "<dog>")
     within_1_of_255(draw(pipe, generated["text"]), pixels(generated["path"]))
-    assert_loaded_exactly(pipe, bank, base)
+    assert_loaded_exactly(pipe, bank, family_base)
 
 
 def test_pipeline_export_reloads_in_diffusers(family, bank, generated, tmp_path):
@@ -164,10 +154,10 @@ def test_pipeline_export_reloads_in_diffusers(family, bank, generated, tmp_path)
     within_1_of_255(draw(pipe, generated["text"]), pixels(generated["path"]))
 
 
-def test_apply_and_remove_bank_on_the_family(bank, base, generated):
+def test_apply_and_remove_bank_on_the_family(bank, family_base, generated):
     from cns_cli.model.loading import kv_layers
 
-    pipe = load_pipeline(resolve_base(base))
+    pipe = load_pipeline(resolve_base(family_base))
     before = {n: m.weight.detach().clone() for n, m in kv_layers(pipe.unet).items()}
     sizes = [len(pipe.tokenizer)] + ([len(pipe.tokenizer_2)] if hasattr(pipe, "tokenizer_2") else [])
     cns_cli.apply_bank(pipe, bank)

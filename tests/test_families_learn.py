@@ -28,16 +28,6 @@ def tree(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()} if root.exists() else {}
 
 
-@pytest.fixture(scope="module", params=list(BASES))
-def family(request):
-    return request.param
-
-
-@pytest.fixture(scope="module")
-def base(family, request) -> str:
-    return request.getfixturevalue(BASES[family])
-
-
 @pytest.fixture(scope="module")
 def learned(family, family_dog_banks) -> Path:
     """A bank on the family's tiny base with <dog>, learned through the CLI (read-only for the tests below)."""
@@ -47,8 +37,8 @@ def learned(family, family_dog_banks) -> Path:
 
 
 @pytest.fixture(scope="module")
-def base_pipe(base):
-    return load_pipeline(resolve_base(base))
+def base_pipe(family_base):
+    return load_pipeline(resolve_base(family_base))
 
 
 def config_only(folder: str, dest: Path) -> Path:
@@ -57,16 +47,16 @@ def config_only(folder: str, dest: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def single_file(family, base_pipe, base, tmp_path_factory) -> tuple[Path, Path]:
+def single_file(family, base_pipe, family_base, tmp_path_factory) -> tuple[Path, Path]:
     """(checkpoint, weightless config folder) of the family's tiny base."""
     from tests.ldm_checkpoint import save_single_file
 
     out = tmp_path_factory.mktemp(f"{family}-single")
-    return save_single_file(base_pipe, out / "model.safetensors"), config_only(base, out / "configs")
+    return save_single_file(base_pipe, out / "model.safetensors"), config_only(family_base, out / "configs")
 
 
-def test_init_records_the_family(family, base, tmp_path):
-    r = cns("--bank", tmp_path / "b.cnsbank", "init", "--base", base, "--json")
+def test_init_records_the_family(family, family_base, tmp_path):
+    r = cns("--bank", tmp_path / "b.cnsbank", "init", "--base", family_base, "--json")
     assert r.exit_code == 0, r.stderr
     pointer = json.loads(r.stdout)["base"]
     expected = {"sd2": ("sd2", "v_prediction", [64], 64, 14), "sdxl": ("sdxl", "epsilon", [32, 64], 96, 24)}[family]
@@ -79,12 +69,12 @@ def test_init_records_the_family(family, base, tmp_path):
     assert {"sd2": "family    SD 2.x, v-prediction", "sdxl": "family    SDXL"}[family] in text
 
 
-def test_init_from_a_single_file_with_config(family, base, single_file, tmp_path):
+def test_init_from_a_single_file_with_config(family, family_base, single_file, tmp_path):
     ckpt, configs = single_file
     r = cns("--bank", tmp_path / "b.cnsbank", "init", "--base", ckpt, "--config", configs, "--json")
     assert r.exit_code == 0, r.stderr
     pointer = json.loads(r.stdout)["base"]
-    from_folder = json.loads(cns("--bank", tmp_path / "f.cnsbank", "init", "--base", base, "--json").stdout)["base"]
+    from_folder = json.loads(cns("--bank", tmp_path / "f.cnsbank", "init", "--base", family_base, "--json").stdout)["base"]
     assert (pointer["kind"], pointer["config"], pointer["family"]) == ("single-file", str(configs.resolve()), family)
     assert pointer["fingerprint"] == from_folder["fingerprint"]  # the same weights, through diffusers' converter
 
@@ -208,10 +198,10 @@ def test_config_of_another_family_is_refused(family, single_file, tiny_base, tmp
     assert not (tmp_path / "b.cnsbank").exists()
 
 
-def test_config_that_is_not_a_diffusers_folder_or_beside_a_folder_base(single_file, base, tmp_path):
+def test_config_that_is_not_a_diffusers_folder_or_beside_a_folder_base(single_file, family_base, tmp_path):
     ckpt, configs = single_file
     assert "not a diffusers folder" in one_line_error(cns("--bank", tmp_path / "b", "init", "--base", ckpt, "--config", tmp_path))
-    assert "leave out --config" in one_line_error(cns("--bank", tmp_path / "b", "init", "--base", base, "--config", configs))
+    assert "leave out --config" in one_line_error(cns("--bank", tmp_path / "b", "init", "--base", family_base, "--config", configs))
     assert not (tmp_path / "b").exists()
 
 
@@ -244,18 +234,10 @@ def test_a_bank_made_on_sdxl_is_refused_on_an_sd1_model(learned, family, tiny_ba
     assert tree(path) == before and not (tmp_path / "out").exists()
 
 
-def test_a_hub_id_in_the_local_cache_is_detected_and_loaded_offline(tiny_sdxl, tmp_path, monkeypatch):
-    import huggingface_hub
-
-    cache = tmp_path / "hub"
-    repo = cache / "models--someone--tiny-xl"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text("0123abcd")
-    shutil.copytree(tiny_sdxl, repo / "snapshots" / "0123abcd")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+def test_a_hub_id_in_the_local_cache_is_detected_and_loaded_offline(tiny_sdxl, tmp_path, hub_cache):
     from cns_cli.model.loading import detect_family
 
+    hub_cache(tiny_sdxl, "someone/tiny-xl")
     assert detect_family(resolve_base("someone/tiny-xl")) == "sdxl"
     r = cns("--bank", tmp_path / "b.cnsbank", "init", "--base", "someone/tiny-xl", "--json")
     assert r.exit_code == 0, r.stderr

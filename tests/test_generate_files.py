@@ -290,21 +290,12 @@ def test_limits_not_readable_before_the_load_are_checked_right_after_it(bank, tm
     assert len(loads) == 2 and not out.exists()
 
 
-def test_model_facts_come_from_the_config_files(tiny_base, tmp_path, monkeypatch):
-    import shutil
-
-    import huggingface_hub
-
+def test_model_facts_come_from_the_config_files(tiny_base, tmp_path, hub_cache):
     tiny = ModelFacts(max_steps=999, train_steps=1000, native=32)  # DDIM, 1000 timesteps, steps_offset 1
     assert model_facts(resolve_base(tiny_base)) == tiny
     assert model_facts(resolve_base("demo")) == ModelFacts(999, 1000, 64)
     assert model_facts(BaseSpec("single-file", str(tmp_path / "m.safetensors"))) == ModelFacts()  # known after load
-    cache = tmp_path / "hub"
-    repo = cache / "models--someone--tiny"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text("0123abcd")
-    shutil.copytree(tiny_base, repo / "snapshots" / "0123abcd")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    hub_cache(tiny_base, "someone/tiny")
     assert model_facts(BaseSpec("hub", "someone/tiny")) == tiny
     assert model_facts(BaseSpec("hub", "someone/tiny", "0123abcd")) == tiny
     assert model_facts(BaseSpec("hub", "someone/absent")) == ModelFacts()  # not cached: checked after the load
