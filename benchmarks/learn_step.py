@@ -29,8 +29,8 @@ from _models import METHODS, Setup, make_step, sd15_text_encoder, sd15_unet, sdx
 
 DEFAULT_RESOLUTION = {"tiny": 32, "sd15": 512, "sdxl": 128}
 # SDXL's UNet is 10 GB in fp32: one copy per method does not fit a 24 GB machine, so each method runs in its own
-# process (rounds alternate the methods), and the comparison the issue asks for is cns against LoRA.
-SDXL_METHODS = ("cns", "lora")
+# process (rounds alternate the methods): cns, cns with a frozen token (`--lr-token 0`) and LoRA.
+SDXL_METHODS = ("cns", "cns_rows_only", "lora")
 
 
 def build(args) -> Setup:
