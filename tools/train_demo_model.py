@@ -3,7 +3,10 @@ its own BPE vocabulary, UNet2DConditionModel) on the procedural world of `cns_cl
 
 Reproducible: every random choice comes from `--seed`; the data is rendered, never downloaded
 (`pairs.training_set`: single-object world renders of the training combinations, a fifth of them two-object
-images "a red dog and a blue hat on grass"; held-out scene × class × colour triples are never shown). Phases:
+images "a red dog and a blue hat on grass"; held-out scene × class × colour triples are never shown).
+`--world 2` trains on world 2 (marks: "a brown dog with white spots and a red collar") with its own, SD-like
+proportions: a 64-wide text encoder and UNet channels 64 / 128 / 160, at least as wide as the text everywhere
+(world 1's model: text 128 against 40 / 80 / 160). The pipeline's training.json records the world. Phases:
   1. VAE: reconstruction (MSE + L1) with a small KL term, on random 32 px crops of the renders. The VAE has
      no attention block, so it is fully convolutional and crops teach it exactly what full images need —
      at a seventh of the cost of 64 px batches on a CPU (1.2 s vs 8.5 s per batch-64 step, measured);
@@ -20,6 +23,7 @@ while it trains. The finished pipeline is saved with `save_pretrained` in float1
 a `training.json` holding the settings, the final losses and the time taken per phase.
 
     python tools/train_demo_model.py OUT [--vae-steps N] [--unet-steps N] [--device auto] [--resume]
+    python tools/train_demo_model.py OUT --world 2 --unet-steps 3200  # world 2 (see tools/README.md)
     python tools/train_demo_model.py OUT --init EARLIER/latest    # start from an earlier demo pipeline
     python tools/train_demo_model.py OUT --quick                  # a smoke run of every phase, seconds
 
@@ -30,6 +34,8 @@ the CPU) — the defaults take ≈2 h. A first run stopped at UNet step 1300 (�
 but not object shapes (class accuracy 0.25). The bundled model continued from it (`--init run1/latest
 --unet-steps 2200 --unet-lr 5e-4`, after the tokenizer fix; 1.8 h): 224 k samples in all, class accuracy
 0.87 / 0.86 (seen / held-out). Budget ≥ 200 k samples for a model from scratch. On a GPU use `--device cuda`.
+World 2 (`--world 2 --unet-steps 3200`: 205 k samples): rendering its 40,000-image pool ≈ 5 min, VAE ≈ 0.8 s per
+step on a quiet machine, a UNet step ≈ 1.4x world 1's, so ≈ 3-4 h on a quiet machine (2026-12-02).
 """
 
 from __future__ import annotations
@@ -58,11 +64,20 @@ UNET = dict(sample_size=IMAGE // 4, in_channels=4, out_channels=4, layers_per_bl
             down_block_types=("CrossAttnDownBlock2D",) * 3, up_block_types=("CrossAttnUpBlock2D",) * 3,
             cross_attention_dim=128, attention_head_dim=8, norm_num_groups=8)
 TEXT = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=TOKENS)
+# World 2: proportions like SD's (text 768 against UNet 320 / 640 / 1280), the UNet at least as wide as the text at
+# every level and wider at 7 of its 10 cross-attention layers; one more text layer for binding marks to objects.
+# 23.3 MB in fp16 with the VAE (the budget is 25 MB). A batch-64 UNet + text step cost 1.4x world 1's when measured
+# side by side on the 2-core CPU (8.0 s against 5.7 s with other jobs running): the 16x16 level is 2.6x the work
+# (64² / 40²), the narrower text encoder and cross-attention give some back.
+UNET_V2 = {**UNET, "block_out_channels": (64, 128, 160), "cross_attention_dim": 64}
+TEXT_V2 = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4, max_position_embeddings=TOKENS)
+ARCH = {1: (UNET, TEXT), 2: (UNET_V2, TEXT_V2)}  # world -> (UNet, text encoder) configs; the VAE is the same
 
 
 @dataclass
 class Settings:
     seed: int = 0
+    world: int = 1  # the demo world to train on (cns_cli.demo.stage.WORLDS); also picks the architecture (ARCH)
     vae_steps: int = 2000
     vae_batch: int = 64
     vae_crop: int = 32
@@ -79,29 +94,30 @@ class Settings:
 QUICK = dict(vae_steps=2, vae_batch=2, unet_steps=2, unet_batch=2, pool=16, checkpoint_every=1)
 
 
-def demo_tokenizer():
+def demo_tokenizer(world: int = 1):
     from cns_cli.demo.pairs import PAIR_WORDS
-    from cns_cli.demo.world import VOCABULARY_WORDS
+    from cns_cli.demo.world import vocabulary
     from cns_cli.model.tiny import word_tokenizer
 
-    return word_tokenizer(sorted({*VOCABULARY_WORDS, *PAIR_WORDS}), model_max_length=TOKENS)
+    return word_tokenizer(sorted({*vocabulary(world), *PAIR_WORDS}), model_max_length=TOKENS)
 
 
-def build_untrained(seed: int):
-    """The demo pipeline with random weights (the shapes are the model's; training fills them in)."""
+def build_untrained(seed: int, world: int = 1):
+    """The demo pipeline of `world` with random weights (the shapes are the model's; training fills them in)."""
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    tokenizer = demo_tokenizer()
+    unet_config, text_config = ARCH[world]
+    tokenizer = demo_tokenizer(world)
     torch.manual_seed(seed)
     text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                                                **TEXT))
+                                                **text_config))
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                               set_alpha_to_one=False, steps_offset=1)
     return StableDiffusionPipeline(vae=AutoencoderKL(**VAE), text_encoder=text_encoder, tokenizer=tokenizer,
-                                   unet=UNet2DConditionModel(**UNET), scheduler=scheduler, safety_checker=None,
+                                   unet=UNet2DConditionModel(**unet_config), scheduler=scheduler, safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
 
 
@@ -265,7 +281,7 @@ def train_unet(pipe, latents, captions, s: Settings, device: str, out: Path,
         loss_avg = float(loss.detach()) if math.isnan(loss_avg) else 0.95 * loss_avg + 0.05 * float(loss.detach())
         if (step + 1) % s.checkpoint_every == 0 or step + 1 == s.unet_steps:
             _save(out, "unet", step + 1, pipe, s, loss_avg, vae_loss, optimizer=opt, gen=gen, device=device)
-            save_pipeline(pipe, out / "latest")
+            save_pipeline(pipe, out / "latest", s.world)
             _log(out, f"unet step {step + 1}/{s.unet_steps} loss {loss_avg:.5f}")
     return loss_avg
 
@@ -273,9 +289,9 @@ def train_unet(pipe, latents, captions, s: Settings, device: str, out: Path,
 CALIBRATION_SEED = 5_000
 
 
-def calibration_captions(n: int = 280, seed: int = CALIBRATION_SEED) -> list[str]:
-    """`n` distinct captions of the demo world (any combination, a fifth of them pairs): the demo model's own
-    calibration set for `cns learn` (`prompts.MODEL_CALIBRATION_FILE`) — the bundled everyday English prompts
+def calibration_captions(n: int = 280, seed: int = CALIBRATION_SEED, world: int = 1) -> list[str]:
+    """`n` distinct captions of the demo world `world` (any combination, a fifth of them pairs): the demo model's
+    own calibration set for `cns learn` (`prompts.MODEL_CALIBRATION_FILE`) — the bundled everyday English prompts
     are byte soup to its 600-token vocabulary."""
     import numpy as np
 
@@ -286,15 +302,16 @@ def calibration_captions(n: int = 280, seed: int = CALIBRATION_SEED) -> list[str
     out: dict[str, None] = {}
     while len(out) < n:
         if rng.random() < PAIR_SHARE:
-            out[pair_caption(*sample_pair(rng), rng)] = None
+            out[pair_caption(*sample_pair(rng, world), rng)] = None
         else:
-            out[caption(sample_specs(1, rng, held_out=None)[0], rng)] = None
+            out[caption(sample_specs(1, rng, held_out=None, world=world)[0], rng)] = None
     return list(out)
 
 
-def save_pipeline(pipe, path: Path) -> int:
+def save_pipeline(pipe, path: Path, world: int = 1) -> int:
     """Save an fp16 copy of `pipe` (left untouched, still training) with `save_pretrained`, plus its calibration
-    prompts; returns the folder's bytes."""
+    prompts (captions of `world`) and a training.json naming the world (the final one adds the run's record);
+    returns the folder's bytes."""
     import copy
 
     import torch
@@ -303,7 +320,8 @@ def save_pipeline(pipe, path: Path) -> int:
 
     copy.deepcopy(pipe).to("cpu", torch.float16).save_pretrained(path, safe_serialization=True)
     (path / MODEL_CALIBRATION_FILE).write_text("# captions of the demo world (tools/train_demo_model.py, calibration_captions)\n"
-                                               + "\n".join(calibration_captions()) + "\n")
+                                               + "\n".join(calibration_captions(world=world)) + "\n")
+    (path / "training.json").write_text(json.dumps({"world": world}, indent=2) + "\n")
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
@@ -331,7 +349,9 @@ def main(argv=None) -> None:
     quiet_libraries()
     s = Settings(**{k: getattr(args, k) for k in Settings.__dataclass_fields__})
     if args.quick:
-        s = Settings(seed=s.seed, **QUICK)
+        s = Settings(seed=s.seed, world=s.world, **QUICK)
+    if s.world not in ARCH:
+        raise SystemExit(f"--world {s.world}: the demo worlds are {', '.join(map(str, ARCH))}")
     times: dict[str, float] = {}
     device = resolve_device(args.device)
     dtype = resolve_precision(args.precision, device)
@@ -340,13 +360,15 @@ def main(argv=None) -> None:
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     torch.manual_seed(s.seed)
-    pipe = build_untrained(s.seed)
-    _log(out, f"rendering a pool of {s.pool} training images (seed {s.seed})")
-    pool, captions = training_set(s.pool, seed=s.seed)
+    pipe = build_untrained(s.seed, s.world)
+    _log(out, f"rendering a pool of {s.pool} training images of world {s.world} (seed {s.seed})")
+    pool, captions = training_set(s.pool, seed=s.seed, world=s.world)
     times["render"] = time.time() - t0
     ck = checkpoint.load(out / "checkpoints") if args.resume else None
     resumed = ck is not None
     if ck is not None:
+        if (was := ck.info["settings"].get("world", 1)) != s.world:
+            raise SystemExit(f"{out}: that run trains world {was}; resume it with --world {was}")
         ck.load_modules(_modules(pipe))
         changed = {k: (v, asdict(s)[k]) for k, v in ck.info["settings"].items() if asdict(s).get(k) != v}
         _log(out, f"resuming at {ck.info['phase']} step {ck.step}"
@@ -375,8 +397,8 @@ def main(argv=None) -> None:
     unet_loss = train_unet(pipe, latents, captions, s, device, out, resume=unet_ck, vae_loss=vae_loss, amp=amp)
     times["unet"] = time.time() - t
     final = out / "pipeline"
-    size = save_pipeline(pipe, final)
-    info = {"settings": asdict(s), "device": device, "precision": args.precision, "torch": torch.__version__,
+    size = save_pipeline(pipe, final, s.world)
+    info = {"world": s.world, "settings": asdict(s), "device": device, "precision": args.precision, "torch": torch.__version__,
             "seconds": round(time.time() - t0, 1), "phase_seconds": {k: round(v, 1) for k, v in times.items()},
             "resumed": resumed, "init": str(args.init) if args.init else None, "final_vae_loss": vae_loss,
             "final_unet_loss": unet_loss, "latent_scale": pipe.vae.config.scaling_factor, "bytes": size}

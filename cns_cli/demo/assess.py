@@ -1,10 +1,14 @@
 """How well a demo-world base model follows its prompts: the evaluator's scene / class / colour accuracy on
 images the model generates for captions of seen (training) and held-out (zero-shot) combinations.
 
-    python -m cns_cli.demo.assess PIPELINE [--n 120] [--steps 25] [--out DIR]
+    python -m cns_cli.demo.assess PIPELINE [--n 120] [--steps 25] [--out DIR] [--evaluator FILE]
 
 writes DIR/assessment.json (every caption, the accuracies) and DIR/samples.png (the first 16 seen and 16
 held-out images, 2x). `base_alignment` is also what `cns bench` uses for the base model's zero-shot score.
+Captions come from the world the model was trained on (`world.model_world`), and the evaluator must measure
+that world. For a world-2 model the report also has "descriptions": how often the model, prompted with an
+individual's full description ("a white cat with a black ear and a black tail tip on grass"), draws an image
+whose nearest individual is that one.
 """
 
 from __future__ import annotations
@@ -58,29 +62,54 @@ def _batches(n: int, batch: int, regions: list | None) -> list[tuple[int, int]]:
     return out
 
 
-def alignment_specs(n: int, held_out: bool, seed: int = ASSESS_SEED) -> tuple[list, list[str]]:
-    """`n` specs of seen (held_out=False) or held-out combinations and their captions (the training grammar)."""
+def alignment_specs(n: int, held_out: bool, seed: int = ASSESS_SEED, world: int = 1) -> tuple[list, list[str]]:
+    """`n` specs of seen (held_out=False) or held-out combinations of `world` and their captions (the training
+    grammar)."""
     from .world import caption, sample_specs
 
     rng = np.random.default_rng((seed, int(held_out)))
-    specs = sample_specs(n, rng, held_out=held_out)
+    specs = sample_specs(n, rng, held_out=held_out, world=world)
     return specs, [caption(s, rng) for s in specs]
 
 
-def base_alignment(pipe, n: int = 120, steps: int = 25, seed: int = ASSESS_SEED, evaluator=None) -> dict[str, Any]:
-    """{"seen"|"held_out": {"n", "scene", "class", "colour", "all", "captions"}, "images": {...uint8 arrays}}."""
+def base_alignment(pipe, n: int = 120, steps: int = 25, seed: int = ASSESS_SEED, evaluator=None,
+                   world: int = 1) -> dict[str, Any]:
+    """{"seen"|"held_out": {"n", "scene", "class", "colour", "all", "captions"}, "images": {...uint8 arrays}} for
+    a model of `world`."""
     from .evaluator import Evaluator
 
     ev = evaluator or Evaluator.load()
+    ev.check_world(world)
     report: dict[str, Any] = {"images": {}}
     for key, held in (("seen", False), ("held_out", True)):
-        specs, captions = alignment_specs(n, held, seed)
+        specs, captions = alignment_specs(n, held, seed, world)
         images = generate(pipe, captions, seed=seed, steps=steps)
         score = ev.prompt_alignment(images, specs)
         score.pop("per_image")
         report[key] = {**score, "captions": captions}
         report["images"][key] = images
     return report
+
+
+def description_recognition(pipe, evaluator, scenes: tuple[str, ...] = ("beach", "grass", "snow", "night"),
+                            seeds: int = 2, steps: int = 25, seed: int = ASSESS_SEED) -> dict[str, Any]:
+    """The base model drawing each individual of the evaluator's world from its full description on each scene
+    (`seeds` images per scene): per individual the share of images whose nearest individual (of all twelve) is
+    that one, and the mean over individuals ("mean"). World 2 only: world 1's descriptions are not captions."""
+    from .individuals import individuals_of
+    from .world import SCENE_PHRASES
+
+    if evaluator.world < 2:
+        raise ValueError("world 1's individuals are not compositions of caption words; descriptions need world 2")
+    people = individuals_of(evaluator.world)
+    prompts = [f"{ind.description} {SCENE_PHRASES[s]}" for ind in people.values() for s in scenes for _ in range(seeds)]
+    images = generate(pipe, prompts, seed=seed, steps=steps)
+    nearest = evaluator.nearest_individual(images)
+    per = len(scenes) * seeds
+    shares = {name: float(np.mean([n == name for n in nearest[k * per : (k + 1) * per]]))
+              for k, name in enumerate(people)}
+    return {"per_individual": shares, "mean": float(np.mean(list(shares.values()))), "n": len(prompts),
+            "scenes": list(scenes), "seeds": seeds}
 
 
 def grid(images: np.ndarray, cols: int = 8, scale: int = 2):
@@ -102,25 +131,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=120, help="images per split (seen, held-out)")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--out", type=Path, default=None, help="default: the pipeline folder")
+    ap.add_argument("--evaluator", type=Path, default=None,
+                    help="evaluator weights of the model's world (default: the packaged evaluator)")
     args = ap.parse_args(argv)
     from ..model.loading import load_pipeline, quiet_libraries, resolve_base
+    from .evaluator import Evaluator
+    from .world import model_world
 
     quiet_libraries()
     t0 = time.time()
+    world = model_world(args.pipeline)
+    ev = Evaluator.load(args.evaluator)
+    ev.check_world(world)
     pipe = load_pipeline(resolve_base(str(args.pipeline)))
     pipe.set_progress_bar_config(disable=True)
-    rep = base_alignment(pipe, n=args.n, steps=args.steps)
+    rep = base_alignment(pipe, n=args.n, steps=args.steps, evaluator=ev, world=world)
+    if world >= 2:
+        rep["descriptions"] = description_recognition(pipe, ev, steps=args.steps)
     out = args.out or args.pipeline
     out.mkdir(parents=True, exist_ok=True)
     images = rep.pop("images")
     grid(np.concatenate([images["seen"][:16], images["held_out"][:16]])).save(out / "samples.png")
     rep["settings"] = {"n": args.n, "steps": args.steps, "guidance": 7.5, "seed": ASSESS_SEED,
-                       "scheduler": type(pipe.scheduler).__name__}
+                       "scheduler": type(pipe.scheduler).__name__, "world": world}
     rep["seconds"] = round(time.time() - t0, 1)
     (out / "assessment.json").write_text(json.dumps(rep, indent=2) + "\n")
     for key in ("seen", "held_out"):
         r = rep[key]
         print(f"{key:9s} n={r['n']}  scene {r['scene']:.3f}  class {r['class']:.3f}  colour {r['colour']:.3f}  all {r['all']:.3f}")
+    if "descriptions" in rep:
+        print(f"descriptions: nearest individual right in {rep['descriptions']['mean']:.3f} of images (mean of 12)")
     return 0
 
 

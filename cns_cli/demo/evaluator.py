@@ -11,7 +11,9 @@ model's outputs), so it is an independent measuring instrument for what a genera
     `identity_similarity` is the cosine similarity to the mean embedding of reference renders.
 
 The weights ship as `cns_cli/data/evaluator.safetensors` (safetensors only, never pickle; the architecture and
-the label vocabularies live in its metadata) with the validation report `cns_cli/data/evaluator.json`. This
+the label vocabularies live in its metadata) with the validation report `cns_cli/data/evaluator.json`. An
+evaluator measures one world (`Evaluator.world`, its config's "world"; 1 when absent): its identities are that
+world's individuals, and its reference renders are drawn in it. This
 module is the inference only; training and validation are a developer tool, `tools/train_evaluator.py`
 in the repository (`train`, ≈ 7 min on 2 CPU threads; `validate` re-measures the packaged weights).
 """
@@ -152,6 +154,18 @@ class Evaluator:
     def identities(self) -> list[str]:
         return self.config["identities"]
 
+    @property
+    def world(self) -> int:
+        """The demo world it was trained on and measures (`stage.WORLDS`)."""
+        return int(self.config.get("world", 1))
+
+    def check_world(self, world: int) -> None:
+        """ValueError unless this evaluator measures `world` (a model's, `world.model_world`)."""
+        if world != self.world:
+            raise ValueError(f"the evaluator measures demo world {self.world}, but the model was trained on world "
+                             f"{world}; load an evaluator trained on it (python tools/train_evaluator.py train "
+                             f"--world {world})")
+
     # ---- construction / IO
 
     @classmethod
@@ -230,12 +244,12 @@ class Evaluator:
         return self._forward(images)["embed"]
 
     def reference_embedding(self, name: str, n_ref: int = 32, seed: int = REF_SEED) -> np.ndarray:
-        """Unit-norm mean embedding [64] of `individuals.reference_renders(name, n_ref, seed)`."""
+        """Unit-norm mean embedding [64] of `individuals.reference_renders(name, n_ref, seed)` in its world."""
         key = (name, n_ref, seed)
         if key not in self._ref_cache:
             from .individuals import reference_renders
 
-            e = self.embed(np.asarray(reference_renders(name, n_ref, seed), np.uint8)).mean(0)
+            e = self.embed(np.asarray(reference_renders(name, n_ref, seed, world=self.world), np.uint8)).mean(0)
             self._ref_cache[key] = e / max(float(np.linalg.norm(e)), 1e-8)
         return self._ref_cache[key]
 
@@ -246,9 +260,9 @@ class Evaluator:
 
     def nearest_individual(self, images: Any) -> list[str]:
         """Per image, the individual (of every one in the world) whose reference embedding is nearest to it."""
-        from .individuals import INDIVIDUALS
+        from .individuals import individuals_of
 
-        names = list(INDIVIDUALS)
+        names = list(individuals_of(self.world))
         refs = np.stack([self.reference_embedding(n) for n in names])  # [12, 64]
         return [names[j] for j in (self.embed(images) @ refs.T).argmax(1)]
 

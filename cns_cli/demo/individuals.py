@@ -8,6 +8,11 @@ individuals, in ways a small CNN can see at 64 px (colours, patches, stripes, sh
 
 `Individual.colour` is the COLOURS word nearest (in RGB) to the individual's main colour `rgb`: the word its
 captions use and the colour label an evaluator should expect.
+
+World 2 (`individuals_of(2)`) has the same twelve names, each defined by its description in the world's words
+("a white cat with a black ear and a black tail tip") and drawn as exactly that composition of class, colour and
+marks, so a base model trained on world 2 can draw every individual from words. The functions here take
+`world=` (default 1: the bundled demo model's world, whose individuals have drawings of their own).
 """
 
 from __future__ import annotations
@@ -20,8 +25,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .marks import Mark, marked_drawer
 from .painter import GLASS, DrawFn, Painter, _j, draw_cat, draw_dog, draw_flower, draw_house, shade
-from .stage import CLASS_ASPECT, POSITIONS, SCENE_PHRASES, SCENES, SIZES, Spec, check, nearest_colour, place
+from .palette import COLOUR_RGB
+from .stage import CLASS_ASPECT, POSITIONS, SCENE_PHRASES, SCENES, SIZES, WORLDS, Spec, check, nearest_colour, place
+from .words import parse_object
 
 BLACK = (22, 22, 26)
 WHITE = (246, 246, 246)
@@ -35,7 +43,7 @@ HUB = (165, 165, 170)
 class Individual:
     """One personal concept: its name, class, colour word (nearest COLOURS word to `rgb`), and the function
     that draws it in a `Painter` frame (pose jitter from the rng; size, position and scene come from
-    `world.render`)."""
+    `world.render`). In world 2 also its marks, and `description` is a caption of them."""
 
     name: str
     cls: str
@@ -43,6 +51,8 @@ class Individual:
     draw: DrawFn = field(repr=False)
     rgb: tuple[int, int, int] = (0, 0, 0)
     description: str = ""
+    marks: tuple[Mark, ...] = ()
+    world: int = 1
 
     @property
     def aspect(self) -> float:
@@ -250,26 +260,59 @@ INDIVIDUALS: dict[str, Individual] = {
 }
 
 
+# World 2: the same names, each exactly the composition its description names (the order of world 1's).
+DESCRIPTIONS_V2: dict[str, str] = {
+    "rex": "a brown dog with white spots and a red collar",
+    "bella": "a blue dog with a yellow collar and a black ear",
+    "milo": "an orange cat with brown stripes",
+    "luna": "a white cat with a black ear and a black tail tip",
+    "fedora": "a purple hat with a red band",
+    "cap": "a blue hat with a white star",
+    "cottage": "a pink house with a green door",
+    "bloom": "a purple flower with orange stripes",
+    "beetle": "a green car with white stripes",
+    "zoom": "a red car with a black cabin and a white roundel",
+    "globe": "a blue ball with green spots",
+    "stripy": "a yellow ball with black stripes",
+}
+
+
+def _composed(name: str, description: str) -> Individual:
+    cls, colour, marks, _ = parse_object(description)
+    rgb = COLOUR_RGB[colour]
+    return Individual(name, cls, colour, marked_drawer(cls, rgb, marks), rgb, description, marks, world=2)
+
+
+INDIVIDUALS_V2: dict[str, Individual] = {name: _composed(name, text) for name, text in DESCRIPTIONS_V2.items()}
+_BY_WORLD = {1: INDIVIDUALS, 2: INDIVIDUALS_V2}
+
+
+def individuals_of(world: int = 1) -> dict[str, Individual]:
+    """The individuals of `world` (the same names in every world)."""
+    if world not in WORLDS:
+        raise ValueError(f"unknown world {world!r}; expected one of {', '.join(map(str, WORLDS))}")
+    return _BY_WORLD[world]
+
+
 # --------------------------------------------------------------------------------------------- rendering
 
 
-def _get(name: str) -> Individual:
+def _get(name: str, world: int = 1) -> Individual:
+    known = individuals_of(world)
     try:
-        return INDIVIDUALS[name]
+        return known[name]
     except KeyError:
-        raise ValueError(f"unknown individual {name!r}; expected one of {', '.join(INDIVIDUALS)}") from None
+        raise ValueError(f"unknown individual {name!r}; expected one of {', '.join(known)}") from None
 
 
 def object_of(spec: Spec) -> tuple[DrawFn, float, tuple[int, int, int]]:
-    """The draw function, aspect and main colour of the individual `spec` shows. ValueError for an unknown
-    individual, or a spec whose class or colour is not the individual's."""
-    ind = INDIVIDUALS.get(spec.individual)
-    if ind is None:
-        raise ValueError(f"unknown individual {spec.individual!r}; expected one of {', '.join(INDIVIDUALS)}")
-    if (spec.cls, spec.colour) != (ind.cls, ind.colour):
-        raise ValueError(
-            f"individual {ind.name!r} is a {ind.colour} {ind.cls}, but the spec says {spec.colour} {spec.cls}"
-        )
+    """The draw function, aspect and main colour of the individual `spec` shows (in the spec's world). ValueError
+    for an unknown individual, or a spec whose class, colour or marks are not the individual's."""
+    ind = _get(spec.individual, spec.world)
+    if (spec.cls, spec.colour, spec.marks) != (ind.cls, ind.colour, ind.marks):
+        what = ind.description if ind.marks else f"a {ind.colour} {ind.cls}"  # world 2's words, or world 1's
+        said = f"{spec.colour} {spec.cls}" + (f" with marks {spec.marks}" if spec.marks else "")
+        raise ValueError(f"individual {ind.name!r} of world {ind.world} is {what}, but the spec says {said}")
     return ind.draw, ind.aspect, ind.rgb
 
 
@@ -285,26 +328,28 @@ def individual_spec(
     scene: str | None = None,
     size: str | None = None,
     position: str | None = None,
+    world: int = 1,
 ) -> Spec:
-    """A Spec showing the individual; scene, size and position are random where not given."""
-    ind = _get(name)
+    """A Spec showing the individual of `world`; scene, size and position are random where not given."""
+    ind = _get(name, world)
     scene = scene if scene is not None else SCENES[int(rng.integers(len(SCENES)))]
     size = size if size is not None else SIZES[int(rng.integers(len(SIZES)))]
     position = position if position is not None else POSITIONS[int(rng.integers(len(POSITIONS)))]
-    return Spec(scene, ind.cls, ind.colour, size, position, individual=name)
+    return Spec(scene, ind.cls, ind.colour, size, position, individual=name, marks=ind.marks, world=world)
 
 
 def _stream(name: str, seed: int, purpose: int) -> tuple[int, int, int]:
     return (seed, purpose, zlib.crc32(name.encode()))
 
 
-def render_photos(name: str, folder: Path, n: int = 6, seed: int = 0, captions: bool = False) -> list[Path]:
+def render_photos(name: str, folder: Path, n: int = 6, seed: int = 0, captions: bool = False,
+                  world: int = 1) -> list[Path]:
     """Write `n` PNG "photos" of the individual into `folder` (created if needed), like a user's photo
     folder: varied scenes (the first min(n, 5) all differ), positions, sizes (two in three big) and poses.
     Returns the paths, named `{name}-{i:02d}.png`. With `captions`, each photo gets a kohya-style caption
     file `{name}-{i:02d}.txt` naming the concept and the scene ("a <rex> dog on the beach"), so that
-    training attributes the scene to its words and the rest to `<name>`."""
-    _get(name)
+    training attributes the scene to its words and the rest to `<name>`. `world`: whose individual."""
+    _get(name, world)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(_stream(name, seed, 1))
@@ -312,7 +357,7 @@ def render_photos(name: str, folder: Path, n: int = 6, seed: int = 0, captions: 
     paths = []
     for i in range(n):
         size = "small" if rng.random() < 1 / 3 else "big"
-        spec = individual_spec(name, rng, scene=order[i % len(order)], size=size)
+        spec = individual_spec(name, rng, scene=order[i % len(order)], size=size, world=world)
         path = folder / f"{name}-{i:02d}.png"
         Image.fromarray(_render_array(spec, rng), "RGB").save(path)
         if captions:
@@ -321,13 +366,13 @@ def render_photos(name: str, folder: Path, n: int = 6, seed: int = 0, captions: 
     return paths
 
 
-def reference_renders(name: str, n: int, seed: int) -> np.ndarray:
-    """`n` renders of the individual (uint8 [n, 64, 64, 3]) at random scenes, sizes, positions and poses,
-    from a different random stream than `render_photos` with the same seed: references for identity
+def reference_renders(name: str, n: int, seed: int, world: int = 1) -> np.ndarray:
+    """`n` renders of the individual of `world` (uint8 [n, 64, 64, 3]) at random scenes, sizes, positions and
+    poses, from a different random stream than `render_photos` with the same seed: references for identity
     scoring of generated images."""
-    _get(name)
+    _get(name, world)
     out = np.empty((n, 64, 64, 3), np.uint8)
     for i in range(n):
         rng = np.random.default_rng(_stream(name, seed, 2) + (i,))
-        out[i] = _render_array(individual_spec(name, rng), rng)
+        out[i] = _render_array(individual_spec(name, rng, world=world), rng)
     return out

@@ -265,8 +265,8 @@ def draw_flower(p: Painter, rng, rgb, petals=None, centre=None, stem=(45, 140, 5
     petals = petals if petals is not None else [rgb] * n
     turn = float(rng.uniform(0, 2 * math.pi))
     d, ra, rb = 0.3, 0.2, 0.12 if n <= 7 else 0.105  # petals: ellipses pointing outwards, gaps between
-    for i, colour in enumerate(petals):
-        ang = turn + 2 * math.pi * i / n
+    angles = [turn + 2 * math.pi * i / n for i in range(n)]
+    for ang, colour in zip(angles, petals):
         ca, sa = math.cos(ang), math.sin(ang)
         px, py = cx + d * ca, cy + d * sa
         pts = [
@@ -275,7 +275,7 @@ def draw_flower(p: Painter, rng, rgb, petals=None, centre=None, stem=(45, 140, 5
         ]
         p.polygon(pts, colour)
     p.circle(cx, cy, 0.15, centre)
-    return {"centre": (cx, cy)}
+    return {"centre": (cx, cy), "petal_angles": angles, "petal_reach": (d, ra, rb)}
 
 
 def draw_car(p: Painter, rng, rgb, window=GLASS) -> dict:
@@ -306,9 +306,12 @@ def draw_car(p: Painter, rng, rgb, window=GLASS) -> dict:
     return {"cabin": (c0, roof, c1, body_top), "body": (0.0, body_top, 1.0, wheel_y + 0.02)}
 
 
-def draw_ball(p: Painter, rng, rgb) -> dict:
+def draw_ball(p: Painter, rng, rgb, pattern: Callable[[Painter, np.random.Generator], object] | None = None) -> dict:
+    """`pattern` paints over the ball's face before the highlight (world 2's marks)."""
     p.circle(0.5, 0.5, 0.5, shade(rgb, 0.72))
     p.circle(0.47, 0.47, 0.45, rgb, part=False)
+    if pattern is not None:
+        pattern(p, rng)
     hx, hy = 0.32 + _j(rng, 0.04), 0.3 + _j(rng, 0.04)
     p.ellipse(hx - 0.08, hy - 0.06, hx + 0.1, hy + 0.08, shade(rgb, 1.7), part=False)
     return {"centre": (0.5, 0.5), "r": 0.5}

@@ -6,7 +6,9 @@ the evaluator's weights record a fingerprint of world.py and individuals.py, and
 their single-object renders without changing either.
 
 A pair is always "first at the left, second at the right", both small, in one scene; neither object's
-(scene, class, colour) triple may be a held-out one when the pair is for training.
+(scene, class, colour) triple may be a held-out one when the pair is for training. In world 2 each object of a
+training pair has at most one mark ("a brown dog with a red collar and a blue hat with a white star on grass"),
+so that every caption fits the demo model's 32 tokens.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from dataclasses import replace
 import numpy as np
 
 from .world import (
-    CAPTION_PREFIXES,
     IMAGE_SIZE,
     SCENE_PHRASES,
     Spec,
     caption,
+    describe,
     is_held_out,
     render_array,
     sample_specs,
@@ -29,6 +31,7 @@ from .world import (
 AND = "and"
 PAIR_SHARE = 0.2  # share of two-object images in the demo model's training data
 PAIR_WORDS: tuple[str, ...] = (AND,)  # words pair captions add to world.VOCABULARY_WORDS
+PAIR_MARKS = 1  # marks per object in a training pair (world 2)
 
 
 def _check_same_scene(first: Spec, second: Spec) -> None:
@@ -37,11 +40,12 @@ def _check_same_scene(first: Spec, second: Spec) -> None:
 
 
 def pair_caption(first: Spec, second: Spec, rng: np.random.Generator | None = None) -> str:
-    """ "a red dog and a blue hat on grass" (one in five starts "a photo of a" when `rng` is given).
-    Both specs must share the scene; the first is the left object."""
+    """ "a red dog and a blue hat on grass" (one in five starts "a photo of a" when `rng` is given); world 2
+    names marks too: "a red dog with a white ear and an orange hat on grass". Both specs must share the scene;
+    the first is the left object."""
     _check_same_scene(first, second)
-    prefix = CAPTION_PREFIXES[1] if rng is not None and rng.random() < 0.2 else CAPTION_PREFIXES[0]
-    return f"{prefix} {first.colour} {first.cls} {AND} a {second.colour} {second.cls} {SCENE_PHRASES[first.scene]}"
+    prefix = "a photo of " if rng is not None and rng.random() < 0.2 else ""
+    return f"{prefix}{describe(first)} {AND} {describe(second)} {SCENE_PHRASES[first.scene]}"
 
 
 def render_pair(first: Spec, second: Spec, rng: np.random.Generator) -> np.ndarray:
@@ -60,29 +64,29 @@ def render_pair(first: Spec, second: Spec, rng: np.random.Generator) -> np.ndarr
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-def sample_pair(rng: np.random.Generator) -> tuple[Spec, Spec]:
-    """Two training specs (no held-out triple) in one scene."""
-    first = sample_specs(1, rng, held_out=False)[0]
+def sample_pair(rng: np.random.Generator, world: int = 1) -> tuple[Spec, Spec]:
+    """Two training specs of `world` (no held-out triple) in one scene."""
+    first = sample_specs(1, rng, held_out=False, world=world, max_marks=PAIR_MARKS)[0]
     while True:
-        second = replace(sample_specs(1, rng, held_out=False)[0], scene=first.scene)
+        second = replace(sample_specs(1, rng, held_out=False, world=world, max_marks=PAIR_MARKS)[0], scene=first.scene)
         if not is_held_out(second):
             return first, second
 
 
-def training_set(n: int, seed: int, pair_share: float = PAIR_SHARE) -> tuple[np.ndarray, list[str]]:
-    """The demo model's training data: `n` images (uint8 [n, 64, 64, 3]) and captions, a `pair_share` of
-    them two-object images, the rest `world` single-object renders of training combinations. Item i depends
+def training_set(n: int, seed: int, pair_share: float = PAIR_SHARE, world: int = 1) -> tuple[np.ndarray, list[str]]:
+    """The demo model's training data: `n` images of `world` (uint8 [n, 64, 64, 3]) and captions, a `pair_share`
+    of them two-object images, the rest `world` single-object renders of training combinations. Item i depends
     only on (seed, i)."""
     images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
     captions: list[str] = []
     for i in range(n):
         rng = np.random.default_rng((seed, i))
         if rng.random() < pair_share:
-            first, second = sample_pair(rng)
+            first, second = sample_pair(rng, world)
             images[i] = render_pair(first, second, rng)
             captions.append(pair_caption(first, second, rng))
         else:
-            spec = sample_specs(1, rng, held_out=False)[0]
+            spec = sample_specs(1, rng, held_out=False, world=world)[0]
             images[i] = render_array(spec, rng)[0]
             captions.append(caption(spec, rng))
     return images, captions

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 IMAGE_SIZE = 64
 
-# Object colours: saturated and far apart; every object also gets a dark outline (see `outline_of`).
+# Object colours: saturated and far apart; every object also gets a dark outline (see `outline_of`). World 1
+# uses the first six; world 2 adds brown, orange and pink (objects and marks) and black (marks only: a black
+# object's dark outline would vanish at night). Each new colour is ≥ 75 RGB units from every other.
 COLOUR_RGB: dict[str, tuple[int, int, int]] = {
     "red": (215, 35, 35),
     "blue": (35, 85, 225),
@@ -13,6 +15,10 @@ COLOUR_RGB: dict[str, tuple[int, int, int]] = {
     "yellow": (245, 215, 30),
     "white": (246, 246, 246),
     "purple": (145, 55, 195),
+    "brown": (128, 72, 36),
+    "orange": (240, 135, 30),
+    "pink": (235, 115, 150),
+    "black": (22, 22, 26),
 }
 # Pastel/grey backgrounds for the "plain" scene: none is close to an object colour.
 PLAIN_BACKGROUNDS: tuple[tuple[int, int, int], ...] = (

@@ -61,22 +61,27 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
     from ..learn import LearnConfig, learn
     from .assess import generate as generate_images
     from .evaluator import Evaluator
-    from .individuals import INDIVIDUALS, render_photos
-    from .world import SCENE_PHRASES
+    from .individuals import individuals_of, render_photos
+    from .world import SCENE_PHRASES, base_world
 
     out = Path(out)
     bank_path = out / "demo.cnsbank"
+    world = base_world(config.base)  # the demo world the base model was trained on: its photos and individuals
+    ev = Evaluator.load()
+    ev.check_world(world)
+    people = individuals_of(world)
     claim_folder(out, MARKER, "cns demo")
     photos = {}
     for name in PAIR:
-        reporter.phase(f"rendering {config.photos} photos of {name} ({INDIVIDUALS[name].description or INDIVIDUALS[name].cls})")
-        photos[name] = render_photos(name, out / "photos" / name, n=config.photos, seed=config.seed, captions=True)
+        reporter.phase(f"rendering {config.photos} photos of {name} ({people[name].description or people[name].cls})")
+        photos[name] = render_photos(name, out / "photos" / name, n=config.photos, seed=config.seed, captions=True,
+                                     world=world)
     gen_cfg = GenerateConfig(seed=config.seed, steps=config.sample_steps, device=config.device)
     prompts = {name: _prompts(name) for name in PAIR}
     together = _together_prompts()
     alone = None
     for name in PAIR:
-        learn(bank_path, name, out / "photos" / name, class_word=INDIVIDUALS[name].cls, base=config.base,
+        learn(bank_path, name, out / "photos" / name, class_word=people[name].cls, base=config.base,
               config=LearnConfig(steps=config.steps, seed=config.seed, device=config.device), reporter=reporter)
         if alone is None:  # the first concept on its own: what forgetting the second must give back exactly
             alone = generate(bank_path, [p for p, _ in prompts[PAIR[0]]], out / "images-first-alone", gen_cfg)
@@ -95,7 +100,7 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
     base_pipe = build_pipeline(bank, bank.revision(0))
     base_images = {}
     for name in PAIR:
-        ind = INDIVIDUALS[name]
+        ind = people[name]
         texts = [f"a {ind.colour} {ind.cls} {SCENE_PHRASES[s]}" for s in SHOWN_SCENES]
         base_images[name] = list(generate_images(base_pipe, texts, seed=gen_cfg.seed, steps=gen_cfg.steps,
                                                  guidance=gen_cfg.guidance))
@@ -105,11 +110,10 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
     after = generate(bank_path, [p for p, _ in prompts[PAIR[0]]], out / "images-after-forget", gen_cfg)
     kept_identical = all(np.array_equal(_pixels(a["path"]), _pixels(b["path"])) for a, b in zip(alone, after))
 
-    ev = Evaluator.load()
     scores = {}
     for name in PAIR:
         imgs = [_pixels(r["path"]) for r in learned[name]]
-        ind = INDIVIDUALS[name]
+        ind = people[name]
         pred = ev.predict(imgs)
         scores[name] = {
             "identity_learned": float(np.mean(ev.identity_similarity(imgs, name))),

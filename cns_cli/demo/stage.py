@@ -3,6 +3,11 @@ phrases, the `Spec` of one image, and `place`, which composites one drawn object
 
 `world` (generic objects, captions, datasets) and `individuals` (personal concepts) both build on this module,
 so `world` can draw an individual without the two importing each other.
+
+Two versions of the world share this code (`WORLDS`). World 1 (the bundled demo model's) has six colours and no
+marks. World 2 adds three colours and `marks` ("white spots", "a red collar": `marks.py`), so that every
+individual is a composition its words describe. A Spec names its world; a world-1 Spec has no marks and renders
+exactly as it always has, and a world-2 Spec without marks renders as the world-1 Spec of the same factors.
 """
 
 from __future__ import annotations
@@ -11,15 +16,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .marks import Mark, problem
 from .painter import DrawFn, Painter, _j, outline_of
 from .palette import COLOUR_RGB, IMAGE_SIZE
 from .scenes import _blob, render_scene
 
 SCENES = ("beach", "grass", "snow", "night", "plain")
 CLASSES = ("dog", "cat", "hat", "house", "flower", "car", "ball")
-COLOURS = ("red", "blue", "green", "yellow", "white", "purple")
+COLOURS = ("red", "blue", "green", "yellow", "white", "purple")  # world 1's
 SIZES = ("small", "big")
 POSITIONS = ("left", "center", "right")
+
+WORLDS = (1, 2)
+# Object colours per world; world 1's come first in world 2, in the same order (the held-out rule indexes them).
+WORLD_COLOURS: dict[int, tuple[str, ...]] = {1: COLOURS, 2: COLOURS + ("brown", "orange", "pink")}
+# Mark colours per world: world 1 has no marks.
+WORLD_MARK_COLOURS: dict[int, tuple[str, ...]] = {1: (), 2: WORLD_COLOURS[2] + ("black",)}
 
 SCENE_PHRASES = {
     "beach": "on the beach",
@@ -38,8 +50,9 @@ GROUND_Y = 0.89  # where objects rest (their base), as a fraction of the height;
 
 @dataclass(frozen=True)
 class Spec:
-    """What one image shows. `individual` names a personal concept from `individuals.INDIVIDUALS`; its
-    `cls` and `colour` must then be that individual's."""
+    """What one image shows. `individual` names a personal concept of the spec's world
+    (`individuals.individuals_of(world)`); its `cls`, `colour` and `marks` must then be that individual's.
+    `marks`: (kind, colour) pairs in `marks.MARK_KINDS` order (world 2 only)."""
 
     scene: str
     cls: str
@@ -47,6 +60,8 @@ class Spec:
     size: str = "big"
     position: str = "center"
     individual: str | None = None
+    marks: tuple[Mark, ...] = ()
+    world: int = 1
 
 
 def nearest_colour(rgb: tuple[int, int, int]) -> str:
@@ -56,16 +71,23 @@ def nearest_colour(rgb: tuple[int, int, int]) -> str:
 
 
 def check(spec: Spec) -> None:
-    """ValueError naming the first factor of `spec` that is not one of the world's."""
+    """ValueError naming the first factor of `spec` that is not one of its world's, or marks it cannot have."""
+    if spec.world not in WORLDS:
+        raise ValueError(f"unknown world {spec.world!r}; expected one of {', '.join(map(str, WORLDS))}")
     for value, allowed, what in (
         (spec.scene, SCENES, "scene"),
         (spec.cls, CLASSES, "class"),
-        (spec.colour, COLOURS, "colour"),
+        (spec.colour, WORLD_COLOURS[spec.world], "colour"),
         (spec.size, SIZES, "size"),
         (spec.position, POSITIONS, "position"),
     ):
         if value not in allowed:
             raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
+    if spec.marks:
+        if spec.world == 1:
+            raise ValueError("world 1 has no marks (spots, collars, ...); use world=2")
+        if why := problem(spec.cls, spec.colour, spec.marks, WORLD_MARK_COLOURS[spec.world]):
+            raise ValueError(why)
 
 
 def place(spec: Spec, draw: DrawFn, aspect: float, main_rgb, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

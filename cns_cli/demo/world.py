@@ -15,16 +15,32 @@ frame (`Painter`), outlined 1 px in a darker shade of its colour so that it stay
 Held-out (scene, class, colour) triples (`HELD_OUT`, about 10 %) never appear in training data
 (`sample_specs(..., held_out=False)`), so a model can be tested zero-shot on combinations it never saw.
 Personal concepts ("rex", "luna", ...) live in `individuals`; `render` draws one when `Spec.individual` is set.
-The factors, `Spec` and the compositing live in `stage`, the drawing code in `painter` (objects) and `scenes`
-(backgrounds), the shared colours in `palette`; this module re-exports their names.
+The factors, `Spec` and the compositing live in `stage`, the drawing code in `painter` (objects), `marks`
+(world 2's patterns and parts) and `scenes` (backgrounds), the shared colours in `palette`; this module
+re-exports their names.
+
+Two world versions (`stage.WORLDS`) share every function here; the samplers take `world=` (default 1, the bundled
+demo model's) and a Spec carries its world. World 2 adds colours and marks, and its captions name them:
+
+    >>> spec = sample_specs(1, rng, world=2)[0]
+    >>> caption(spec)           # e.g. "a big brown dog with white spots and a red collar at the left on grass"
+    >>> parse_object("a white cat with a black ear and a black tail tip")
+    ObjectWords(cls='cat', colour='white', marks=(('ear', 'black'), ('tail tip', 'black')), size=None)
+
+A demo model records the world it was trained on in its folder's training.json "world" (absent: 1), which
+`model_world` reads.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from .individuals import object_of
+from .marks import CLASS_MARKS, MARK_KINDS, MAX_MARKS, PARTS, PATTERNS, marked_drawer, sample_marks  # noqa: F401
 from .painter import (  # noqa: F401  (re-exported: the drawing code lived here; tests import it)
     CLASS_DRAWERS,
     DARK,
@@ -68,99 +84,102 @@ from .stage import (  # noqa: F401  (re-exported: the factors, Spec and the comp
     SCENES,
     SIZE_RANGE,
     SIZES,
+    WORLD_COLOURS,
+    WORLD_MARK_COLOURS,
+    WORLDS,
     Spec,
     check,
     nearest_colour,
     place,
 )
-
-POSITION_PHRASES = {"left": "at the left", "center": "in the middle", "right": "at the right"}
-CAPTION_PREFIXES = ("a", "a photo of a")
-
-# Every word any caption can contain (sorted): a tokenizer with this vocabulary covers all captions.
-VOCABULARY_WORDS: tuple[str, ...] = tuple(
-    sorted(
-        {
-            w
-            for text in (
-                *CAPTION_PREFIXES,
-                *SIZES,
-                *COLOURS,
-                *CLASSES,
-                *SCENE_PHRASES.values(),
-                *POSITION_PHRASES.values(),
-            )
-            for w in text.split()
-        }
-    )
+from .words import (  # noqa: F401  (re-exported: the captions lived here)
+    AND,
+    CAPTION_PREFIXES,
+    POSITION_PHRASES,
+    WITH,
+    ObjectWords,
+    caption,
+    describe,
+    parse_caption,
+    parse_object,
+    vocabulary,
 )
+
+VOCABULARY_WORDS: tuple[str, ...] = vocabulary(1)
+
+
+def model_world(folder: str | Path) -> int:
+    """The world a demo model folder was trained on: its training.json "world" (1 when absent: the models made
+    before world 2 existed)."""
+    record = Path(folder) / "training.json"
+    world = json.loads(record.read_text()).get("world", 1) if record.is_file() else 1
+    if world not in WORLDS:
+        raise ValueError(f"{record}: unknown world {world!r}; this version of cns knows worlds {WORLDS}")
+    return int(world)
+
+
+def base_world(base: str) -> int:
+    """The world of the demo model a `--base` names: the bundled one ("demo") or a local folder, by its record
+    (`model_world`); 1 for any other base (they were not trained on a demo world)."""
+    from ..model.loading import builtin_path, resolve_base
+
+    spec = resolve_base(base)
+    if spec.kind == "builtin":
+        return model_world(builtin_path(spec.location))
+    return model_world(spec.location) if spec.kind == "local-dir" else 1
 
 
 # --------------------------------------------------------------------------------------------- held out
 
 
-def _held_out_rule(scene: str, cls: str, colour: str) -> bool:
-    """Fixed rule: 21 of the 210 triples (10 %). Every (scene, class), (class, colour) and (scene, colour)
-    pair has at most one held-out triple, so every pair (and every single factor) is still seen in
-    training with other values of the third factor."""
-    return (2 * SCENES.index(scene) + CLASSES.index(cls) + 3 * COLOURS.index(colour)) % 10 == 0
+def _held_out_rule(scene: str, cls: str, colour: str, world: int = 1) -> bool:
+    """Fixed rule: 10 % of the triples (21 of 210 in world 1, 32 of 315 in world 2, world 1's among them). Every
+    (scene, class), (class, colour) and (scene, colour) pair has at most one held-out triple, so every pair (and
+    every single factor) is still seen in training with other values of the third factor."""
+    return (2 * SCENES.index(scene) + CLASSES.index(cls) + 3 * WORLD_COLOURS[world].index(colour)) % 10 == 0
 
 
-HELD_OUT: frozenset[tuple[str, str, str]] = frozenset(
-    (s, c, k) for s in SCENES for c in CLASSES for k in COLOURS if _held_out_rule(s, c, k)
-)
-_HELD_OUT_SORTED = sorted(HELD_OUT)
+def held_out_triples(world: int = 1) -> frozenset[tuple[str, str, str]]:
+    """The (scene, class, colour) triples of `world` that training data never shows."""
+    return frozenset((s, c, k) for s in SCENES for c in CLASSES for k in WORLD_COLOURS[world]
+                     if _held_out_rule(s, c, k, world))
+
+
+HELD_OUT: frozenset[tuple[str, str, str]] = held_out_triples(1)
+_HELD_OUT_SETS = {w: held_out_triples(w) for w in WORLDS}
+_HELD_OUT_SORTED = {w: sorted(v) for w, v in _HELD_OUT_SETS.items()}
 
 
 def is_held_out(spec: Spec) -> bool:
-    """Whether the spec's (scene, class, colour) is one of the held-out (zero-shot) combinations."""
-    return (spec.scene, spec.cls, spec.colour) in HELD_OUT
+    """Whether the spec's (scene, class, colour) is one of its world's held-out (zero-shot) combinations."""
+    return (spec.scene, spec.cls, spec.colour) in _HELD_OUT_SETS[spec.world]
 
 
-def sample_specs(n: int, rng: np.random.Generator, held_out: bool | None = False) -> list[Spec]:
-    """`n` specs, uniform over the factors. held_out=False: only training combinations; True: only
-    held-out ones; None: any combination."""
-    specs: list[Spec] = []
+def sample_specs(n: int, rng: np.random.Generator, held_out: bool | None = False, world: int = 1,
+                 max_marks: int = MAX_MARKS) -> list[Spec]:
+    """`n` specs of `world`, uniform over the factors. held_out=False: only training combinations; True: only
+    held-out ones; None: any combination. World 2 specs get random marks (`marks.sample_marks`, at most
+    `max_marks`), drawn after the factors, so world 1 draws exactly what it always drew."""
+    colours, specs = WORLD_COLOURS[world], []
     while len(specs) < n:
         if held_out is True:
-            scene, cls, colour = _HELD_OUT_SORTED[int(rng.integers(len(_HELD_OUT_SORTED)))]
+            held = _HELD_OUT_SORTED[world]
+            scene, cls, colour = held[int(rng.integers(len(held)))]
         else:
             scene = SCENES[int(rng.integers(len(SCENES)))]
             cls = CLASSES[int(rng.integers(len(CLASSES)))]
-            colour = COLOURS[int(rng.integers(len(COLOURS)))]
+            colour = colours[int(rng.integers(len(colours)))]
         size = SIZES[int(rng.integers(len(SIZES)))]
         position = POSITIONS[int(rng.integers(len(POSITIONS)))]
-        spec = Spec(scene, cls, colour, size, position)
+        spec = Spec(scene, cls, colour, size, position, world=world)
         if held_out is False and is_held_out(spec):
             continue
+        if WORLD_MARK_COLOURS[world]:
+            spec = Spec(scene, cls, colour, size, position, marks=sample_marks(cls, colour, rng,
+                                                                              WORLD_MARK_COLOURS[world], max_marks),
+                        world=world)
         specs.append(spec)
     return specs
-
-
-# --------------------------------------------------------------------------------------------- captions
-
-
-def caption(spec: Spec, rng: np.random.Generator | None = None) -> str:
-    """A caption from a small grammar. With `rng` None the full form
-    "a {size} {colour} {cls} {position phrase} {scene phrase}", e.g. "a big red dog in the middle on the
-    beach"; with an rng the size and position words are optional (each kept with p=0.5), the position may
-    come after the scene, and one in five starts "a photo of a". Lower-case ASCII words from
-    VOCABULARY_WORDS only, no punctuation. An individual is captioned as its class and colour word."""
-    if rng is None:
-        with_size, with_pos, pos_last, prefix = True, True, False, CAPTION_PREFIXES[0]
-    else:
-        u = rng.random(4)  # always four draws, so the rng advances the same way for every spec
-        with_size, with_pos, pos_last = bool(u[0] < 0.5), bool(u[1] < 0.5), bool(u[2] < 0.5)
-        prefix = CAPTION_PREFIXES[1] if u[3] < 0.2 else CAPTION_PREFIXES[0]
-    words = [prefix] + ([spec.size] if with_size else []) + [spec.colour, spec.cls]
-    scene, pos = SCENE_PHRASES[spec.scene], POSITION_PHRASES[spec.position]
-    if not with_pos:
-        words.append(scene)
-    elif pos_last:
-        words += [scene, pos]
-    else:
-        words += [pos, scene]
-    return " ".join(words)
 
 
 # --------------------------------------------------------------------------------------------- render
@@ -169,8 +188,8 @@ def caption(spec: Spec, rng: np.random.Generator | None = None) -> str:
 def _object(spec: Spec) -> tuple[DrawFn, float, tuple[int, int, int]]:
     """The draw function, aspect and main colour of the spec's object (generic or individual)."""
     if spec.individual is None:
-        drawer, rgb = CLASS_DRAWERS[spec.cls], COLOUR_RGB[spec.colour]
-        return (lambda p, rng: drawer(p, rng, rgb)), CLASS_ASPECT[spec.cls], rgb
+        rgb = COLOUR_RGB[spec.colour]
+        return marked_drawer(spec.cls, rgb, spec.marks), CLASS_ASPECT[spec.cls], rgb
     return object_of(spec)
 
 
@@ -186,15 +205,16 @@ def render(spec: Spec, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(render_array(spec, rng)[0], "RGB")
 
 
-def render_dataset(n: int, seed: int, held_out: bool | None = False) -> tuple[np.ndarray, list[Spec], list[str]]:
-    """`n` random generic images (uint8 [n, 64, 64, 3]), their specs and captions (see `sample_specs` for
-    `held_out`). Item i depends only on (seed, i), so a longer dataset starts with the shorter one."""
+def render_dataset(n: int, seed: int, held_out: bool | None = False,
+                   world: int = 1) -> tuple[np.ndarray, list[Spec], list[str]]:
+    """`n` random generic images of `world` (uint8 [n, 64, 64, 3]), their specs and captions (see `sample_specs`
+    for `held_out`). Item i depends only on (seed, i), so a longer dataset starts with the shorter one."""
     images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
     specs: list[Spec] = []
     captions: list[str] = []
     for i in range(n):
         rng = np.random.default_rng((seed, i))
-        spec = sample_specs(1, rng, held_out)[0]
+        spec = sample_specs(1, rng, held_out, world)[0]
         images[i] = render_array(spec, rng)[0]
         specs.append(spec)
         captions.append(caption(spec, rng))

@@ -29,3 +29,29 @@ def test_assess_writes_a_report_and_a_sample_sheet(tiny_base, tmp_path):
     assert rep["held_out"]["captions"] == assess.alignment_specs(3, held_out=True)[1]
     width, height = Image.open(tmp_path / "samples.png").size
     assert width == 8 * height  # 3 seen + 3 held-out images: one row of 8 square tiles
+
+
+def test_a_world_2_model_is_assessed_in_world_2(tiny_base, tmp_path):
+    """The captions follow the model's recorded world, the evaluator must measure that world, and a world-2
+    report says how often each individual's full description draws that individual."""
+    import shutil
+
+    import pytest
+
+    from cns_cli.demo.individuals import individuals_of
+    from cns_cli.model.loading import load_pipeline, resolve_base
+    from tools.train_evaluator import TrainSettings, train
+
+    specs, captions = assess.alignment_specs(30, held_out=True, world=2)
+    assert all(s.world == 2 and world.is_held_out(s) for s in specs)
+    assert any(" with " in c for c in captions) and set(" ".join(captions).split()) <= set(world.vocabulary(2))
+    model = tmp_path / "model"
+    shutil.copytree(tiny_base, model)
+    (model / "training.json").write_text('{"world": 2}\n')
+    with pytest.raises(ValueError, match="world 2"):  # the packaged evaluator measures world 1
+        assess.main([str(model), "--n", "2", "--steps", "1", "--out", str(tmp_path / "a")])
+    ev, _ = train(TrainSettings(steps=1, batch=8, n_generic=20, n_per_individual=2, world=2), log=lambda m: None)
+    pipe = load_pipeline(resolve_base(str(model)))
+    pipe.set_progress_bar_config(disable=True)
+    rep = assess.description_recognition(pipe, ev, scenes=("grass",), seeds=1, steps=1)
+    assert rep["n"] == 12 and set(rep["per_individual"]) == set(individuals_of(2)) and 0 <= rep["mean"] <= 1

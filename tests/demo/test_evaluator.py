@@ -123,3 +123,15 @@ def test_predict_accepts_pil_images_of_any_size(ev, sample):
     one = ev.predict(Image.fromarray(images[0]).convert("RGBA").resize((48, 48)))
     assert len(one["scene"]) == 1
     assert ev.embed(np.zeros((0, 64, 64, 3), np.uint8)).shape == (0, 64)
+
+
+def test_the_packaged_evaluator_measures_the_bundled_model_s_world(ev, tmp_path):
+    """They ship together: a world-2 model needs the world-2 evaluator (python tools/train_evaluator.py train
+    --world 2), and the demo and the assessment check it (`Evaluator.check_world`)."""
+    from cns_cli.model.loading import builtin_path
+
+    assert ev.world == world.model_world(builtin_path("demo")) == world.base_world("demo")
+    assert world.model_world(tmp_path) == 1  # no training.json: a model from before world 2
+    (tmp_path / "training.json").write_text('{"world": 3}')
+    with pytest.raises(ValueError, match="unknown world 3"):
+        world.model_world(tmp_path)

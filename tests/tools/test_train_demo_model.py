@@ -1,6 +1,7 @@
 """tools/train_demo_model.py: the script runs every phase end to end (a few steps) and its output is a diffusers
-pipeline that cns can load and personalise, within the size budget for committed weights; an interrupted run
-resumed with --resume ends exactly where the uninterrupted run ends; checkpoints hold no pickle."""
+pipeline that cns can load and personalise, within the size budget for committed weights, for either demo world;
+an interrupted run resumed with --resume ends exactly where the uninterrupted run ends; checkpoints hold no
+pickle."""
 
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def _run(out: Path, *extra: str, stop_after: str | None = None, monkeypatch=None
 
     monkeypatch.setattr(T, "_log", stopping_log)
     # the fp16 pipeline copies (OUT/latest, OUT/pipeline) are the other test's; here only the folder is needed
-    monkeypatch.setattr(T, "save_pipeline", lambda pipe, path: path.mkdir(parents=True, exist_ok=True) or 0)
+    monkeypatch.setattr(T, "save_pipeline", lambda pipe, path, world=1: path.mkdir(parents=True, exist_ok=True) or 0)
     if stop_after:
         with pytest.raises(Interrupted):
             T.main([str(out), "--quick", *extra])
@@ -77,20 +78,22 @@ def _weights(folder: Path) -> dict:
     return {f"{p.stem}/{k}": v for p in sorted(folder.glob("*.safetensors")) for k, v in load_file(str(p)).items()}
 
 
-def test_resume_continues_exactly_where_an_interrupted_run_stopped(tmp_path, monkeypatch):
+@pytest.mark.parametrize("world", [1, 2])
+def test_resume_continues_exactly_where_an_interrupted_run_stopped(tmp_path, monkeypatch, world):
     import torch
 
-    _run(tmp_path / "whole", monkeypatch=monkeypatch)
+    w = ("--world", str(world))
+    _run(tmp_path / "whole", *w, monkeypatch=monkeypatch)
     # interrupted in the VAE phase, resumed, interrupted in the UNet phase, resumed again
-    _run(tmp_path / "parts", stop_after="vae step 1/2", monkeypatch=monkeypatch)
-    _run(tmp_path / "parts", "--resume", stop_after="unet step 1/2", monkeypatch=monkeypatch)
+    _run(tmp_path / "parts", *w, stop_after="vae step 1/2", monkeypatch=monkeypatch)
+    _run(tmp_path / "parts", *w, "--resume", stop_after="unet step 1/2", monkeypatch=monkeypatch)
     cache = tmp_path / "parts" / "checkpoints" / "latents.safetensors"
     stamp = cache.stat().st_mtime_ns
-    _run(tmp_path / "parts", "--resume", monkeypatch=monkeypatch)
+    _run(tmp_path / "parts", *w, "--resume", monkeypatch=monkeypatch)
     assert cache.stat().st_mtime_ns == stamp  # resuming in the UNet phase reuses the encoded latents
 
     whole, parts = (json.loads((tmp_path / k / "pipeline" / "training.json").read_text()) for k in ("whole", "parts"))
-    assert parts["resumed"] and not whole["resumed"]
+    assert parts["resumed"] and not whole["resumed"] and parts["world"] == whole["world"] == world
     for key in ("final_vae_loss", "final_unet_loss", "latent_scale"):  # the losses follow every batch drawn
         assert parts[key] == whole[key], key
     a, b = (_weights(tmp_path / k / "checkpoints" / "unet-000002") for k in ("whole", "parts"))
@@ -104,3 +107,35 @@ def test_resume_of_a_run_from_an_older_version_says_to_start_again(tmp_path, mon
     (tmp_path / "old" / "checkpoints" / "progress.json").write_text('{"phase": "unet", "step": 100}')
     with pytest.raises(SystemExit, match="without --resume"):
         _run(tmp_path / "old", "--resume", monkeypatch=monkeypatch)
+
+
+def test_a_run_resumes_only_in_its_own_world(tmp_path, monkeypatch):
+    _run(tmp_path / "w2", "--world", "2", stop_after="vae step 1/2", monkeypatch=monkeypatch)
+    with pytest.raises(SystemExit, match="--world 2"):
+        _run(tmp_path / "w2", "--resume", monkeypatch=monkeypatch)
+
+
+def test_a_world_2_pipeline_has_sd_like_proportions_and_reads_every_caption(tmp_path):
+    """World 2's model: a 64-wide text encoder against UNet channels 64 / 128 / 160, within the 25 MB budget, its
+    training.json naming the world, and a tokenizer with one token per caption word, every caption within 32."""
+    from cns_cli.demo.pairs import PAIR_WORDS, training_set
+    from cns_cli.demo.world import model_world, vocabulary
+
+    out = tmp_path / "demo2"
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "train_demo_model.py"), str(out), "--quick", "--world",
+                        "2"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    info = json.loads((out / "pipeline" / "training.json").read_text())
+    assert info["bytes"] <= 25_000_000 and info["world"] == 2 and model_world(out / "pipeline") == 2
+    assert model_world(out / "latest") == 2  # the pipeline looked at while it trains says so too
+    pipe = load_pipeline(resolve_base(str(out / "pipeline")))
+    pointer = describe_base(resolve_base(str(out / "pipeline")), pipe)
+    assert pointer.text_dim == 64 and len(pointer.kv_layers) == 20
+    assert tuple(pipe.unet.config.block_out_channels) == (64, 128, 160)
+    for word in (*vocabulary(2), *PAIR_WORDS):
+        ids = pipe.tokenizer(word, add_special_tokens=False).input_ids
+        assert len(ids) == 1 and pipe.tokenizer.decode(ids).strip() == word, (word, ids)
+    _, captions = training_set(400, seed=0, world=2)
+    assert max(len(pipe.tokenizer(c).input_ids) for c in captions) <= pipe.tokenizer.model_max_length == 32
+    image = pipe("a brown dog with white spots and a red collar on grass", num_inference_steps=2, output_type="np")
+    assert image.images[0].shape == (64, 64, 3)

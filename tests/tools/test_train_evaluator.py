@@ -40,3 +40,36 @@ def test_roc_auc():
     assert TE.roc_auc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
     assert TE.roc_auc(np.array([0.0]), np.array([1.0])) == 0.0
     assert TE.roc_auc(np.array([1.0]), np.array([1.0])) == 0.5
+
+
+def test_a_world_2_evaluator_measures_world_2(tmp_path):
+    """`train --world 2`: world 2's colours and individuals, reference renders drawn in world 2, and an
+    evaluator that refuses a model of another world."""
+    import pytest
+
+    from cns_cli.demo.individuals import individuals_of, reference_renders
+    from cns_cli.demo.stage import WORLD_COLOURS
+
+    ev, _ = TE.train(TE.TrainSettings(steps=1, batch=8, n_generic=30, n_per_individual=2, world=2), log=lambda m: None)
+    again = Evaluator.load(ev.save(tmp_path / "evaluator.safetensors"))
+    assert again.world == 2 and again.colours == list(WORLD_COLOURS[2])
+    assert again.config["world_sha256"] == TE.world_fingerprint(2) != TE.world_fingerprint(1)
+    expected = again.embed(reference_renders("luna", 32, seed=again.config["ref_seed"], world=2)).mean(0)
+    np.testing.assert_allclose(again.reference_embedding("luna"), expected / np.linalg.norm(expected), atol=1e-6)
+    assert set(again.nearest_individual(reference_renders("rex", 2, seed=1, world=2))) <= set(individuals_of(2))
+    again.check_world(2)
+    with pytest.raises(ValueError, match="world 1"):
+        again.check_world(1)
+    assert Evaluator.load().world == 1  # the packaged evaluator measures the bundled model's world
+
+
+def test_a_generic_render_with_an_individual_s_composition_is_that_individual():
+    from cns_cli.demo.individuals import individuals_of
+    from cns_cli.demo.world import Spec
+
+    rex = individuals_of(2)["rex"]
+    assert TE.identity_of(Spec("grass", "dog", "brown", marks=rex.marks, world=2)) == "rex"
+    assert TE.identity_of(Spec("grass", "dog", "brown", marks=rex.marks[:1], world=2)) == "generic dog"
+    assert TE.identity_of(Spec("grass", "dog", "red")) == "generic dog"  # world 1's individuals have own drawings
+    _, specs = TE.render_generic_class("dog", 200, seed=3, w=2)
+    assert all(TE.identity_of(s) == "generic dog" for s in specs) and any(s.marks for s in specs)
