@@ -45,18 +45,20 @@ def main() -> None:
     from cns_cli.bench.scoring import RegionMode, score_concepts, score_groups
     from cns_cli.bench.trainer import ConceptData
     from cns_cli.demo.evaluator import Evaluator
-    from cns_cli.demo.individuals import INDIVIDUALS, render_photos
+    from cns_cli.demo.individuals import individuals_of, render_photos
     from cns_cli.demo.outputs import claim_folder
+    from cns_cli.demo.world import base_world
     from cns_cli.model.runtime import resolve_device
 
     config = BenchConfig.quick(base=args.base) if args.quick else BenchConfig(base=args.base, concepts=args.concepts,
                                                                                 steps=args.steps)
     claim_folder(args.out, "region-variants.json", "region_variants.py")
     device = resolve_device(config.device)
+    world = base_world(config.base)  # the model's demo world: its individuals and captions
     concepts = []
     for name in ORDER[: config.concepts]:
-        render_photos(name, args.out / "photos" / name, n=config.photos, seed=config.seed, captions=True)
-        concepts.append(ConceptData(name, INDIVIDUALS[name].cls, args.out / "photos" / name))
+        render_photos(name, args.out / "photos" / name, n=config.photos, seed=config.seed, captions=True, world=world)
+        concepts.append(ConceptData(name, individuals_of(world)[name].cls, args.out / "photos" / name))
     from cns_cli.model.loading import load_pipeline, resolve_base
 
     text_dim = load_pipeline(resolve_base(config.base)).text_encoder.config.hidden_size
@@ -65,7 +67,8 @@ def main() -> None:
     for c in concepts:
         print(f"learning <{c.name}>", file=sys.stderr, flush=True)
         method.learn(c)
-    pipe, ev, s = method.pipeline(), Evaluator.load(), config.sampling()
+    pipe, ev, s = method.pipeline(), Evaluator.load(), config.sampling(world)
+    ev.check_world(world)
     scores, _ = score_concepts(pipe, ev, concepts, s)
     single = {n: sc["identity"] for n, sc in scores.items()}
     rows, sheet = [], []

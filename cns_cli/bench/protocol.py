@@ -64,8 +64,8 @@ class BenchConfig:
         return cls(**{"concepts": 2, "steps": 8, "photos": 4, "scenes": ("beach", "snow"), "seeds": 1,
                       "sample_steps": 4, "zero_shot_n": 6, **kw})
 
-    def sampling(self) -> Sampling:
-        return Sampling(self.scenes, self.seeds, self.sample_steps, self.guidance, self.zero_shot_n)
+    def sampling(self, world: int = 1) -> Sampling:
+        return Sampling(self.scenes, self.seeds, self.sample_steps, self.guidance, self.zero_shot_n, world)
 
 
 def run_bench(out: Path, config: BenchConfig = BenchConfig(), reporter: Reporter = NullReporter(),
@@ -76,22 +76,25 @@ def run_bench(out: Path, config: BenchConfig = BenchConfig(), reporter: Reporter
 
     require_bench_extra()
     from ..demo.evaluator import Evaluator
-    from ..demo.individuals import INDIVIDUALS, render_photos
+    from ..demo.individuals import individuals_of, render_photos
     from ..demo.outputs import claim_folder
+    from ..demo.world import base_world
     from ..model.loading import load_pipeline, resolve_base
     from ..model.runtime import resolve_device
     from .report import write_reports
 
     out = Path(out)
     resolve_base(config.base)  # a missing model fails before anything is written
+    world = base_world(config.base)  # the demo world the model was trained on: its individuals, captions, evaluator
+    ev, s = Evaluator.load(), config.sampling(world)
+    ev.check_world(world)
     claim_folder(out, MARKER, "cns bench")
     device = resolve_device(config.device)
     concepts = []
     for name in ORDER[: config.concepts]:
-        ind = INDIVIDUALS[name]
-        render_photos(name, out / "photos" / name, n=config.photos, seed=config.seed, captions=True)
+        ind = individuals_of(world)[name]
+        render_photos(name, out / "photos" / name, n=config.photos, seed=config.seed, captions=True, world=world)
         concepts.append(ConceptData(name, ind.cls, out / "photos" / name))
-    ev, s = Evaluator.load(), config.sampling()
 
     reporter.phase("scoring the base model")
     base_pipe = load_pipeline(resolve_base(config.base)).to(device)
@@ -140,13 +143,13 @@ def _base_class_identity(pipe, ev, concepts, s: Sampling) -> dict:
     """Identity of each concept's plain description drawn by the base model ("a red dog on the beach" for rex: its
     nearest palette colour and class): the floor a learned concept has to rise above."""
     from ..demo.assess import generate
-    from ..demo.individuals import INDIVIDUALS
+    from ..demo.individuals import individuals_of
     from ..demo.world import SCENE_PHRASES
     from .scoring import concept_prompts
 
     out = {}
     for c in concepts:
-        ind = INDIVIDUALS[c.name]
+        ind = individuals_of(s.world)[c.name]
         _, seeds, scenes = concept_prompts(c, s)  # the concept's scenes and seeds, its plain description
         texts = [f"a {ind.colour} {ind.cls} {SCENE_PHRASES[scene]}" for scene in scenes]
         out[c.name] = float(np.mean(ev.identity_similarity(generate(pipe, texts, seeds=seeds, steps=s.steps,

@@ -38,6 +38,7 @@ class Sampling:
     steps: int  # sampler steps
     guidance: float
     zero_shot_n: int  # held-out captions for the zero-shot score
+    world: int = 1  # the demo world of the model under test (demo.world.base_world): its individuals and captions
 
 
 def concept_prompts(concept, s: Sampling) -> tuple[list[str], list[int], list[str]]:
@@ -85,7 +86,7 @@ def zero_shot(pipe, ev, s: Sampling) -> dict:
     """Held-out base captions: {"scene", "class", "colour", "all", "accuracy" (mean of the three)}."""
     from ..demo.assess import ASSESS_SEED, alignment_specs, generate
 
-    specs, captions = alignment_specs(s.zero_shot_n, held_out=True)
+    specs, captions = alignment_specs(s.zero_shot_n, held_out=True, world=s.world)
     images = generate(pipe, captions, seed=ASSESS_SEED, steps=s.steps, guidance=s.guidance)
     score = ev.prompt_alignment(images, specs)
     score.pop("per_image")
@@ -147,7 +148,7 @@ def score_groups(pipe, ev, concepts: list, s: Sampling, size: int = 2, regions: 
     `single_identity` (one concept per image)."""
     from ..demo.assess import generate
     from ..demo.evaluator import to_array
-    from ..demo.individuals import INDIVIDUALS
+    from ..demo.individuals import individuals_of
     from ..demo.pairs import columns
 
     groups = group_prompts(concepts, s, size)
@@ -161,7 +162,8 @@ def score_groups(pipe, ev, concepts: list, s: Sampling, size: int = 2, regions: 
     cls = list(zip(*[ev.predict(b)["class"] for b in boxes]))
     identity = [[float(ev.identity_similarity(boxes[j][i][None], n[j])[0]) for j in range(size)] for i, n in enumerate(names)]
     outcomes = [group_outcome(list(w), list(n)) for w, n in zip(who, names)]
-    classes = [group_outcome(list(c), [INDIVIDUALS[x].cls for x in n])["shown"] for c, n in zip(cls, names)]
+    people = individuals_of(s.world)
+    classes = [group_outcome(list(c), [people[x].cls for x in n])["shown"] for c, n in zip(cls, names)]
     doc = {"n": len(groups), "shown": float(np.mean([o["shown"] for o in outcomes])),
            "in_order": float(np.mean([o["in_order"] for o in outcomes])), "classes": float(np.mean(classes)),
            "scene": float(np.mean([p == w for p, w in zip(ev.predict(images64)["scene"], scenes)])),

@@ -160,9 +160,11 @@ class Evaluator:
         return int(self.config.get("world", 1))
 
     def check_world(self, world: int) -> None:
-        """ValueError unless this evaluator measures `world` (a model's, `world.model_world`)."""
+        """ModelError (a one-line CLI error) unless this evaluator measures `world` (a model's, `world.model_world`)."""
+        from ..errors import ModelError
+
         if world != self.world:
-            raise ValueError(f"the evaluator measures demo world {self.world}, but the model was trained on world "
+            raise ModelError(f"the evaluator measures demo world {self.world}, but the model was trained on world "
                              f"{world}; load an evaluator trained on it (python tools/train_evaluator.py train "
                              f"--world {world})")
 

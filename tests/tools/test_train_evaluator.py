@@ -9,6 +9,7 @@ from importlib.resources import files
 import numpy as np
 
 from cns_cli.demo.evaluator import Evaluator
+from cns_cli.errors import ModelError
 from tools import train_evaluator as TE
 
 
@@ -58,7 +59,7 @@ def test_a_world_2_evaluator_measures_world_2(tmp_path):
     np.testing.assert_allclose(again.reference_embedding("luna"), expected / np.linalg.norm(expected), atol=1e-6)
     assert set(again.nearest_individual(reference_renders("rex", 2, seed=1, world=2))) <= set(individuals_of(2))
     again.check_world(2)
-    with pytest.raises(ValueError, match="world 1"):
+    with pytest.raises(ModelError, match="world 1"):
         again.check_world(1)
     assert Evaluator.load().world == 1  # the packaged evaluator measures the bundled model's world
 

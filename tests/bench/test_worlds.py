@@ -1,0 +1,37 @@
+"""`cns bench` and `cns demo` follow the demo world of the model they are given, and a model of another world than
+the packaged evaluator's is one line (exit 2) before anything is written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from cns_cli.bench.protocol import BenchConfig
+from cns_cli.model.loading import builtin_path
+from tests.clitools import cns, one_line_error
+
+
+@pytest.fixture
+def world_2_model(tmp_path):
+    """The bundled model's folder, recorded as a world-2 model (its weights do not matter: nothing may load)."""
+    folder = tmp_path / "model"
+    shutil.copytree(builtin_path("demo"), folder, ignore=shutil.ignore_patterns("*.safetensors", "*.png", "*.log"))
+    doc = json.loads((folder / "training.json").read_text())
+    (folder / "training.json").write_text(json.dumps({**doc, "world": 2}))
+    return folder
+
+
+@pytest.mark.parametrize("command", ["bench", "demo"])
+def test_a_model_of_another_world_than_the_evaluator_is_refused_first(command, world_2_model, tmp_path, no_model_load):
+    out = tmp_path / "out"
+    r = cns(command, "--base", world_2_model, "--out", out)
+    assert r.exit_code == 2, r.stderr
+    assert "evaluator measures demo world 1" in one_line_error(r) and "--world 2" in one_line_error(r)
+    assert not out.exists()
+
+
+def test_bench_samples_in_the_model_s_world():
+    assert BenchConfig().sampling().world == 1
+    assert BenchConfig().sampling(2).world == 2
