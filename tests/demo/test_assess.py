@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from cns_cli.demo import assess, world
+from cns_cli.errors import ModelError
 
 
 def test_alignment_specs_split_seen_from_held_out():
@@ -48,7 +49,7 @@ def test_a_world_2_model_is_assessed_in_world_2(tiny_base, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(tiny_base, model)
     (model / "training.json").write_text('{"world": 2}\n')
-    with pytest.raises(ValueError, match="world 2"):  # the packaged evaluator measures world 1
+    with pytest.raises(ModelError, match="world 2"):  # the packaged evaluator measures world 1
         assess.main([str(model), "--n", "2", "--steps", "1", "--out", str(tmp_path / "a")])
     ev, _ = train(TrainSettings(steps=1, batch=8, n_generic=20, n_per_individual=2, world=2), log=lambda m: None)
     pipe = load_pipeline(resolve_base(str(model)))
