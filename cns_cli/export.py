@@ -30,11 +30,6 @@ from .bank.integrity import require_intact
 from .errors import ConceptError, UsageError
 from .lora_names import kohya_base_metadata, kohya_key, layers_per_block
 
-
-def family_of(base) -> str:
-    """The base's model family (bank format 1.2 records it; earlier banks are SD 1.x)."""
-    return getattr(base, "family", None) or "sd1"
-
 FORMATS = ("kohya", "diffusers", "embedding", "pipeline")
 MERGED_NAME = "cns-merged"
 
@@ -71,7 +66,7 @@ def _kohya_metadata(rev: Revision, names: list[str], title: str, ranks: set[int]
     return {
         **_header(rev, names),
         "ss_network_module": "networks.lora", "ss_network_dim": str(dim), "ss_network_alpha": str(float(dim)),
-        **kohya_base_metadata(family_of(rev.base), getattr(rev.base, "prediction_type", None) or "epsilon"), "ss_output_name": title,
+        **kohya_base_metadata(rev.base.family_name, rev.base.prediction_type or "epsilon"), "ss_output_name": title,
         "ss_training_comment": f"exported by cns {__version__} from bank revision {rev.number}; concepts: "
                                + ", ".join(f"<{n}>" for n in names),
         "ss_tag_frequency": json.dumps({n: {f"<{n}>": 1} for n in names}),
@@ -141,7 +136,7 @@ def _export_files(bank: Bank, rev: Revision, names: list[str], out: Path, fmt: s
         q = bank.read_object(rev.basis.object)["Q"]
         loras = {n: _lora_factors(bank, rev, n, q) for n in names}
         groups = [(MERGED_NAME, names)] if merged else [(n, [n]) for n in names]
-        family, per_block = family_of(rev.base), layers_per_block(rev.base.kv_layers)
+        family, per_block = rev.base.family_name, layers_per_block(rev.base.kv_layers)
         for title, members in groups:
             factors = _stack([loras[n] for n in members])
             if fmt == "kohya":

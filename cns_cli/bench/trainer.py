@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from ..model.train import Trainer, encode_latents, encode_unique
+from ..model.text import TextConditioner
+from ..model.train import Trainer, encode_latents
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def train_concept(unet, pipe, latents: torch.Tensor, prompts: list[str], params:
     tokenizer, text encoder and noise schedule. Returns the loss per step."""
     from diffusers import DDPMScheduler
 
-    states = lambda texts: encode_unique(pipe.tokenizer, pipe.text_encoder, texts)  # noqa: E731 - the token trains
+    states = TextConditioner(pipe).unique  # the token trains: the text encoder runs in every step, as in `cns learn`
     groups = [{"params": list(params), "lr": lr}, {"params": [token_vector], "lr": lr_token}]
     trainer = Trainer(unet, DDPMScheduler.from_config(pipe.scheduler.config), latents, prompts, states, groups,
                       batch=1, gen=torch.Generator().manual_seed(seed))

@@ -176,7 +176,7 @@ def _concept_rows(s: Session, general_rows, name: str, cfg, reporter: Reporter):
     else:
         reporter.phase(f"scoring neurons on {len(s.prompts)} images ({cfg.score_steps} batches)")
         scores = train.score_rows(s.pipe, s.scheduler, s.latents, s.prompts, cfg.score_steps, cfg.batch_size,
-                                  s.gen, s.amp, s.conditioner)
+                                  s.gen, s.conditioner, s.amp)
         rows = concept_neurons(scores, general, budget_rows)
     s.seconds["scoring"] = time.perf_counter() - t0 if cfg.selection != "random" else 0.0
     picked = {n: r.cpu().numpy().astype(np.int32) for n, r in rows.items() if r.numel()}

@@ -59,11 +59,6 @@ def concept_embeddings(bank: Bank, rev: Revision, name: str) -> list[torch.Tenso
     return out
 
 
-def concept_embedding(bank: Bank, rev: Revision, name: str) -> torch.Tensor:
-    """The concept's vector in the (first) text encoder."""
-    return concept_embeddings(bank, rev, name)[0]
-
-
 def apply_bank(pipe, bank: Bank, rev: Revision, names: list[str] | None = None, *, check: bool = True) -> list[str]:
     """Apply the given concepts of `rev` (default: all) to `pipe` in place, for good; returns them in token
     order. Every object needed is checked first (unless `check` is False: the caller just did): a damaged one

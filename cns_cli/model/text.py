@@ -75,10 +75,6 @@ class TextConditioner:
         self.pairs = text_pairs(pipe)
         self.size = size
 
-    @property
-    def has_added(self) -> bool:
-        return len(self.pairs) > 1
-
     def states(self, prompts: list[str]) -> torch.Tensor:
         """(len(prompts), 77, d): the text states every K/V layer reads."""
         return encode_pairs(self.pairs, prompts)[0]

@@ -1,8 +1,8 @@
 """The passes over a concept's images: neuron scoring (CNS step 1) and the one training loop (`Trainer`, step 6
 for `cns learn`; the bench baselines and the benchmarks run the same loop on their own parameters).
 
-Every family goes through the same loop: the text side is a callable texts -> text states (B, 77, d) or a
-text.Cond (SDXL: the states plus the added conditioning the UNet also takes), and the target is the noise or,
+Every family goes through the same loop: the text side is a callable texts -> text.Cond (the states every K/V
+layer reads, plus SDXL's added conditioning), and the target is the noise or,
 for v-prediction models (SD 2.x 768-v), the velocity `scheduler.get_velocity(latents, noise, t)`.
 Randomness (image choice, timesteps, noise) comes from one CPU torch.Generator, so a seed gives the same
 run on any device. Shapes: latents (N, 4, h, w); text states (B, 77, d).
@@ -22,7 +22,7 @@ from ..method.delta import self_regularisation
 from ..method.select import row_attribution
 from .kv import attach_trainable
 from .loading import kv_layers
-from .text import Cond, TextConditioner, encode
+from .text import Cond, TextConditioner
 from .tokens import attach_trainable_token
 
 
@@ -40,14 +40,6 @@ def encode_latents(vae, pixels, device) -> torch.Tensor:
         if upcast:
             vae.to(dtype)
     return (torch.cat(out) * vae.config.scaling_factor).float()  # noise and targets in float32
-
-
-def encode_unique(tokenizer, text_encoder, texts: list[str]) -> torch.Tensor:
-    """Text states for a batch, running the text encoder once per distinct prompt (a batch of uncaptioned
-    images shares one prompt)."""
-    unique = sorted(set(texts))
-    states = encode(tokenizer, text_encoder, unique)
-    return states[torch.tensor([unique.index(t) for t in texts], device=states.device)]
 
 
 def sample_batch(latents: torch.Tensor, prompts: list[str], size: int, gen: torch.Generator):
@@ -72,21 +64,11 @@ def diffusion_loss(unet, scheduler, latents: torch.Tensor, states: torch.Tensor,
     return F.mse_loss(pred.float(), target.float())
 
 
-def conditioned_loss(unet, scheduler, latents: torch.Tensor, cond, gen: torch.Generator) -> torch.Tensor:
-    """`diffusion_loss` with the text side as it comes: text states (B, 77, d) or a text.Cond."""
-    if isinstance(cond, Cond):
-        if cond.added is not None:
-            return diffusion_loss(unet, scheduler, latents, cond.states, gen, added=cond.added)
-        cond = cond.states
-    return diffusion_loss(unet, scheduler, latents, cond, gen)
-
-
 def score_rows(pipe, scheduler, latents, prompts, steps: int, batch: int, gen: torch.Generator,
-               amp=contextlib.nullcontext, conditioner: Callable | None = None) -> dict[str, torch.Tensor]:
+               conditioner: Callable[[list[str]], Cond], amp=contextlib.nullcontext) -> dict[str, torch.Tensor]:
     """CNS step (1): Σ over `steps` batches of |W ⊙ ∂L/∂W| summed per row, for every K/V layer. Only the
-    K/V weights get gradients (nothing else is accumulated). `conditioner`: texts -> what the UNet is
-    conditioned with (default: the text states of `pipe`'s encoders, for SD 1.x / 2.x)."""
-    conditioner = conditioner or TextConditioner(pipe)
+    K/V weights get gradients (nothing else is accumulated). `conditioner`: texts -> text.Cond, what the UNet is
+    conditioned with (a text.TextConditioner of the session: SDXL's time ids need the training size)."""
     layers = kv_layers(pipe.unet)
     weights = [layer.weight for layer in layers.values()]
     scores = {name: torch.zeros(layer.out_features) for name, layer in layers.items()}
@@ -98,7 +80,7 @@ def score_rows(pipe, scheduler, latents, prompts, steps: int, batch: int, gen: t
             with torch.no_grad(), amp():
                 cond = conditioner(texts)
             with amp():
-                loss = conditioned_loss(pipe.unet, scheduler, lat, cond, gen)
+                loss = diffusion_loss(pipe.unet, scheduler, lat, cond.states, gen, cond.added)
             grads = torch.autograd.grad(loss, weights)
             for (name, w), g in zip(zip(layers, weights), grads):
                 scores[name] += row_attribution(w.detach().float(), g.float()).cpu()
@@ -122,8 +104,9 @@ def frozen_or_live_states(conditioner: TextConditioner, prompts: list[str], froz
 class Trainer:
     """The one optimisation loop of cns: `cns learn`, every `cns bench` method and the benchmarks run it.
 
-    Each step draws a batch of latents and their prompts, takes the denoising MSE (`diffusion_loss`, with what
-    `text_states` gives for the prompts: text states or a text.Cond) under `amp` (autocast), adds `extra_loss()` (float32, outside autocast: the self-regularisation), and
+    Each step draws a batch of latents and their prompts, takes the denoising MSE (`diffusion_loss`, with the
+    text.Cond `text_states` gives for the prompts) under `amp` (autocast), adds `extra_loss()` (float32, outside
+    autocast: the self-regularisation), and
     takes one AdamW step on `groups` (torch parameter groups {"params", "lr"}). weight_decay is 0: decay
     would shrink parameters that get no gradient. The trainables and the optimiser stay float32, with loss
     scaling for fp16. Randomness (batch, timesteps, noise) comes from the CPU generator `gen` only, so a seed
@@ -131,7 +114,7 @@ class Trainer:
     """
 
     def __init__(self, unet, scheduler, latents: torch.Tensor, prompts: list[str],
-                 text_states: Callable[[list[str]], torch.Tensor], groups: list[dict], *, batch: int,
+                 text_states: Callable[[list[str]], Cond], groups: list[dict], *, batch: int,
                  gen: torch.Generator, amp=contextlib.nullcontext, fp16: bool = False,
                  extra_loss: Callable[[], torch.Tensor] | None = None):
         self.unet, self.scheduler, self.latents, self.prompts = unet, scheduler, latents, prompts
@@ -145,7 +128,8 @@ class Trainer:
     def step(self) -> float:
         lat, texts = sample_batch(self.latents, self.prompts, self.batch, self.gen)
         with self.amp():
-            loss = conditioned_loss(self.unet, self.scheduler, lat, self.text_states(texts), self.gen)
+            cond = self.text_states(texts)
+            loss = diffusion_loss(self.unet, self.scheduler, lat, cond.states, self.gen, cond.added)
         if self.extra_loss is not None:
             loss = loss + self.extra_loss()
         self.opt.zero_grad(set_to_none=True)
@@ -168,18 +152,15 @@ class Trainer:
         return losses
 
 
-def cns_trainables(unet, text_encoder, rows: dict[str, torch.Tensor], basis_slice: torch.Tensor, token_id,
-                   token_init, *, lr: float, lr_token: float, reg_lambda: float, gram: torch.Tensor):
+def cns_trainables(unet, text_encoders: list, rows: dict[str, torch.Tensor], basis_slice: torch.Tensor,
+                   token_ids: list[int], token_inits: list[torch.Tensor], *, lr: float, lr_token: float, reg_lambda: float, gram: torch.Tensor):
     """What CNS step (6) trains, as Trainer inputs: the coefficients A of the concept's rows (lr) and, when
     lr_token > 0, its token vectors (lr_token; one per text encoder, trained jointly: SDXL has two), with the
-    self-regularisation λ Σ tr(A G Aᵀ) as the extra loss. `text_encoder`, `token_id` and `token_init` are one
-    each or lists in pipeline order. Returns (groups, extra_loss or None, the TrainableKV wrappers by layer,
-    the TrainableTokens in encoder order)."""
-    def listed(x):
-        return list(x) if isinstance(x, (list, tuple)) else [x]
-
+    self-regularisation λ Σ tr(A G Aᵀ) as the extra loss. `text_encoders`, `token_ids` and `token_inits` are
+    lists in pipeline order. Returns (groups, extra_loss or None, the TrainableKV wrappers by layer, the
+    TrainableTokens in encoder order)."""
     kv = attach_trainable(unet, rows, basis_slice)
-    tokens = [attach_trainable_token(e, i, v) for e, i, v in zip(listed(text_encoder), listed(token_id), listed(token_init), strict=True)]
+    tokens = [attach_trainable_token(e, i, v) for e, i, v in zip(text_encoders, token_ids, token_inits, strict=True)]
     coefs = [w.coef for w in kv.values()]
     groups = [{"params": coefs, "lr": lr}]
     if lr_token > 0:

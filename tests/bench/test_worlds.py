@@ -32,6 +32,25 @@ def test_a_model_of_another_world_than_the_evaluator_is_refused_first(command, w
     assert not out.exists()
 
 
-def test_bench_samples_in_the_model_s_world():
-    assert BenchConfig().sampling().world == 1
-    assert BenchConfig().sampling(2).world == 2
+def test_bench_draws_the_concepts_and_captions_of_the_model_s_world(world_2_model, tmp_path, monkeypatch):
+    """With an evaluator of the model's world, the photos are that world's individuals and the zero-shot captions
+    that world's (stopped at the first photo: nothing needs to train to show what bench asked for)."""
+    from cns_cli.bench.protocol import run_bench
+    from cns_cli.demo import individuals
+    from cns_cli.demo.evaluator import Evaluator
+
+    asked = []
+
+    class Stop(Exception):
+        pass
+
+    def photos(name, folder, n=6, seed=0, captions=False, world=1):
+        asked.append((name, world))
+        raise Stop
+
+    monkeypatch.setattr(Evaluator, "check_world", lambda self, world: None)  # as a world-2 evaluator would pass
+    monkeypatch.setattr(individuals, "render_photos", photos)
+    with pytest.raises(Stop):
+        run_bench(tmp_path / "out", BenchConfig.quick(base=str(world_2_model)))
+    assert asked == [("rex", 2)]
+    assert BenchConfig().sampling(2).world == 2  # and what the scores are drawn with
