@@ -73,7 +73,7 @@ class GenerateConfig:
             parse_revision_number(self.revision, "--revision")
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48] or "image"
 
 
@@ -189,7 +189,7 @@ def _save(image, seed: int, k: int, typed: str, prompt: str, text: str, plan, st
     if plan:
         record["regions"] = plan.record()
     suffix = "-regions" if plan else ""
-    stem = f"r{rev.number}-{k:03d}-{_slug(prompt)}{suffix}-s{seed}-{settings_hash(record, identity)}"
+    stem = f"r{rev.number}-{k:03d}-{slug(prompt)}{suffix}-s{seed}-{settings_hash(record, identity)}"
     path = write_new_file(out_dir, stem, ".png", _png_bytes(image, _png_info(record, plan)))
     record["path"] = str(path)
     return record

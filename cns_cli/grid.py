@@ -22,7 +22,7 @@ def write_grid(records: list[dict], per_prompt: int, out_dir: Path) -> Path:
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
-    from .generate import _slug, write_new_file
+    from .generate import slug, write_new_file
     from .sheet import contact_sheet
 
     rows = [records[i : i + per_prompt] for i in range(0, len(records), per_prompt)]
@@ -37,7 +37,7 @@ def write_grid(records: list[dict], per_prompt: int, out_dir: Path) -> Path:
     buf = io.BytesIO()
     sheet.save(buf, format="png", pnginfo=info)
     digest = hashlib.sha256(json.dumps(names).encode("utf-8")).hexdigest()[:8]
-    stem = f"r{first['revision']}-grid-{_slug(first['prompt'])}-s{first['seed']}-{digest}"
+    stem = f"r{first['revision']}-grid-{slug(first['prompt'])}-s{first['seed']}-{digest}"
     return write_new_file(Path(out_dir), stem, ".png", buf.getvalue())
 
 

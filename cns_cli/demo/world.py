@@ -114,7 +114,9 @@ def model_world(folder: str | Path) -> int:
     record = Path(folder) / "training.json"
     world = json.loads(record.read_text()).get("world", 1) if record.is_file() else 1
     if world not in WORLDS:
-        raise ValueError(f"{record}: unknown world {world!r}; this version of cns knows worlds {WORLDS}")
+        from ..errors import ModelError  # a --base folder the user gave: one line, not a traceback
+
+        raise ModelError(f"{record}: unknown world {world!r}; this version of cns knows worlds {WORLDS}")
     return int(world)
 
 

@@ -54,3 +54,10 @@ def test_bench_draws_the_concepts_and_captions_of_the_model_s_world(world_2_mode
         run_bench(tmp_path / "out", BenchConfig.quick(base=str(world_2_model)))
     assert asked == [("rex", 2)]
     assert BenchConfig().sampling(2).world == 2  # and what the scores are drawn with
+
+
+def test_a_model_of_an_unknown_world_is_one_line(world_2_model, tmp_path, no_model_load):
+    record = world_2_model / "training.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "world": 3}))
+    r = cns("demo", "--base", world_2_model, "--out", tmp_path / "out")
+    assert r.exit_code == 2 and "unknown world 3" in one_line_error(r) and not (tmp_path / "out").exists()

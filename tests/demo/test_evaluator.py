@@ -16,6 +16,7 @@ from cns_cli.demo import evaluator as E
 from cns_cli.demo import world
 from cns_cli.demo.individuals import INDIVIDUALS, reference_renders
 from cns_cli.demo.world import render_dataset
+from cns_cli.errors import ModelError
 
 SEED = 424_242  # fresh: not a training or validation seed
 
@@ -133,5 +134,5 @@ def test_the_packaged_evaluator_measures_the_bundled_model_s_world(ev, tmp_path)
     assert ev.world == world.model_world(builtin_path("demo")) == world.base_world("demo")
     assert world.model_world(tmp_path) == 1  # no training.json: a model from before world 2
     (tmp_path / "training.json").write_text('{"world": 3}')
-    with pytest.raises(ValueError, match="unknown world 3"):
+    with pytest.raises(ModelError, match="unknown world 3"):
         world.model_world(tmp_path)
