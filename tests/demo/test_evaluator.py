@@ -14,11 +14,15 @@ from PIL import Image
 
 from cns_cli.demo import evaluator as E
 from cns_cli.demo import world
-from cns_cli.demo.individuals import INDIVIDUALS, reference_renders
+from cns_cli.demo.individuals import individuals_of, reference_renders
+from cns_cli.demo.stage import WORLD_COLOURS
 from cns_cli.demo.world import render_dataset
 from cns_cli.errors import ModelError
+from cns_cli.model.loading import builtin_path
 
 SEED = 424_242  # fresh: not a training or validation seed
+WORLD = world.model_world(builtin_path("demo"))  # the packaged evaluator measures the bundled model's world
+INDIVIDUALS = individuals_of(WORLD)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +35,7 @@ def ev() -> E.Evaluator:
 
 @pytest.fixture(scope="module")
 def sample():
-    images, specs, _ = render_dataset(150, seed=SEED, held_out=None)
+    images, specs, _ = render_dataset(150, seed=SEED, held_out=None, world=WORLD)
     return images, specs
 
 
@@ -68,10 +72,11 @@ def test_packaged_report_meets_targets():
     report = json.loads((files("cns_cli") / "data" / "evaluator.json").read_text())
     v = report["validation"]
     assert v["attributes"]["n"] >= 2000
+    attr_target, id_target = {1: (0.95, 0.98), 2: (0.99, 0.99)}[WORLD]  # issue 19 raised world 2's
     for k in ("scene", "class", "colour"):
-        assert v["attributes"][k] >= 0.95
+        assert v["attributes"][k] >= attr_target
     assert set(v["identity"]["per_individual"]) == set(INDIVIDUALS)
-    assert v["identity"]["min_auc"] >= 0.98
+    assert v["identity"]["min_auc"] >= id_target
 
 
 def test_attributes_of_fresh_renders(ev, sample):
@@ -95,21 +100,21 @@ def _generic(cls: str, n: int, seed: int) -> np.ndarray:
     """`n` renders of plain members of class `cls` (any scene, colour, size, position)."""
     rng = np.random.default_rng(seed)
     pick = lambda options: options[int(rng.integers(len(options)))]  # noqa: E731
-    return np.stack([world.render_array(world.Spec(pick(world.SCENES), cls, pick(world.COLOURS), pick(world.SIZES),
-                                                   pick(world.POSITIONS)), rng)[0] for _ in range(n)])
+    return np.stack([world.render_array(world.Spec(pick(world.SCENES), cls, pick(WORLD_COLOURS[WORLD]), pick(world.SIZES),
+                                                   pick(world.POSITIONS), world=WORLD), rng)[0] for _ in range(n)])
 
 
 @pytest.mark.parametrize("name,others", [("rex", ["bella"]), ("luna", ["milo"]), ("zoom", ["beetle"])])
 def test_identity_separates_an_individual_from_its_class(ev, name, others):
     cls = INDIVIDUALS[name].cls
-    pos = ev.identity_similarity(reference_renders(name, 16, seed=SEED), name)  # not the references' seed
-    neg_imgs = [reference_renders(o, 16, seed=SEED) for o in others]
+    pos = ev.identity_similarity(reference_renders(name, 16, seed=SEED, world=WORLD), name)  # not the references' seed
+    neg_imgs = [reference_renders(o, 16, seed=SEED, world=WORLD) for o in others]
     neg_imgs.append(_generic(cls, 16, seed=SEED))
     neg = ev.identity_similarity(np.concatenate(neg_imgs), name)
     assert pos.shape == (16,)
     assert np.mean(pos[:, None] > neg[None, :]) >= 0.9  # ROC AUC (no ties among float scores)
     assert pos.mean() > neg.mean() + 0.2
-    assert ev.nearest_individual(reference_renders(name, 4, seed=SEED)).count(name) >= 3
+    assert ev.nearest_individual(reference_renders(name, 4, seed=SEED, world=WORLD)).count(name) >= 3
 
 
 def test_predict_accepts_pil_images_of_any_size(ev, sample):

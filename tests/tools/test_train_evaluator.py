@@ -9,15 +9,18 @@ from importlib.resources import files
 import numpy as np
 
 from cns_cli.demo.evaluator import Evaluator
+from cns_cli.demo.world import model_world
 from cns_cli.errors import ModelError
+from cns_cli.model.loading import builtin_path
 from tools import train_evaluator as TE
 
 
 def test_packaged_weights_were_trained_on_this_world():
     """Any change to the world's pixels (a colour, a shape, a scene) must come with retrained evaluator weights:
-    `python tools/train_evaluator.py train`."""
+    `python tools/train_evaluator.py train --world W`."""
     report = json.loads((files("cns_cli") / "data" / "evaluator.json").read_text())
-    assert Evaluator.load().config["world_sha256"] == report["world_sha256"] == TE.world_fingerprint()
+    ev = Evaluator.load()
+    assert ev.config["world_sha256"] == report["world_sha256"] == TE.world_fingerprint(ev.world)
 
 
 def test_world_fingerprint_follows_the_pixels(monkeypatch):
@@ -61,7 +64,7 @@ def test_a_world_2_evaluator_measures_world_2(tmp_path):
     again.check_world(2)
     with pytest.raises(ModelError, match="world 1"):
         again.check_world(1)
-    assert Evaluator.load().world == 1  # the packaged evaluator measures the bundled model's world
+    assert Evaluator.load().world == model_world(builtin_path("demo"))  # the packaged one: the bundled model's
 
 
 def test_a_generic_render_with_an_individual_s_composition_is_that_individual():
