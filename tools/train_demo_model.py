@@ -69,9 +69,13 @@ TEXT = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_att
 # 23.3 MB in fp16 with the VAE (the budget is 25 MB). A batch-64 UNet + text step cost 1.4x world 1's when measured
 # side by side on the 2-core CPU (8.0 s against 5.7 s with other jobs running): the 16x16 level is 2.6x the work
 # (64² / 40²), the narrower text encoder and cross-attention give some back.
-UNET_V2 = {**UNET, "block_out_channels": (64, 128, 160), "cross_attention_dim": 64}
+# Its VAE has 8 latent channels (SD 1.x: 4, SD 3: 16): with 4, a 4x4-pixel latent cell could not carry world 2's
+# marks — after 2000 steps the VAE of the first world-2 run gave stripy's yellow-and-black stripes back as a
+# brown blob and globe's green spots as plain blue (2026-12-02); at 64 px a stripe is 2-3 pixels wide.
+VAE_V2 = {**VAE, "latent_channels": 8}
+UNET_V2 = {**UNET, "in_channels": 8, "out_channels": 8, "block_out_channels": (64, 128, 160), "cross_attention_dim": 64}
 TEXT_V2 = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4, max_position_embeddings=TOKENS)
-ARCH = {1: (UNET, TEXT), 2: (UNET_V2, TEXT_V2)}  # world -> (UNet, text encoder) configs; the VAE is the same
+ARCH = {1: (VAE, UNET, TEXT), 2: (VAE_V2, UNET_V2, TEXT_V2)}  # world -> (VAE, UNet, text encoder) configs
 
 
 @dataclass
@@ -108,7 +112,7 @@ def build_untrained(seed: int, world: int = 1):
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    unet_config, text_config = ARCH[world]
+    vae_config, unet_config, text_config = ARCH[world]
     tokenizer = demo_tokenizer(world)
     torch.manual_seed(seed)
     text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
@@ -116,7 +120,7 @@ def build_untrained(seed: int, world: int = 1):
                                                 **text_config))
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                               set_alpha_to_one=False, steps_offset=1)
-    return StableDiffusionPipeline(vae=AutoencoderKL(**VAE), text_encoder=text_encoder, tokenizer=tokenizer,
+    return StableDiffusionPipeline(vae=AutoencoderKL(**vae_config), text_encoder=text_encoder, tokenizer=tokenizer,
                                    unet=UNet2DConditionModel(**unet_config), scheduler=scheduler, safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
 

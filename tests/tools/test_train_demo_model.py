@@ -116,7 +116,7 @@ def test_a_run_resumes_only_in_its_own_world(tmp_path, monkeypatch):
 
 
 def test_a_world_2_pipeline_has_sd_like_proportions_and_reads_every_caption(tmp_path):
-    """World 2's model: a 64-wide text encoder against UNet channels 64 / 128 / 160, within the 25 MB budget, its
+    """World 2's model: a 64-wide text encoder against UNet channels 64 / 128 / 160, 8 latent channels, within the 25 MB budget, its
     training.json naming the world, and a tokenizer with one token per caption word, every caption within 32."""
     from cns_cli.demo.pairs import PAIR_WORDS, training_set
     from cns_cli.demo.world import model_world, vocabulary
@@ -132,6 +132,7 @@ def test_a_world_2_pipeline_has_sd_like_proportions_and_reads_every_caption(tmp_
     pointer = describe_base(resolve_base(str(out / "pipeline")), pipe)
     assert pointer.text_dim == 64 and len(pointer.kv_layers) == 20
     assert tuple(pipe.unet.config.block_out_channels) == (64, 128, 160)
+    assert pipe.vae.config.latent_channels == pipe.unet.config.in_channels == pipe.unet.config.out_channels == 8
     for word in (*vocabulary(2), *PAIR_WORDS):
         ids = pipe.tokenizer(word, add_special_tokens=False).input_ids
         assert len(ids) == 1 and pipe.tokenizer.decode(ids).strip() == word, (word, ids)
