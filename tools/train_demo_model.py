@@ -20,11 +20,15 @@ the optimiser's state, the step and every RNG state, in safetensors + JSON), so 
 interrupted run exactly where it stopped: the same batches, noise and optimiser moments as a run that was never
 interrupted. Every UNet checkpoint also writes OUT/latest (a loadable fp16 pipeline) so a run can be looked at
 while it trains. The finished pipeline is saved with `save_pretrained` in float16 (≤ 25 MB) as OUT/pipeline, with
-a `training.json` holding the settings, the final losses and the time taken per phase.
+a `training.json` holding the settings, the final losses and the time taken per phase. When the VAE phase ends, its
+weights are rounded to the float16 they ship in and saved as OUT/vae (with `vae.json`: how it was made, its sha256);
+`--vae EARLIER/vae` starts another run's UNet phase from it, so the phases can run in different sessions and the
+result is the run that trained both (the UNet always trains on the shipped VAE's latents).
 
     python tools/train_demo_model.py OUT [--vae-steps N] [--unet-steps N] [--device auto] [--resume]
     python tools/train_demo_model.py OUT --world 2 --unet-steps 3200  # world 2 (see tools/README.md)
     python tools/train_demo_model.py OUT --init EARLIER/latest    # start from an earlier demo pipeline
+    python tools/train_demo_model.py OUT --world 2 --vae EARLIER/vae  # the UNet phase on an earlier run's VAE
     python tools/train_demo_model.py OUT --quick                  # a smoke run of every phase, seconds
 
 Cost on the project's 2-core CPU machine (measured in the run that made the bundled model, 2026-11-26, fp32;
@@ -238,6 +242,52 @@ def cached_latents(pipe, pool, s: Settings, device: str, folder: Path):
     return latents
 
 
+def round_to_fp16(module) -> None:
+    """Round `module`'s weights to the float16 values it ships with, in place (kept float32). Done to the VAE
+    when its phase ends, so the UNet trains on the latents of exactly the shipped VAE, and a run whose VAE came
+    from OUT/vae (`--vae`, stored in fp16) is the same run as one that trained it."""
+    import torch
+
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(p.half().float())
+
+
+VAE_RECORD = "vae.json"
+
+
+def save_vae(vae, path: Path, record: dict) -> None:
+    """OUT/vae: the trained VAE (fp16 `save_pretrained`) and `vae.json` (how it was made, its weights' sha256),
+    what `--vae` starts a later run's UNet phase from."""
+    import copy
+
+    import torch
+
+    copy.deepcopy(vae).to("cpu", torch.float16).save_pretrained(path, safe_serialization=True)
+    (path / VAE_RECORD).write_text(json.dumps({**record, "vae_weights_sha256": _weights_sha256(vae)}, indent=2) + "\n")
+
+
+def load_vae(pipe, path: Path, world: int) -> dict:
+    """Put the VAE saved in `path` (`save_vae`) into `pipe`; its record. SystemExit when it is not a VAE of
+    `world`'s architecture or its weights are not the ones its record describes."""
+    from diffusers import AutoencoderKL
+
+    record_path = Path(path) / VAE_RECORD
+    if not record_path.is_file():
+        raise SystemExit(f"--vae {path}: no {VAE_RECORD}; pass the OUT/vae folder a run of this script wrote")
+    record = json.loads(record_path.read_text())
+    expected = ARCH[world][0]
+    vae = AutoencoderKL.from_pretrained(path)
+    wrong = [k for k, v in expected.items() if (tuple(c) if isinstance(c := vae.config[k], list) else c) != v]
+    if record.get("world") != world or wrong:
+        raise SystemExit(f"--vae {path}: a VAE of world {record.get('world')} ({', '.join(wrong) or 'same shape'}"
+                         f" differs); this run trains world {world}")
+    pipe.vae.load_state_dict(vae.float().state_dict())
+    if _weights_sha256(pipe.vae) != record["vae_weights_sha256"]:
+        raise SystemExit(f"--vae {path}: its weights are not the ones {VAE_RECORD} records (damaged or edited)")
+    return record
+
+
 def latent_scale(latents) -> float:
     return float(1.0 / latents[:4096].std())
 
@@ -338,6 +388,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--precision", default="auto", help="auto: bf16 autocast on a GPU, fp32 on CPU; bf16 also works on CPU")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints exactly where the run stopped")
     ap.add_argument("--init", type=Path, help="start from this earlier demo pipeline folder (VAE phase skipped; see warm_start.py)")
+    ap.add_argument("--vae", type=Path, help="take the VAE from this OUT/vae of an earlier run (VAE phase skipped)")
     ap.add_argument("--quick", action="store_true", help="a few steps of every phase, tiny batches (smoke test)")
     return ap.parse_args(argv)
 
@@ -370,6 +421,9 @@ def main(argv=None) -> None:
     times["render"] = time.time() - t0
     ck = checkpoint.load(out / "checkpoints") if args.resume else None
     resumed = ck is not None
+    if args.vae and args.init:
+        raise SystemExit("--vae and --init both say where the VAE comes from; give one")
+    given = None
     if ck is not None:
         if (was := ck.info["settings"].get("world", 1)) != s.world:
             raise SystemExit(f"{out}: that run trains world {was}; resume it with --world {was}")
@@ -377,6 +431,9 @@ def main(argv=None) -> None:
         changed = {k: (v, asdict(s)[k]) for k, v in ck.info["settings"].items() if asdict(s).get(k) != v}
         _log(out, f"resuming at {ck.info['phase']} step {ck.step}"
              + (f"; settings changed since (checkpoint, now): {changed}" if changed else ""))
+    elif args.vae:  # a VAE trained by an earlier run: go straight to the UNet phase, UNet and text from scratch
+        given = load_vae(pipe, args.vae, s.world)
+        _log(out, f"VAE from {args.vae} (trained {given['vae_steps']} steps, loss {given['final_vae_loss']:.5f})")
     elif args.init:  # the earlier model's VAE is kept: go straight to the UNet phase
         from tools.warm_start import warm_start
 
@@ -386,10 +443,18 @@ def main(argv=None) -> None:
         ck = checkpoint.load(out / "checkpoints")
     vae_done = ck is not None and (ck.info["phase"] == "unet" or ck.step >= s.vae_steps)
     t = time.time()
-    if vae_done:
+    if given is not None:
+        vae_loss = given["final_vae_loss"]
+    elif vae_done:
         vae_loss = ck.info["vae_loss"] if ck.info["phase"] == "unet" else ck.info["loss_avg"]
     else:
         vae_loss = train_vae(pipe, pool, s, device, out, resume=ck, amp=amp)
+    round_to_fp16(pipe.vae)
+    if not (out / "vae" / VAE_RECORD).is_file():
+        made_here = {"world": s.world, "seed": s.seed, "pool": s.pool, "vae_steps": s.vae_steps, "vae_batch": s.vae_batch,
+                     "vae_crop": s.vae_crop, "vae_lr": s.vae_lr, "kl_weight": s.kl_weight, "final_vae_loss": vae_loss,
+                     "from": str(args.init) if args.init else "trained by this run"}
+        save_vae(pipe.vae, out / "vae", given or made_here)
     times["vae"] = time.time() - t
     t = time.time()
     latents = cached_latents(pipe, pool, s, device, out / "checkpoints")
@@ -404,7 +469,8 @@ def main(argv=None) -> None:
     size = save_pipeline(pipe, final, s.world)
     info = {"world": s.world, "settings": asdict(s), "device": device, "precision": args.precision, "torch": torch.__version__,
             "seconds": round(time.time() - t0, 1), "phase_seconds": {k: round(v, 1) for k, v in times.items()},
-            "resumed": resumed, "init": str(args.init) if args.init else None, "final_vae_loss": vae_loss,
+            "resumed": resumed, "init": str(args.init) if args.init else None,
+            "vae": str(args.vae) if args.vae else None, "final_vae_loss": vae_loss,
             "final_unet_loss": unet_loss, "latent_scale": pipe.vae.config.scaling_factor, "bytes": size}
     (final / "training.json").write_text(json.dumps(info, indent=2) + "\n")
     _log(out, f"saved {final} ({info['bytes'] / 1e6:.1f} MB) in {info['seconds']:.0f} s")

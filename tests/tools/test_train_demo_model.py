@@ -102,6 +102,42 @@ def test_resume_continues_exactly_where_an_interrupted_run_stopped(tmp_path, mon
         assert torch.equal(a[k], b[k]), k  # weights, Adam moments and step counts, RNG states: bit for bit
 
 
+def test_a_unet_phase_on_an_earlier_run_s_vae_is_the_run_that_trained_both(tmp_path, monkeypatch):
+    """OUT/vae (fp16, with its record) lets the phases run in different sessions: `--vae` skips the VAE phase and
+    the UNet phase then trains exactly as in the run that made the VAE (it trains on the fp16 VAE's latents in
+    both). A VAE of another world, or whose weights are not the recorded ones, is refused."""
+    import torch
+
+    w = ("--world", "2")
+    _run(tmp_path / "whole", *w, monkeypatch=monkeypatch)
+    vae = tmp_path / "whole" / "vae"
+    record = json.loads((vae / "vae.json").read_text())
+    assert record["world"] == 2 and record["vae_steps"] == 2 and record["from"] == "trained by this run"
+    _run(tmp_path / "split", *w, "--vae", str(vae), monkeypatch=monkeypatch)
+    assert "VAE from" in (tmp_path / "split" / "training.log").read_text()
+    assert not list((tmp_path / "split" / "checkpoints").glob("vae-*"))  # no VAE step was taken
+    whole, split = (json.loads((tmp_path / k / "pipeline" / "training.json").read_text()) for k in ("whole", "split"))
+    for key in ("final_vae_loss", "final_unet_loss", "latent_scale"):
+        assert split[key] == whole[key], key
+    a, b = (_weights(tmp_path / k / "checkpoints" / "unet-000002") for k in ("whole", "split"))
+    assert a.keys() == b.keys()
+    for k in a.keys() - {"state/rng.torch"}:  # torch's global RNG: the VAE phase drew from it, the UNet phase never
+        assert torch.equal(a[k], b[k]), k  # does (its noise comes from its own generator, restored on resume)
+    assert json.loads((tmp_path / "split" / "vae" / "vae.json").read_text()) == record  # the record travels on
+
+    with pytest.raises(SystemExit, match="world 2"):
+        _run(tmp_path / "w1", "--vae", str(vae), monkeypatch=monkeypatch)  # a world-1 run
+    weights = vae / "diffusion_pytorch_model.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(weights))
+    first = sorted(tensors)[0]
+    tensors[first] = tensors[first] + 1
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    with pytest.raises(SystemExit, match="not the ones"):
+        _run(tmp_path / "edited", *w, "--vae", str(vae), monkeypatch=monkeypatch)
+
+
 def test_resume_of_a_run_from_an_older_version_says_to_start_again(tmp_path, monkeypatch):
     (tmp_path / "old" / "checkpoints").mkdir(parents=True)
     (tmp_path / "old" / "checkpoints" / "progress.json").write_text('{"phase": "unet", "step": 100}')
