@@ -202,7 +202,7 @@ def train_vae(pipe, pool, s: Settings, device: str, out: Path, resume: checkpoin
 
 
 def encode_pool(pipe, pool, device: str, batch: int = 256):
-    """The latent means of every pool image, float32 [N, 4, 16, 16] on the CPU (unscaled), in the standard memory
+    """The latent means of every pool image, float32 [N, C, 16, 16] on the CPU (unscaled), in the standard memory
     layout: the encoder may hand them out channels-last, and the UNet's kernels then sum in another order than on
     the same latents read back from the cache (so a resumed run would differ from an uninterrupted one in the
     last bits)."""
@@ -295,7 +295,7 @@ def latent_scale(latents) -> float:
 def train_unet(pipe, latents, captions, s: Settings, device: str, out: Path,
                resume: checkpoint.Checkpoint | None = None, vae_loss: float | None = None, amp=None) -> float:
     """UNet and text encoder together, on (latent, caption) pairs; 10 % empty captions for CFG. `latents`:
-    the pool's unscaled latent means [N, 4, 16, 16]. From step 0, or from `resume` (a UNet-phase checkpoint)."""
+    the pool's unscaled latent means [N, C, 16, 16]. From step 0, or from `resume` (a UNet-phase checkpoint)."""
     import contextlib
 
     import torch

@@ -24,7 +24,7 @@ class ConceptData:
 
 
 def prepare(pipe, concept: ConceptData) -> tuple[torch.Tensor, list[str]]:
-    """(latents (N, 4, h, w), training prompts) exactly as `cns learn` builds them."""
+    """(latents (N, C, h, w), training prompts) exactly as `cns learn` builds them."""
     from ..images import load_images
     from ..prompts import training_prompt
 

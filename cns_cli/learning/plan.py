@@ -4,7 +4,7 @@
 and adds the new token (to every text encoder: SDXL has two); `make_plan` chooses the basis slice (CNS step 4),
 the general neurons (step 2, cached per base in the bank) and the concept neurons (steps 1 and 3). Every family
 runs the same steps; `Session.conditioner` gives the text states the UNet of that family reads (model/text.py).
-Shapes: latents (N, 4, h, w); text states (B, 77, d); rows per layer int32 (n,).
+Shapes: latents (N, C, h, w); text states (B, 77, d); rows per layer int32 (n,).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Every family goes through the same loop: the text side is a callable texts -> te
 layer reads, plus SDXL's added conditioning), and the target is the noise or,
 for v-prediction models (SD 2.x 768-v), the velocity `scheduler.get_velocity(latents, noise, t)`.
 Randomness (image choice, timesteps, noise) comes from one CPU torch.Generator, so a seed gives the same
-run on any device. Shapes: latents (N, 4, h, w); text states (B, 77, d).
+run on any device. Shapes: latents (N, C, h, w), C the VAE's latent channels (4 in SD 1.x/2.x/XL); text states (B, 77, d).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .tokens import attach_trainable_token
 
 @torch.no_grad()
 def encode_latents(vae, pixels, device) -> torch.Tensor:
-    """VAE posterior means scaled like diffusers' training scripts: (N, 3, H, W) in [-1, 1] -> (N, 4, h, w)."""
+    """VAE posterior means scaled like diffusers' training scripts: (N, 3, H, W) in [-1, 1] -> (N, C, h, w)."""
     dtype = vae.dtype
     upcast = dtype == torch.float16 and vae.config.get("force_upcast", False)  # SDXL's VAE overflows in fp16
     if upcast:
