@@ -35,6 +35,8 @@ def load(folder: Path):
     folder = Path(folder)
     if (folder / "vae.json").is_file():
         return AutoencoderKL.from_pretrained(folder).float().eval(), json.loads((folder / "vae.json").read_text())["world"]
+    if not (folder / "vae" / "config.json").is_file():
+        raise SystemExit(f"{folder}: neither an OUT/vae folder (vae.json) nor a demo pipeline folder (vae/)")
     return AutoencoderKL.from_pretrained(folder / "vae").float().eval(), model_world(folder)
 
 

@@ -61,3 +61,5 @@ def test_the_command_writes_its_report(vae_folder, tmp_path):
     assert V.main([str(vae_folder), "--n", "1", "--json", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["world"] == 2 and len(report["individuals"]) == 12 and "min_recognised" not in report
+    with pytest.raises(SystemExit, match="neither an OUT/vae folder"):
+        V.main([str(tmp_path)])
