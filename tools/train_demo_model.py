@@ -73,9 +73,9 @@ TEXT = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_att
 # 23.3 MB in fp16 with the VAE (the budget is 25 MB). A batch-64 UNet + text step cost 1.4x world 1's when measured
 # side by side on the 2-core CPU (8.0 s against 5.7 s with other jobs running): the 16x16 level is 2.6x the work
 # (64² / 40²), the narrower text encoder and cross-attention give some back.
-# Its VAE has 8 latent channels (SD 1.x: 4, SD 3: 16): with 4, a 4x4-pixel latent cell could not carry world 2's
-# marks — after 2000 steps the VAE of the first world-2 run gave stripy's yellow-and-black stripes back as a
-# brown blob and globe's green spots as plain blue (2026-12-02); at 64 px a stripe is 2-3 pixels wide.
+# Its VAE has 8 latent channels (SD 1.x: 4, SD 3: 16): a 4x4-pixel latent cell has to carry marks 2-3 pixels
+# wide. 4 lost stripy's stripes and globe's spots; 8 does better but still loses them on small objects
+# (docs/demo-world.md, World 2): not final.
 VAE_V2 = {**VAE, "latent_channels": 8}
 UNET_V2 = {**UNET, "in_channels": 8, "out_channels": 8, "block_out_channels": (64, 128, 160), "cross_attention_dim": 64}
 TEXT_V2 = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4, max_position_embeddings=TOKENS)
