@@ -26,9 +26,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-SCENES = ("beach", "grass", "snow", "night")
-
-
 def cns_command() -> list[str]:
     """The `cns` console script of this environment (what `pip install -e .` put next to the interpreter)."""
     here = Path(sys.executable).with_name("cns")
@@ -72,6 +69,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args()
 
+    from cns_cli.bench.protocol import BenchConfig
     from cns_cli.bench.scoring import Sampling
     from cns_cli.demo.evaluator import Evaluator
     from cns_cli.demo.individuals import individuals_of
@@ -82,7 +80,8 @@ def main() -> None:
     ev.check_world(world)
     people = individuals_of(world)
     names = args.names.split(",") if args.names else list(people)
-    sampling = Sampling(SCENES, args.seeds, args.sample_steps, 7.5, 1, world)
+    scenes = BenchConfig.scenes  # the bench's evaluation scenes and guidance: the same prompts as its concept scores
+    sampling = Sampling(scenes, args.seeds, args.sample_steps, BenchConfig.guidance, 1, world)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
@@ -99,7 +98,7 @@ def main() -> None:
           f"{summary['at_least_0.8']}/{len(rec)} at >= 0.8")
     if args.json:
         doc = {"command": "python benchmarks/learn_each.py " + " ".join(sys.argv[1:]), "base": args.base,
-               "world": world, "images_per_individual": len(SCENES) * args.seeds, "results": results,
+               "world": world, "images_per_individual": len(scenes) * args.seeds, "results": results,
                "summary": summary}
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
 

@@ -387,8 +387,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto", help="auto: bf16 autocast on a GPU, fp32 on CPU; bf16 also works on CPU")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints exactly where the run stopped")
-    ap.add_argument("--init", type=Path, help="start from this earlier demo pipeline folder (VAE phase skipped; see warm_start.py)")
-    ap.add_argument("--vae", type=Path, help="take the VAE from this OUT/vae of an earlier run (VAE phase skipped)")
+    start = ap.add_mutually_exclusive_group()  # both say where the VAE comes from
+    start.add_argument("--init", type=Path, help="start from this earlier demo pipeline folder (VAE phase skipped; see warm_start.py)")
+    start.add_argument("--vae", type=Path, help="take the VAE from this OUT/vae of an earlier run (VAE phase skipped)")
     ap.add_argument("--quick", action="store_true", help="a few steps of every phase, tiny batches (smoke test)")
     return ap.parse_args(argv)
 
@@ -416,14 +417,12 @@ def main(argv=None) -> None:
     t0 = time.time()
     torch.manual_seed(s.seed)
     pipe = build_untrained(s.seed, s.world)
+    given = load_vae(pipe, args.vae, s.world) if args.vae else None  # checked before minutes of rendering
     _log(out, f"rendering a pool of {s.pool} training images of world {s.world} (seed {s.seed})")
     pool, captions = training_set(s.pool, seed=s.seed, world=s.world)
     times["render"] = time.time() - t0
     ck = checkpoint.load(out / "checkpoints") if args.resume else None
     resumed = ck is not None
-    if args.vae and args.init:
-        raise SystemExit("--vae and --init both say where the VAE comes from; give one")
-    given = None
     if ck is not None:
         if (was := ck.info["settings"].get("world", 1)) != s.world:
             raise SystemExit(f"{out}: that run trains world {was}; resume it with --world {was}")
@@ -431,8 +430,8 @@ def main(argv=None) -> None:
         changed = {k: (v, asdict(s)[k]) for k, v in ck.info["settings"].items() if asdict(s).get(k) != v}
         _log(out, f"resuming at {ck.info['phase']} step {ck.step}"
              + (f"; settings changed since (checkpoint, now): {changed}" if changed else ""))
-    elif args.vae:  # a VAE trained by an earlier run: go straight to the UNet phase, UNet and text from scratch
-        given = load_vae(pipe, args.vae, s.world)
+        given = None  # the checkpoint holds the VAE the run trains on
+    elif given is not None:  # a VAE trained by an earlier run: straight to the UNet phase, UNet and text from scratch
         _log(out, f"VAE from {args.vae} (trained {given['vae_steps']} steps, loss {given['final_vae_loss']:.5f})")
     elif args.init:  # the earlier model's VAE is kept: go straight to the UNet phase
         from tools.warm_start import warm_start

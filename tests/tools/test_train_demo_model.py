@@ -108,6 +108,8 @@ def test_a_unet_phase_on_an_earlier_run_s_vae_is_the_run_that_trained_both(tmp_p
     both). A VAE of another world, or whose weights are not the recorded ones, is refused."""
     import torch
 
+    import tools.train_demo_model as T
+
     w = ("--world", "2")
     _run(tmp_path / "whole", *w, monkeypatch=monkeypatch)
     vae = tmp_path / "whole" / "vae"
@@ -127,6 +129,9 @@ def test_a_unet_phase_on_an_earlier_run_s_vae_is_the_run_that_trained_both(tmp_p
 
     with pytest.raises(SystemExit, match="world 2"):
         _run(tmp_path / "w1", "--vae", str(vae), monkeypatch=monkeypatch)  # a world-1 run
+    assert not (tmp_path / "w1" / "training.log").exists()  # refused before the pool is rendered
+    with pytest.raises(SystemExit):  # --init and --vae both name the VAE: argparse refuses the pair
+        T.parse_args([str(tmp_path / "x"), "--vae", str(vae), "--init", str(vae)])
     weights = vae / "diffusion_pytorch_model.safetensors"
     from safetensors.torch import load_file, save_file
 
