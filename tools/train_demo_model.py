@@ -267,6 +267,17 @@ def save_vae(vae, path: Path, record: dict) -> None:
     (path / VAE_RECORD).write_text(json.dumps({**record, "vae_weights_sha256": _weights_sha256(vae)}, indent=2) + "\n")
 
 
+def world_digest(world: int, n: int = 64) -> str:
+    """sha256 of the first `n` training renders and captions of `world` (seed 0): which version of the world a VAE
+    was trained on, so a VAE from before a change to the renderer is refused rather than silently reused."""
+    import hashlib
+
+    from cns_cli.demo.pairs import training_set
+
+    images, captions = training_set(n, seed=0, world=world)
+    return hashlib.sha256(images.tobytes() + "\n".join(captions).encode()).hexdigest()
+
+
 def load_vae(pipe, path: Path, world: int) -> dict:
     """Put the VAE saved in `path` (`save_vae`) into `pipe`; its record. SystemExit when it is not a VAE of
     `world`'s architecture or its weights are not the ones its record describes."""
@@ -285,6 +296,9 @@ def load_vae(pipe, path: Path, world: int) -> dict:
     pipe.vae.load_state_dict(vae.float().state_dict())
     if _weights_sha256(pipe.vae) != record["vae_weights_sha256"]:
         raise SystemExit(f"--vae {path}: its weights are not the ones {VAE_RECORD} records (damaged or edited)")
+    if record.get("world_digest") != world_digest(world):
+        raise SystemExit(f"--vae {path}: trained on renders of an earlier version of world {world}; train a new VAE"
+                         " (run without --vae)")
     return record
 
 
@@ -451,7 +465,8 @@ def main(argv=None) -> None:
     round_to_fp16(pipe.vae)
     if not (out / "vae" / VAE_RECORD).is_file():
         made_here = {"world": s.world, "seed": s.seed, "pool": s.pool, "vae_steps": s.vae_steps, "vae_batch": s.vae_batch,
-                     "vae_crop": s.vae_crop, "vae_lr": s.vae_lr, "kl_weight": s.kl_weight, "final_vae_loss": vae_loss,
+                     "vae_crop": s.vae_crop, "vae_lr": s.vae_lr, "kl_weight": s.kl_weight, "world_digest": world_digest(s.world),
+                     "final_vae_loss": vae_loss,
                      "from": str(args.init) if args.init else "trained by this run"}
         save_vae(pipe.vae, out / "vae", given or made_here)
     times["vae"] = time.time() - t

@@ -44,6 +44,9 @@ SCENE_PHRASES = {
 # Object height / width, in the object's own frame (see Painter).
 CLASS_ASPECT = {"dog": 0.8, "cat": 0.86, "hat": 0.62, "house": 1.0, "flower": 1.35, "car": 0.56, "ball": 1.0}
 SIZE_RANGE = {"big": (0.40, 0.55), "small": (0.22, 0.30)}  # object width as a fraction of the image width
+# World 2's small objects are wider: its marks (stripes, spots) are 1-2 px on a 14-19 px object, finer than the
+# VAE's 4x4-pixel latent cell can carry, and came back as blobs (docs/demo-world.md, World 2).
+WORLD_SIZE_RANGE: dict[int, dict[str, tuple[float, float]]] = {1: SIZE_RANGE, 2: {"big": (0.40, 0.55), "small": (0.30, 0.36)}}
 POSITION_X = {"left": 0.25, "center": 0.5, "right": 0.75}  # horizontal centre as a fraction of the width
 GROUND_Y = 0.89  # where objects rest (their base), as a fraction of the height; below every scene's horizon
 
@@ -97,7 +100,7 @@ def place(spec: Spec, draw: DrawFn, aspect: float, main_rgb, rng: np.random.Gene
     pose) comes from `rng`, in that order."""
     check(spec)
     img = render_scene(spec.scene, rng)
-    lo, hi = SIZE_RANGE[spec.size]
+    lo, hi = WORLD_SIZE_RANGE[spec.world][spec.size]
     w = float(rng.uniform(lo, hi)) * IMAGE_SIZE
     h = w * aspect
     cx = POSITION_X[spec.position] * IMAGE_SIZE + _j(rng, 3.0)

@@ -105,7 +105,8 @@ def test_resume_continues_exactly_where_an_interrupted_run_stopped(tmp_path, mon
 def test_a_unet_phase_on_an_earlier_run_s_vae_is_the_run_that_trained_both(tmp_path, monkeypatch):
     """OUT/vae (fp16, with its record) lets the phases run in different sessions: `--vae` skips the VAE phase and
     the UNet phase then trains exactly as in the run that made the VAE (it trains on the fp16 VAE's latents in
-    both). A VAE of another world, or whose weights are not the recorded ones, is refused."""
+    both). A VAE of another world, of an earlier version of its world's renders, or whose weights are not the recorded ones,
+    is refused."""
     import torch
 
     import tools.train_demo_model as T
@@ -132,6 +133,10 @@ def test_a_unet_phase_on_an_earlier_run_s_vae_is_the_run_that_trained_both(tmp_p
     assert not (tmp_path / "w1" / "training.log").exists()  # refused before the pool is rendered
     with pytest.raises(SystemExit):  # --init and --vae both name the VAE: argparse refuses the pair
         T.parse_args([str(tmp_path / "x"), "--vae", str(vae), "--init", str(vae)])
+    (vae / "vae.json").write_text(json.dumps({**record, "world_digest": "0" * 64}))  # renders of an older world 2
+    with pytest.raises(SystemExit, match="earlier version of world 2"):
+        _run(tmp_path / "stale", *w, "--vae", str(vae), monkeypatch=monkeypatch)
+    (vae / "vae.json").write_text(json.dumps(record))
     weights = vae / "diffusion_pytorch_model.safetensors"
     from safetensors.torch import load_file, save_file
 
