@@ -14,7 +14,9 @@ proportions: a 64-wide text encoder and UNet channels 64 / 128 / 160, at least a
      of the whole pool, encoded once (the VAE is frozen from here on);
   3. UNet + text encoder from scratch: noise-prediction MSE on (latent, caption) pairs, with 10 % empty
      captions so that classifier-free guidance works. The tokenizer pads to 32 tokens, not CLIP's 77: the
-     longest caption is 12, and cross-attention over 32 keys makes a step 18 % cheaper.
+     longest caption is 12, and cross-attention over 32 keys makes a step 18 % cheaper;
+  4. with `--decoder-steps N` (world 2): the VAE's decoder trained further on the frozen encoder's latents, so the
+     UNet's latents stay valid and only the pixels they decode to get sharper (SD's ft-MSE decoders did the same).
 Every `--checkpoint-every` steps the run is checkpointed in OUT/checkpoints (`tools/checkpoint.py`: the weights,
 the optimiser's state, the step and every RNG state, in safetensors + JSON), so `--resume` continues an
 interrupted run exactly where it stopped: the same batches, noise and optimiser moments as a run that was never
@@ -95,11 +97,15 @@ class Settings:
     unet_batch: int = 64
     unet_lr: float = 8e-4
     caption_dropout: float = 0.1
+    # the decoder phase (after the UNet's; 0 = none, as for world 1's bundled model): the VAE decoder trained further
+    # on the frozen encoder's latents, which the UNet's training does not see
+    decoder_steps: int = 0
+    decoder_lr: float = 3e-4
     pool: int = 40_000  # renders drawn once and reused (rendering on the fly would cost ~10 % of a step)
     checkpoint_every: int = 100
 
 
-QUICK = dict(vae_steps=2, vae_batch=2, unet_steps=2, unet_batch=2, pool=16, checkpoint_every=1)
+QUICK = dict(vae_steps=2, vae_batch=2, unet_steps=2, unet_batch=2, decoder_steps=2, pool=16, checkpoint_every=1)
 
 
 def demo_tokenizer(world: int = 1):
@@ -158,9 +164,11 @@ def _loss(value) -> float:
 
 
 def _save(out: Path, phase: str, step: int, pipe, s: Settings, loss_avg: float, vae_loss: float | None = None,
-          optimizer=None, gen=None, device: str = "cpu") -> None:
+          optimizer=None, gen=None, device: str = "cpu", unet_loss: float | None = None) -> None:
     """One checkpoint of the run (every module's weights, so each checkpoint resumes on its own)."""
     info = {"phase": phase, "step": step, "loss_avg": loss_avg, "vae_loss": vae_loss, "settings": asdict(s)}
+    if unet_loss is not None:  # the decoder phase's checkpoints carry the finished UNet phase's loss
+        info["unet_loss"] = unet_loss
     checkpoint.save(out / "checkpoints", f"{phase}-{step:06d}", info, _modules(pipe), optimizer,
                     {phase: gen} if gen is not None else None, device)
 
@@ -201,6 +209,52 @@ def train_vae(pipe, pool, s: Settings, device: str, out: Path, resume: checkpoin
     return loss_avg
 
 
+def train_decoder(pipe, pool, s: Settings, device: str, out: Path, resume: checkpoint.Checkpoint | None = None,
+                  amp=None, vae_loss: float | None = None, unet_loss: float | None = None) -> float:
+    """The decoder phase: the VAE's decoder (and post-quant conv) trained further, reconstruction loss only, on the
+    latent means of the frozen encoder: the latents the UNet learned to draw do not change, only how they are
+    turned into pixels (as SD's ft-MSE VAE decoders were fine-tuned for an already trained UNet). The UNet phase
+    leaves the VAE's capacity to the cheap decoder phase: a VAE step costs about half a UNet step. From step 0,
+    or from `resume` (a decoder-phase checkpoint)."""
+    import contextlib
+
+    import torch
+    import torch.nn.functional as F
+
+    vae = pipe.vae.to(device).train()
+    vae.requires_grad_(False)
+    params = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=s.decoder_lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(s.seed + 3)
+    start, loss_avg = 0, float("nan")
+    if resume is not None:
+        resume.restore(opt, {"decoder": gen}, device)
+        start, loss_avg = resume.step, _loss(resume.info["loss_avg"])
+    for step in range(start, s.decoder_steps):
+        for g in opt.param_groups:
+            g["lr"] = _cosine(step, s.decoder_steps, s.decoder_lr)
+        idx = torch.randint(0, len(pool), (s.vae_batch,), generator=gen).numpy()
+        y0, x0 = torch.randint(0, IMAGE - s.vae_crop + 1, (2,), generator=gen).tolist()
+        x = _to_tensor(pool[idx, y0 : y0 + s.vae_crop, x0 : x0 + s.vae_crop], device)
+        with (amp or contextlib.nullcontext)():
+            with torch.no_grad():
+                z = vae.encode(x).latent_dist.mean  # what the UNet's latents are: means, never samples
+            rec = vae.decode(z).sample.float()
+        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_avg = float(loss.detach()) if math.isnan(loss_avg) else 0.98 * loss_avg + 0.02 * float(loss.detach())
+        if (step + 1) % s.checkpoint_every == 0 or step + 1 == s.decoder_steps:
+            _save(out, "decoder", step + 1, pipe, s, loss_avg, vae_loss, optimizer=opt, gen=gen, device=device,
+                  unet_loss=unet_loss)
+            _log(out, f"decoder step {step + 1}/{s.decoder_steps} loss {loss_avg:.5f}")
+    vae.requires_grad_(True)
+    return loss_avg
+
+
 def encode_pool(pipe, pool, device: str, batch: int = 256):
     """The latent means of every pool image, float32 [N, C, 16, 16] on the CPU (unscaled), in the standard memory
     layout: the encoder may hand them out channels-last, and the UNet's kernels then sum in another order than on
@@ -225,13 +279,13 @@ def _weights_sha256(module) -> str:
 
 
 def cached_latents(pipe, pool, s: Settings, device: str, folder: Path):
-    """The pool's latents, from `folder/latents.safetensors` when it was made by these exact VAE weights for the
+    """The pool's latents, from `folder/latents.safetensors` when it was made by these exact encoder weights for the
     same pool (seed, size), else encoded and saved there — so `--resume` into the UNet phase does not spend
     minutes re-encoding."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    key = {"vae_weights_sha256": _weights_sha256(pipe.vae), "pool": str(s.pool), "seed": str(s.seed)}
+    key = {"encoder_sha256": _encoder_sha256(pipe.vae), "pool": str(s.pool), "seed": str(s.seed)}
     path = folder / "latents.safetensors"
     if path.is_file():
         with safe_open(str(path), framework="pt") as f:
@@ -240,6 +294,18 @@ def cached_latents(pipe, pool, s: Settings, device: str, folder: Path):
     latents = encode_pool(pipe, pool, device)
     save_file({"latents": latents.contiguous()}, str(path), metadata=key)
     return latents
+
+
+def _encoder_sha256(vae) -> str:
+    """What the latents depend on: the encoder and the quant conv (the decoder phase changes neither)."""
+    import torch
+
+    class Encoding(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder, self.quant_conv = vae.encoder, vae.quant_conv
+
+    return _weights_sha256(Encoding())
 
 
 def round_to_fp16(module) -> None:
@@ -454,15 +520,17 @@ def main(argv=None) -> None:
         _log(out, f"warm start from {args.init}: token embeddings {embedding_rows}")
         _save(out, "unet", 0, pipe, s, float("nan"))  # a fresh optimiser: what --resume of it starts with too
         ck = checkpoint.load(out / "checkpoints")
-    vae_done = ck is not None and (ck.info["phase"] == "unet" or ck.step >= s.vae_steps)
+    phase = ck.info["phase"] if ck is not None else None
+    vae_done = ck is not None and (phase != "vae" or ck.step >= s.vae_steps)
     t = time.time()
     if given is not None:
         vae_loss = given["final_vae_loss"]
     elif vae_done:
-        vae_loss = ck.info["vae_loss"] if ck.info["phase"] == "unet" else ck.info["loss_avg"]
+        vae_loss = ck.info["vae_loss"] if phase != "vae" else ck.info["loss_avg"]
     else:
         vae_loss = train_vae(pipe, pool, s, device, out, resume=ck, amp=amp)
-    round_to_fp16(pipe.vae)
+    if phase != "decoder":  # a decoder checkpoint's encoder is rounded already and its decoder is mid-training
+        round_to_fp16(pipe.vae)
     if not (out / "vae" / VAE_RECORD).is_file():
         made_here = {"world": s.world, "seed": s.seed, "pool": s.pool, "vae_steps": s.vae_steps, "vae_batch": s.vae_batch,
                      "vae_crop": s.vae_crop, "vae_lr": s.vae_lr, "kl_weight": s.kl_weight, "world_digest": world_digest(s.world),
@@ -476,16 +544,26 @@ def main(argv=None) -> None:
     times["encode"] = time.time() - t
     _log(out, f"encoded {len(latents)} latents in {times['encode']:.0f} s; scale {pipe.vae.config.scaling_factor:.4f}")
     t = time.time()
-    unet_ck = ck if ck is not None and ck.info["phase"] == "unet" and ck.step > 0 else None
-    unet_loss = train_unet(pipe, latents, captions, s, device, out, resume=unet_ck, vae_loss=vae_loss, amp=amp)
+    if phase == "decoder":
+        unet_loss = ck.info["unet_loss"]
+    else:
+        unet_ck = ck if phase == "unet" and ck.step > 0 else None
+        unet_loss = train_unet(pipe, latents, captions, s, device, out, resume=unet_ck, vae_loss=vae_loss, amp=amp)
     times["unet"] = time.time() - t
+    t = time.time()
+    decoder_loss = None
+    if s.decoder_steps:
+        decoder_loss = train_decoder(pipe, pool, s, device, out, resume=ck if phase == "decoder" else None, amp=amp,
+                                     vae_loss=vae_loss, unet_loss=unet_loss)
+    times["decoder"] = time.time() - t
     final = out / "pipeline"
     size = save_pipeline(pipe, final, s.world)
     info = {"world": s.world, "settings": asdict(s), "device": device, "precision": args.precision, "torch": torch.__version__,
             "seconds": round(time.time() - t0, 1), "phase_seconds": {k: round(v, 1) for k, v in times.items()},
             "resumed": resumed, "init": str(args.init) if args.init else None,
             "vae": str(args.vae) if args.vae else None, "final_vae_loss": vae_loss,
-            "final_unet_loss": unet_loss, "latent_scale": pipe.vae.config.scaling_factor, "bytes": size}
+            "final_unet_loss": unet_loss, "final_decoder_loss": decoder_loss,
+            "latent_scale": pipe.vae.config.scaling_factor, "bytes": size}
     (final / "training.json").write_text(json.dumps(info, indent=2) + "\n")
     _log(out, f"saved {final} ({info['bytes'] / 1e6:.1f} MB) in {info['seconds']:.0f} s")
 

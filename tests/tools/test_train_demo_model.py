@@ -41,7 +41,7 @@ def test_quick_training_run_gives_a_loadable_pipeline(tmp_path):
     assert image.shape == (64, 64, 3)
     # one checkpoint folder (the last), in safetensors + JSON only
     (ck,) = [p for p in (out / "checkpoints").iterdir() if p.is_dir()]
-    assert ck.name == "unet-000002" and json.loads((out / "checkpoints" / "progress.json").read_text())["checkpoint"] == ck.name
+    assert ck.name == "decoder-000002" and json.loads((out / "checkpoints" / "progress.json").read_text())["checkpoint"] == ck.name
     assert sorted(p.name for p in ck.iterdir()) == ["state.json", "state.safetensors", "text_encoder.safetensors",
                                                      "unet.safetensors", "vae.safetensors"]
 
@@ -51,7 +51,7 @@ class Interrupted(Exception):
 
 
 def _run(out: Path, *extra: str, stop_after: str | None = None, monkeypatch=None) -> None:
-    """One in-process run of the script with --quick settings (2 VAE + 2 UNet steps, a checkpoint after each),
+    """One in-process run of the script with --quick settings (2 VAE, 2 UNet and 2 decoder steps, a checkpoint after each),
     stopped like Ctrl-C right after the checkpoint whose log line starts with `stop_after`."""
     import tools.train_demo_model as T
 
@@ -84,19 +84,21 @@ def test_resume_continues_exactly_where_an_interrupted_run_stopped(tmp_path, mon
 
     w = ("--world", str(world))
     _run(tmp_path / "whole", *w, monkeypatch=monkeypatch)
-    # interrupted in the VAE phase, resumed, interrupted in the UNet phase, resumed again
+    # interrupted in the VAE phase, resumed, interrupted in the UNet phase, resumed, interrupted in the decoder
+    # phase, resumed again
     _run(tmp_path / "parts", *w, stop_after="vae step 1/2", monkeypatch=monkeypatch)
     _run(tmp_path / "parts", *w, "--resume", stop_after="unet step 1/2", monkeypatch=monkeypatch)
     cache = tmp_path / "parts" / "checkpoints" / "latents.safetensors"
     stamp = cache.stat().st_mtime_ns
+    _run(tmp_path / "parts", *w, "--resume", stop_after="decoder step 1/2", monkeypatch=monkeypatch)
     _run(tmp_path / "parts", *w, "--resume", monkeypatch=monkeypatch)
-    assert cache.stat().st_mtime_ns == stamp  # resuming in the UNet phase reuses the encoded latents
+    assert cache.stat().st_mtime_ns == stamp  # resuming in the UNet or decoder phase reuses the encoded latents
 
     whole, parts = (json.loads((tmp_path / k / "pipeline" / "training.json").read_text()) for k in ("whole", "parts"))
     assert parts["resumed"] and not whole["resumed"] and parts["world"] == whole["world"] == world
-    for key in ("final_vae_loss", "final_unet_loss", "latent_scale"):  # the losses follow every batch drawn
+    for key in ("final_vae_loss", "final_unet_loss", "final_decoder_loss", "latent_scale"):  # follow every batch
         assert parts[key] == whole[key], key
-    a, b = (_weights(tmp_path / k / "checkpoints" / "unet-000002") for k in ("whole", "parts"))
+    a, b = (_weights(tmp_path / k / "checkpoints" / "decoder-000002") for k in ("whole", "parts"))
     assert a.keys() == b.keys() and any(k.startswith("state/optimizer.") for k in a)
     for k in a:
         assert torch.equal(a[k], b[k]), k  # weights, Adam moments and step counts, RNG states: bit for bit
@@ -122,7 +124,7 @@ def test_a_unet_phase_on_an_earlier_run_s_vae_is_the_run_that_trained_both(tmp_p
     whole, split = (json.loads((tmp_path / k / "pipeline" / "training.json").read_text()) for k in ("whole", "split"))
     for key in ("final_vae_loss", "final_unet_loss", "latent_scale"):
         assert split[key] == whole[key], key
-    a, b = (_weights(tmp_path / k / "checkpoints" / "unet-000002") for k in ("whole", "split"))
+    a, b = (_weights(tmp_path / k / "checkpoints" / "decoder-000002") for k in ("whole", "split"))
     assert a.keys() == b.keys()
     for k in a.keys() - {"state/rng.torch"}:  # torch's global RNG: the VAE phase drew from it, the UNet phase never
         assert torch.equal(a[k], b[k]), k  # does (its noise comes from its own generator, restored on resume)
@@ -146,6 +148,24 @@ def test_a_unet_phase_on_an_earlier_run_s_vae_is_the_run_that_trained_both(tmp_p
     save_file(tensors, str(weights), metadata={"format": "pt"})
     with pytest.raises(SystemExit, match="not the ones"):
         _run(tmp_path / "edited", *w, "--vae", str(vae), monkeypatch=monkeypatch)
+
+
+def test_the_decoder_phase_changes_only_the_decoder(tmp_path, monkeypatch):
+    """After the UNet phase only the VAE's decoder and post-quant conv train: the encoder (so the latents the UNet
+    learned), the UNet and the text encoder are bit for bit what the UNet phase left; the decoder has moved."""
+    import torch
+
+    _run(tmp_path / "whole", "--world", "2", monkeypatch=monkeypatch)
+    _run(tmp_path / "unet", "--world", "2", stop_after="unet step 2/2", monkeypatch=monkeypatch)
+    after, before = _weights(tmp_path / "whole" / "checkpoints" / "decoder-000002"), \
+        _weights(tmp_path / "unet" / "checkpoints" / "unet-000002")
+    trained = {k for k in before if k.startswith(("vae/decoder.", "vae/post_quant_conv."))}
+    assert len(trained) > 50 and any(k.startswith("vae/encoder.") for k in before)
+    for k in before:
+        if k.startswith(("vae/", "unet/", "text_encoder/")):
+            assert torch.equal(after[k], before[k]) != (k in trained and after[k].numel() > 1), k
+    info = json.loads((tmp_path / "whole" / "pipeline" / "training.json").read_text())
+    assert info["settings"]["decoder_steps"] == 2 and info["final_decoder_loss"] > 0
 
 
 def test_resume_of_a_run_from_an_older_version_says_to_start_again(tmp_path, monkeypatch):
