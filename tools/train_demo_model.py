@@ -163,6 +163,15 @@ def _loss(value) -> float:
     return float("nan") if value is None else float(value)
 
 
+def _resume_point(resume: checkpoint.Checkpoint | None, opt, phase: str, gen, device: str) -> tuple[int, float]:
+    """(first step, running loss) of a phase: (0, nan) from scratch, else the checkpoint's, with the optimiser's
+    state and the phase's batch generator restored from it."""
+    if resume is None:
+        return 0, float("nan")
+    resume.restore(opt, {phase: gen}, device)
+    return resume.step, _loss(resume.info["loss_avg"])
+
+
 def _save(out: Path, phase: str, step: int, pipe, s: Settings, loss_avg: float, vae_loss: float | None = None,
           optimizer=None, gen=None, device: str = "cpu", unet_loss: float | None = None) -> None:
     """One checkpoint of the run (every module's weights, so each checkpoint resumes on its own)."""
@@ -171,6 +180,16 @@ def _save(out: Path, phase: str, step: int, pipe, s: Settings, loss_avg: float, 
         info["unet_loss"] = unet_loss
     checkpoint.save(out / "checkpoints", f"{phase}-{step:06d}", info, _modules(pipe), optimizer,
                     {phase: gen} if gen is not None else None, device)
+
+
+def _crop_batch(pool, s: Settings, gen, device: str):
+    """`s.vae_batch` random pool images, one random `s.vae_crop` px crop shared by the batch, as [B, 3, crop, crop]
+    in [-1, 1] (the VAE and decoder phases' batches; `gen` draws the images, then the crop)."""
+    import torch
+
+    idx = torch.randint(0, len(pool), (s.vae_batch,), generator=gen).numpy()
+    y0, x0 = torch.randint(0, IMAGE - s.vae_crop + 1, (2,), generator=gen).tolist()
+    return _to_tensor(pool[idx, y0 : y0 + s.vae_crop, x0 : x0 + s.vae_crop], device)
 
 
 def train_vae(pipe, pool, s: Settings, device: str, out: Path, resume: checkpoint.Checkpoint | None = None,
@@ -185,16 +204,11 @@ def train_vae(pipe, pool, s: Settings, device: str, out: Path, resume: checkpoin
     vae = pipe.vae.to(device).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=s.vae_lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(s.seed + 1)
-    start, loss_avg = 0, float("nan")
-    if resume is not None:
-        resume.restore(opt, {"vae": gen}, device)
-        start, loss_avg = resume.step, _loss(resume.info["loss_avg"])
+    start, loss_avg = _resume_point(resume, opt, "vae", gen, device)
     for step in range(start, s.vae_steps):
         for g in opt.param_groups:
             g["lr"] = _cosine(step, s.vae_steps, s.vae_lr)
-        idx = torch.randint(0, len(pool), (s.vae_batch,), generator=gen).numpy()
-        y0, x0 = torch.randint(0, IMAGE - s.vae_crop + 1, (2,), generator=gen).tolist()  # one crop per batch
-        x = _to_tensor(pool[idx, y0 : y0 + s.vae_crop, x0 : x0 + s.vae_crop], device)
+        x = _crop_batch(pool, s, gen, device)
         with (amp or contextlib.nullcontext)():
             post = vae.encode(x).latent_dist
             rec = vae.decode(post.sample(generator=None)).sample.float()  # torch's global RNG, checkpointed too
@@ -228,16 +242,11 @@ def train_decoder(pipe, pool, s: Settings, device: str, out: Path, resume: check
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=s.decoder_lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(s.seed + 3)
-    start, loss_avg = 0, float("nan")
-    if resume is not None:
-        resume.restore(opt, {"decoder": gen}, device)
-        start, loss_avg = resume.step, _loss(resume.info["loss_avg"])
+    start, loss_avg = _resume_point(resume, opt, "decoder", gen, device)
     for step in range(start, s.decoder_steps):
         for g in opt.param_groups:
             g["lr"] = _cosine(step, s.decoder_steps, s.decoder_lr)
-        idx = torch.randint(0, len(pool), (s.vae_batch,), generator=gen).numpy()
-        y0, x0 = torch.randint(0, IMAGE - s.vae_crop + 1, (2,), generator=gen).tolist()
-        x = _to_tensor(pool[idx, y0 : y0 + s.vae_crop, x0 : x0 + s.vae_crop], device)
+        x = _crop_batch(pool, s, gen, device)
         with (amp or contextlib.nullcontext)():
             with torch.no_grad():
                 z = vae.encode(x).latent_dist.mean  # what the UNet's latents are: means, never samples
@@ -388,10 +397,7 @@ def train_unet(pipe, latents, captions, s: Settings, device: str, out: Path,
     opt = torch.optim.AdamW(params, lr=s.unet_lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(s.seed + 2)
     scale = pipe.vae.config.scaling_factor
-    start, loss_avg = 0, float("nan")
-    if resume is not None:
-        resume.restore(opt, {"unet": gen}, device)
-        start, loss_avg = resume.step, _loss(resume.info["loss_avg"])
+    start, loss_avg = _resume_point(resume, opt, "unet", gen, device)
     for step in range(start, s.unet_steps):
         for g in opt.param_groups:
             g["lr"] = _cosine(step, s.unet_steps, s.unet_lr)
