@@ -278,11 +278,14 @@ def encode_pool(pipe, pool, device: str, batch: int = 256):
     return torch.cat(parts).contiguous()
 
 
-def _weights_sha256(module) -> str:
+def _weights_sha256(module, prefixes: tuple[str, ...] = ("",)) -> str:
+    """sha256 of `module`'s weights whose names start with one of `prefixes` (default: all)."""
     import hashlib
 
     h = hashlib.sha256()
     for k, v in sorted(module.state_dict().items()):
+        if not k.startswith(prefixes):
+            continue
         h.update(k.encode() + b"\0" + v.detach().to("cpu").float().contiguous().numpy().tobytes())
     return h.hexdigest()
 
@@ -294,7 +297,9 @@ def cached_latents(pipe, pool, s: Settings, device: str, folder: Path):
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    key = {"encoder_sha256": _encoder_sha256(pipe.vae), "pool": str(s.pool), "seed": str(s.seed)}
+    # the latents depend on the encoder and the quant conv only (the decoder phase changes neither)
+    key = {"encoder_sha256": _weights_sha256(pipe.vae, ("encoder.", "quant_conv.")), "pool": str(s.pool),
+           "seed": str(s.seed)}
     path = folder / "latents.safetensors"
     if path.is_file():
         with safe_open(str(path), framework="pt") as f:
@@ -303,18 +308,6 @@ def cached_latents(pipe, pool, s: Settings, device: str, folder: Path):
     latents = encode_pool(pipe, pool, device)
     save_file({"latents": latents.contiguous()}, str(path), metadata=key)
     return latents
-
-
-def _encoder_sha256(vae) -> str:
-    """What the latents depend on: the encoder and the quant conv (the decoder phase changes neither)."""
-    import torch
-
-    class Encoding(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.encoder, self.quant_conv = vae.encoder, vae.quant_conv
-
-    return _weights_sha256(Encoding())
 
 
 def round_to_fp16(module) -> None:

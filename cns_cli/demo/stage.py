@@ -46,7 +46,7 @@ CLASS_ASPECT = {"dog": 0.8, "cat": 0.86, "hat": 0.62, "house": 1.0, "flower": 1.
 SIZE_RANGE = {"big": (0.40, 0.55), "small": (0.22, 0.30)}  # object width as a fraction of the image width
 # World 2's small objects are wider: its marks (stripes, spots) are 1-2 px on a 14-19 px object, finer than the
 # VAE's 4x4-pixel latent cell can carry, and came back as blobs (docs/demo-world.md, World 2).
-WORLD_SIZE_RANGE: dict[int, dict[str, tuple[float, float]]] = {1: SIZE_RANGE, 2: {"big": (0.40, 0.55), "small": (0.30, 0.36)}}
+WORLD_SIZE_RANGE: dict[int, dict[str, tuple[float, float]]] = {1: SIZE_RANGE, 2: {**SIZE_RANGE, "small": (0.30, 0.36)}}
 POSITION_X = {"left": 0.25, "center": 0.5, "right": 0.75}  # horizontal centre as a fraction of the width
 GROUND_Y = 0.89  # where objects rest (their base), as a fraction of the height; below every scene's horizon
 
