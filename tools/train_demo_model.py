@@ -10,20 +10,21 @@ proportions: a 64-wide text encoder and UNet channels 64 / 128 / 160, at least a
   1. VAE: reconstruction (MSE + L1) with a small KL term, on random 32 px crops of the renders. The VAE has
      no attention block, so it is fully convolutional and crops teach it exactly what full images need —
      at a seventh of the cost of 64 px batches on a CPU (1.2 s vs 8.5 s per batch-64 step, measured);
-  2. the latent scale: 1 / std of the VAE's latents (what SD's 0.18215 is for its VAE), then the latents
+  2. with `--decoder-steps N` (world 2): the VAE's decoder trained further on the frozen encoder's latent means,
+     which the UNet will learn to draw, so the pixels they decode to get sharper (SD's ft-MSE decoders did the
+     same for a finished UNet; here it runs before the UNet, so OUT/vae is the VAE that ships);
+  3. the latent scale: 1 / std of the VAE's latents (what SD's 0.18215 is for its VAE), then the latents
      of the whole pool, encoded once (the VAE is frozen from here on);
-  3. UNet + text encoder from scratch: noise-prediction MSE on (latent, caption) pairs, with 10 % empty
+  4. UNet + text encoder from scratch: noise-prediction MSE on (latent, caption) pairs, with 10 % empty
      captions so that classifier-free guidance works. The tokenizer pads to 32 tokens, not CLIP's 77: the
-     longest caption is 12, and cross-attention over 32 keys makes a step 18 % cheaper;
-  4. with `--decoder-steps N` (world 2): the VAE's decoder trained further on the frozen encoder's latents, so the
-     UNet's latents stay valid and only the pixels they decode to get sharper (SD's ft-MSE decoders did the same).
+     longest caption is 12, and cross-attention over 32 keys makes a step 18 % cheaper.
 Every `--checkpoint-every` steps the run is checkpointed in OUT/checkpoints (`tools/checkpoint.py`: the weights,
 the optimiser's state, the step and every RNG state, in safetensors + JSON), so `--resume` continues an
 interrupted run exactly where it stopped: the same batches, noise and optimiser moments as a run that was never
 interrupted. Every UNet checkpoint also writes OUT/latest (a loadable fp16 pipeline) so a run can be looked at
 while it trains. The finished pipeline is saved with `save_pretrained` in float16 (≤ 25 MB) as OUT/pipeline, with
-a `training.json` holding the settings, the final losses and the time taken per phase. When the VAE phase ends, its
-weights are rounded to the float16 they ship in and saved as OUT/vae (with `vae.json`: how it was made, its sha256);
+a `training.json` holding the settings, the final losses and the time taken per phase. When the VAE (and decoder)
+phases end, its weights are rounded to the float16 they ship in and saved as OUT/vae (with `vae.json`: how it was made, its sha256);
 `--vae EARLIER/vae` starts another run's UNet phase from it, so the phases can run in different sessions and the
 result is the run that trained both (the UNet always trains on the shipped VAE's latents).
 
@@ -97,8 +98,8 @@ class Settings:
     unet_batch: int = 64
     unet_lr: float = 8e-4
     caption_dropout: float = 0.1
-    # the decoder phase (after the UNet's; 0 = none, as for world 1's bundled model): the VAE decoder trained further
-    # on the frozen encoder's latents, which the UNet's training does not see
+    # the decoder phase (after the VAE's, before the UNet's; 0 = none, as for world 1's bundled model): the VAE
+    # decoder trained further on the frozen encoder's latent means
     decoder_steps: int = 0
     decoder_lr: float = 3e-4
     pool: int = 40_000  # renders drawn once and reused (rendering on the fly would cost ~10 % of a step)
@@ -173,11 +174,9 @@ def _resume_point(resume: checkpoint.Checkpoint | None, opt, phase: str, gen, de
 
 
 def _save(out: Path, phase: str, step: int, pipe, s: Settings, loss_avg: float, vae_loss: float | None = None,
-          optimizer=None, gen=None, device: str = "cpu", unet_loss: float | None = None) -> None:
+          optimizer=None, gen=None, device: str = "cpu") -> None:
     """One checkpoint of the run (every module's weights, so each checkpoint resumes on its own)."""
     info = {"phase": phase, "step": step, "loss_avg": loss_avg, "vae_loss": vae_loss, "settings": asdict(s)}
-    if unet_loss is not None:  # the decoder phase's checkpoints carry the finished UNet phase's loss
-        info["unet_loss"] = unet_loss
     checkpoint.save(out / "checkpoints", f"{phase}-{step:06d}", info, _modules(pipe), optimizer,
                     {phase: gen} if gen is not None else None, device)
 
@@ -224,12 +223,12 @@ def train_vae(pipe, pool, s: Settings, device: str, out: Path, resume: checkpoin
 
 
 def train_decoder(pipe, pool, s: Settings, device: str, out: Path, resume: checkpoint.Checkpoint | None = None,
-                  amp=None, vae_loss: float | None = None, unet_loss: float | None = None) -> float:
+                  amp=None, vae_loss: float | None = None) -> float:
     """The decoder phase: the VAE's decoder (and post-quant conv) trained further, reconstruction loss only, on the
-    latent means of the frozen encoder: the latents the UNet learned to draw do not change, only how they are
-    turned into pixels (as SD's ft-MSE VAE decoders were fine-tuned for an already trained UNet). The UNet phase
-    leaves the VAE's capacity to the cheap decoder phase: a VAE step costs about half a UNet step. From step 0,
-    or from `resume` (a decoder-phase checkpoint)."""
+    latent means of the frozen encoder: the latents the UNet learns to draw do not change, only how they are
+    turned into pixels (as SD's ft-MSE VAE decoders were fine-tuned for an already trained UNet). A decoder step
+    costs about half a VAE step (no encoder gradients). From step 0, or from `resume` (a decoder-phase
+    checkpoint)."""
     import contextlib
 
     import torch
@@ -257,8 +256,7 @@ def train_decoder(pipe, pool, s: Settings, device: str, out: Path, resume: check
         opt.step()
         loss_avg = float(loss.detach()) if math.isnan(loss_avg) else 0.98 * loss_avg + 0.02 * float(loss.detach())
         if (step + 1) % s.checkpoint_every == 0 or step + 1 == s.decoder_steps:
-            _save(out, "decoder", step + 1, pipe, s, loss_avg, vae_loss, optimizer=opt, gen=gen, device=device,
-                  unet_loss=unet_loss)
+            _save(out, "decoder", step + 1, pipe, s, loss_avg, vae_loss, optimizer=opt, gen=gen, device=device)
             _log(out, f"decoder step {step + 1}/{s.decoder_steps} loss {loss_avg:.5f}")
     vae.requires_grad_(True)
     return loss_avg
@@ -528,33 +526,34 @@ def main(argv=None) -> None:
         vae_loss = ck.info["vae_loss"] if phase != "vae" else ck.info["loss_avg"]
     else:
         vae_loss = train_vae(pipe, pool, s, device, out, resume=ck, amp=amp)
-    if phase != "decoder":  # a decoder checkpoint's encoder is rounded already and its decoder is mid-training
+    if phase in (None, "vae"):  # later checkpoints hold a rounded encoder (and a decoder trained after rounding)
         round_to_fp16(pipe.vae)
+    times["vae"] = time.time() - t
+    t = time.time()
+    decoder_loss = given.get("final_decoder_loss") if given is not None else None
+    if s.decoder_steps and given is None and not args.init and phase in (None, "vae", "decoder"):
+        decoder_loss = train_decoder(pipe, pool, s, device, out, resume=ck if phase == "decoder" else None, amp=amp,
+                                     vae_loss=vae_loss)
+        round_to_fp16(pipe.vae)
+    times["decoder"] = time.time() - t
     if not (out / "vae" / VAE_RECORD).is_file():
         made_here = {"world": s.world, "seed": s.seed, "pool": s.pool, "vae_steps": s.vae_steps, "vae_batch": s.vae_batch,
-                     "vae_crop": s.vae_crop, "vae_lr": s.vae_lr, "kl_weight": s.kl_weight, "world_digest": world_digest(s.world),
-                     "final_vae_loss": vae_loss,
+                     "vae_crop": s.vae_crop, "vae_lr": s.vae_lr, "kl_weight": s.kl_weight,
+                     "decoder_steps": s.decoder_steps, "decoder_lr": s.decoder_lr, "world_digest": world_digest(s.world),
+                     "final_vae_loss": vae_loss, "final_decoder_loss": decoder_loss,
                      "from": str(args.init) if args.init else "trained by this run"}
         save_vae(pipe.vae, out / "vae", given or made_here)
-    times["vae"] = time.time() - t
+    elif decoder_loss is None and given is None:  # resumed in the UNet phase: the record has the decoder's loss
+        decoder_loss = json.loads((out / "vae" / VAE_RECORD).read_text()).get("final_decoder_loss")
     t = time.time()
     latents = cached_latents(pipe, pool, s, device, out / "checkpoints")
     pipe.vae.register_to_config(scaling_factor=latent_scale(latents))
     times["encode"] = time.time() - t
     _log(out, f"encoded {len(latents)} latents in {times['encode']:.0f} s; scale {pipe.vae.config.scaling_factor:.4f}")
     t = time.time()
-    if phase == "decoder":
-        unet_loss = ck.info["unet_loss"]
-    else:
-        unet_ck = ck if phase == "unet" and ck.step > 0 else None
-        unet_loss = train_unet(pipe, latents, captions, s, device, out, resume=unet_ck, vae_loss=vae_loss, amp=amp)
+    unet_ck = ck if phase == "unet" and ck.step > 0 else None
+    unet_loss = train_unet(pipe, latents, captions, s, device, out, resume=unet_ck, vae_loss=vae_loss, amp=amp)
     times["unet"] = time.time() - t
-    t = time.time()
-    decoder_loss = None
-    if s.decoder_steps:
-        decoder_loss = train_decoder(pipe, pool, s, device, out, resume=ck if phase == "decoder" else None, amp=amp,
-                                     vae_loss=vae_loss, unet_loss=unet_loss)
-    times["decoder"] = time.time() - t
     final = out / "pipeline"
     size = save_pipeline(pipe, final, s.world)
     info = {"world": s.world, "settings": asdict(s), "device": device, "precision": args.precision, "torch": torch.__version__,

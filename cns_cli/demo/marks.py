@@ -155,9 +155,9 @@ def _hat(p, rng, rgb, m) -> None:
     if "stripes" in m:
         for i in range(4):
             x = cx0 + (cx1 - cx0) * (i + 0.5) / 4
-            p.rect(x - 0.03, top - 0.05, x + 0.03, band_y, m["stripes"], part=False)
-    if "checks" in m:
-        _checks(p, cx0, top - 0.05, cx1, band_y, 0.09, m["checks"])
+            p.rect(x - 0.022, top - 0.05, x + 0.022, band_y, m["stripes"], part=False)
+    if "checks" in m:  # two rows above the band, so the crown stays mostly in the hat's colour
+        _checks(p, cx0, band_y - 0.18, cx1, band_y, 0.09, m["checks"], rows=2)
     if "spots" in m:
         for i, (sx, sy) in enumerate([(0.2, 0.3), (0.5, 0.6), (0.8, 0.3), (0.35, 0.85), (0.65, 0.85)]):
             x, y = cx0 + (cx1 - cx0) * sx + _j(rng, 0.02), y0 + (band_y - y0) * sy
@@ -178,7 +178,7 @@ def _flower(p, rng, rgb, m) -> None:
         if "stripes" in m:  # a stripe along each petal
             p.line([(cx + (d - 0.6 * ra) * ca, cy + (d - 0.6 * ra) * sa), (cx + (d + 0.75 * ra) * ca,
                                                                             cy + (d + 0.75 * ra) * sa)],
-                   0.07, m["stripes"], part=False)
+                   0.05, m["stripes"], part=False)
         if "spots" in m:  # a spot on each petal
             p.circle(cx + (d + 0.1 * ra) * ca, cy + (d + 0.1 * ra) * sa, 0.055, m["spots"], part=False)
 
@@ -189,9 +189,9 @@ def _car(p, rng, rgb, m) -> None:
     _, body_top, _, body_bottom = g["body"]
     mid = body_top + 0.45 * (body_bottom - body_top)
     if "stripes" in m:  # a racing stripe along the side
-        p.rect(0.0, mid - 0.04, 1.0, mid + 0.04, m["stripes"], part=False)
+        p.rect(0.0, mid - 0.025, 1.0, mid + 0.025, m["stripes"], part=False)
     if "checks" in m:  # a chequered band along the side, two rows
-        _checks(p, 0.0, mid - 0.065, 1.0, mid + 0.065, 0.065, m["checks"], rows=2)
+        _checks(p, 0.0, mid - 0.045, 1.0, mid + 0.045, 0.06, m["checks"], rows=2)
     if "roundel" in m:  # a racing roundel on the door
         p.circle(0.5, mid, 0.1, m["roundel"], part=False)
 
@@ -206,12 +206,12 @@ def _ball_pattern(m: dict):
                 p.circle(0.48 + 0.3 * math.cos(a), 0.48 + 0.3 * math.sin(a), 0.085, m["spots"], part=False)
         if "stripes" in m:
             tilt = 0.2 + _j(rng, 0.1)
-            for off in (-0.32, 0.0, 0.32):
+            for off in (-0.3, 0.0, 0.3):
                 c = 0.5 + off
-                p.polygon([(c - 0.075 - tilt, 0.0), (c + 0.075 - tilt, 0.0), (c + 0.075 + tilt, 1.0),
-                           (c - 0.075 + tilt, 1.0)], m["stripes"], part=False)
-        if "checks" in m:
-            _checks(p, 0.0, 0.0, 1.0, 1.0, 0.2, m["checks"])
+                p.polygon([(c - 0.042 - tilt, 0.0), (c + 0.042 - tilt, 0.0), (c + 0.042 + tilt, 1.0),
+                           (c - 0.042 + tilt, 1.0)], m["stripes"], part=False)
+        if "checks" in m:  # a chequered band round the middle, so most of the face keeps the ball's colour
+            _checks(p, 0.0, 0.32, 1.0, 0.64, 0.16, m["checks"], rows=2)
         if "star" in m:
             p.star(0.48, 0.5, 0.32, m["star"])
 

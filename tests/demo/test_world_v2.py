@@ -130,6 +130,19 @@ def test_every_mark_is_drawn_in_its_colour_on_the_object(cls):
             assert counts[0] >= (5 if size == "big" else 2) and counts[1] == 0, (cls, kind, size, counts)
 
 
+@pytest.mark.parametrize("cls", [c for c in CLASSES if set(CLASS_MARKS[c]) & set(PATTERNS)])
+def test_a_pattern_leaves_the_object_mostly_in_its_own_colour(cls):
+    """A caption's colour word is the object's: a pattern's pixels are at most 0.6 of the object colour's (what
+    shows at 64 px), so "a red ball with blue checks" is not "a blue ball with red checks" (before this rule, checks
+    and stripes covered a ball's face more than its own colour did)."""
+    for kind in (k for k in CLASS_MARKS[cls] if k in PATTERNS):
+        for seed in range(6):
+            pixels, cover = render_array(Spec("plain", cls, "red", "big", marks=((kind, "blue"),), world=2),
+                                         np.random.default_rng(seed))
+            solid = pixels[cover > 0.99].astype(int)
+            n_body, n_mark = ((np.abs(solid - COLOUR_RGB[c]) <= 40).all(-1).sum() for c in ("red", "blue"))
+            assert n_mark <= 0.6 * n_body, (cls, kind, seed, n_body, n_mark)
+
 def test_an_unmarked_world_2_spec_renders_as_in_world_1_but_small_is_wider():
     rng = np.random.default_rng(5)
     widths = {1: [], 2: []}

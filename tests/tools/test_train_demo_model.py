@@ -41,7 +41,7 @@ def test_quick_training_run_gives_a_loadable_pipeline(tmp_path):
     assert image.shape == (64, 64, 3)
     # one checkpoint folder (the last), in safetensors + JSON only
     (ck,) = [p for p in (out / "checkpoints").iterdir() if p.is_dir()]
-    assert ck.name == "decoder-000002" and json.loads((out / "checkpoints" / "progress.json").read_text())["checkpoint"] == ck.name
+    assert ck.name == "unet-000002" and json.loads((out / "checkpoints" / "progress.json").read_text())["checkpoint"] == ck.name
     assert sorted(p.name for p in ck.iterdir()) == ["state.json", "state.safetensors", "text_encoder.safetensors",
                                                      "unet.safetensors", "vae.safetensors"]
 
@@ -55,13 +55,14 @@ def _run(out: Path, *extra: str, stop_after: str | None = None, monkeypatch=None
     stopped like Ctrl-C right after the checkpoint whose log line starts with `stop_after`."""
     import tools.train_demo_model as T
 
-    log = T._log
+    log = getattr(T._log, "unwrapped", T._log)  # an earlier _run's stop must not carry over to this one
 
     def stopping_log(where, msg):
         log(where, msg)
         if stop_after and msg.startswith(stop_after):
             raise Interrupted(msg)
 
+    stopping_log.unwrapped = log
     monkeypatch.setattr(T, "_log", stopping_log)
     # the fp16 pipeline copies (OUT/latest, OUT/pipeline) are the other test's; here only the folder is needed
     monkeypatch.setattr(T, "save_pipeline", lambda pipe, path, world=1: path.mkdir(parents=True, exist_ok=True) or 0)
@@ -84,21 +85,22 @@ def test_resume_continues_exactly_where_an_interrupted_run_stopped(tmp_path, mon
 
     w = ("--world", str(world))
     _run(tmp_path / "whole", *w, monkeypatch=monkeypatch)
-    # interrupted in the VAE phase, resumed, interrupted in the UNet phase, resumed, interrupted in the decoder
-    # phase, resumed again
+    # interrupted in the VAE phase, resumed, interrupted in the decoder phase, resumed, interrupted in the UNet
+    # phase twice, resumed again
     _run(tmp_path / "parts", *w, stop_after="vae step 1/2", monkeypatch=monkeypatch)
+    _run(tmp_path / "parts", *w, "--resume", stop_after="decoder step 1/2", monkeypatch=monkeypatch)
     _run(tmp_path / "parts", *w, "--resume", stop_after="unet step 1/2", monkeypatch=monkeypatch)
     cache = tmp_path / "parts" / "checkpoints" / "latents.safetensors"
     stamp = cache.stat().st_mtime_ns
-    _run(tmp_path / "parts", *w, "--resume", stop_after="decoder step 1/2", monkeypatch=monkeypatch)
+    _run(tmp_path / "parts", *w, "--resume", stop_after="unet step 2/2", monkeypatch=monkeypatch)
     _run(tmp_path / "parts", *w, "--resume", monkeypatch=monkeypatch)
-    assert cache.stat().st_mtime_ns == stamp  # resuming in the UNet or decoder phase reuses the encoded latents
+    assert cache.stat().st_mtime_ns == stamp  # resuming in the UNet phase reuses the encoded latents
 
     whole, parts = (json.loads((tmp_path / k / "pipeline" / "training.json").read_text()) for k in ("whole", "parts"))
     assert parts["resumed"] and not whole["resumed"] and parts["world"] == whole["world"] == world
     for key in ("final_vae_loss", "final_unet_loss", "final_decoder_loss", "latent_scale"):  # follow every batch
         assert parts[key] == whole[key], key
-    a, b = (_weights(tmp_path / k / "checkpoints" / "decoder-000002") for k in ("whole", "parts"))
+    a, b = (_weights(tmp_path / k / "checkpoints" / "unet-000002") for k in ("whole", "parts"))
     assert a.keys() == b.keys() and any(k.startswith("state/optimizer.") for k in a)
     for k in a:
         assert torch.equal(a[k], b[k]), k  # weights, Adam moments and step counts, RNG states: bit for bit
@@ -117,14 +119,16 @@ def test_a_unet_phase_on_an_earlier_run_s_vae_is_the_run_that_trained_both(tmp_p
     _run(tmp_path / "whole", *w, monkeypatch=monkeypatch)
     vae = tmp_path / "whole" / "vae"
     record = json.loads((vae / "vae.json").read_text())
-    assert record["world"] == 2 and record["vae_steps"] == 2 and record["from"] == "trained by this run"
+    assert record["world"] == 2 and record["vae_steps"] == record["decoder_steps"] == 2
+    assert record["from"] == "trained by this run" and record["final_decoder_loss"] > 0
     _run(tmp_path / "split", *w, "--vae", str(vae), monkeypatch=monkeypatch)
     assert "VAE from" in (tmp_path / "split" / "training.log").read_text()
     assert not list((tmp_path / "split" / "checkpoints").glob("vae-*"))  # no VAE step was taken
+    assert not list((tmp_path / "split" / "checkpoints").glob("decoder-*"))  # nor a decoder step
     whole, split = (json.loads((tmp_path / k / "pipeline" / "training.json").read_text()) for k in ("whole", "split"))
-    for key in ("final_vae_loss", "final_unet_loss", "latent_scale"):
+    for key in ("final_vae_loss", "final_decoder_loss", "final_unet_loss", "latent_scale"):
         assert split[key] == whole[key], key
-    a, b = (_weights(tmp_path / k / "checkpoints" / "decoder-000002") for k in ("whole", "split"))
+    a, b = (_weights(tmp_path / k / "checkpoints" / "unet-000002") for k in ("whole", "split"))
     assert a.keys() == b.keys()
     for k in a.keys() - {"state/rng.torch"}:  # torch's global RNG: the VAE phase drew from it, the UNet phase never
         assert torch.equal(a[k], b[k]), k  # does (its noise comes from its own generator, restored on resume)
@@ -150,20 +154,27 @@ def test_a_unet_phase_on_an_earlier_run_s_vae_is_the_run_that_trained_both(tmp_p
         _run(tmp_path / "edited", *w, "--vae", str(vae), monkeypatch=monkeypatch)
 
 
-def test_the_decoder_phase_changes_only_the_decoder(tmp_path, monkeypatch):
-    """After the UNet phase only the VAE's decoder and post-quant conv train: the encoder (so the latents the UNet
-    learned), the UNet and the text encoder are bit for bit what the UNet phase left; the decoder has moved."""
+def test_the_decoder_phase_changes_only_the_decoder_and_ships_in_out_vae(tmp_path, monkeypatch):
+    """Between the VAE and UNet phases only the VAE's decoder and post-quant conv train: the encoder (rounded to
+    fp16 when the VAE phase ends), the UNet and the text encoder are bit for bit what the VAE phase left; the
+    decoder has moved. OUT/vae, what `--vae` hands to a later run, is the VAE after the decoder phase."""
     import torch
+    from safetensors.torch import load_file
 
-    _run(tmp_path / "whole", "--world", "2", monkeypatch=monkeypatch)
-    _run(tmp_path / "unet", "--world", "2", stop_after="unet step 2/2", monkeypatch=monkeypatch)
-    after, before = _weights(tmp_path / "whole" / "checkpoints" / "decoder-000002"), \
-        _weights(tmp_path / "unet" / "checkpoints" / "unet-000002")
+    _run(tmp_path / "vae", "--world", "2", stop_after="vae step 2/2", monkeypatch=monkeypatch)
+    _run(tmp_path / "whole", "--world", "2", stop_after="decoder step 2/2", monkeypatch=monkeypatch)
+    before = _weights(tmp_path / "vae" / "checkpoints" / "vae-000002")  # a run keeps its last checkpoint only
+    after = _weights(tmp_path / "whole" / "checkpoints" / "decoder-000002")
+    _run(tmp_path / "whole", "--world", "2", "--resume", monkeypatch=monkeypatch)
     trained = {k for k in before if k.startswith(("vae/decoder.", "vae/post_quant_conv."))}
     assert len(trained) > 50 and any(k.startswith("vae/encoder.") for k in before)
     for k in before:
-        if k.startswith(("vae/", "unet/", "text_encoder/")):
-            assert torch.equal(after[k], before[k]) == (k not in trained), k
+        if k.startswith("vae/"):
+            assert torch.equal(after[k], before[k].half().float()) == (k not in trained), k
+        elif k.startswith(("unet/", "text_encoder/")):
+            assert torch.equal(after[k], before[k]), k
+    shipped = load_file(str(tmp_path / "whole" / "vae" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(shipped[k].float(), after[f"vae/{k}"].half().float()) for k in shipped)
     info = json.loads((tmp_path / "whole" / "pipeline" / "training.json").read_text())
     assert info["settings"]["decoder_steps"] == 2 and info["final_decoder_loss"] > 0
 
