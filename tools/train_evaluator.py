@@ -325,6 +325,15 @@ def _identity_aucs(ev: Evaluator, fresh: dict[str, np.ndarray], generic: dict[st
     return per
 
 
+def _colour_by_pattern(predicted: Sequence[str], specs: Sequence) -> dict[str, float]:
+    """Colour accuracy per class and pattern ("car stripes", "ball none"): where a pattern hides an object's colour."""
+    groups: dict[str, list[bool]] = {}
+    for p, sp in zip(predicted, specs):
+        pattern = next((k for k, _ in sp.marks if k in world.PATTERNS), "none")
+        groups.setdefault(f"{sp.cls} {pattern}", []).append(p == sp.colour)
+    return {k: round(float(np.mean(v)), 4) for k, v in sorted(groups.items())}
+
+
 def validate(ev: Evaluator, n_attr: int = 2400, n_pos: int = 100, n_neg_generic: int = 200,
              n_robust: int = 40, log=_log) -> dict:
     """Fresh renders (seeds never used in training): attribute accuracy over all combos (and the held-out combos
@@ -343,6 +352,7 @@ def validate(ev: Evaluator, n_attr: int = 2400, n_pos: int = 100, n_neg_generic:
         vals = sorted({getattr(sp, attr) for sp in specs})
         per_value[k] = {v: round(float(np.mean([p == v for p, sp in zip(pred[k], specs) if getattr(sp, attr) == v])), 4)
                         for v in vals}
+    per_value["colour_by_pattern"] = _colour_by_pattern(pred["colour"], specs)
     keys = ("scene", "class", "colour", "all")
     attrs = {"n": pa["n"], **{k: round(pa[k], 4) for k in keys},
              "held_out_combos": ({"n": ph["n"], **{k: round(ph[k], 4) for k in keys}} if ph else None),

@@ -77,3 +77,14 @@ def test_a_generic_render_with_an_individual_s_composition_is_that_individual():
     assert TE.identity_of(Spec("grass", "dog", "red")) == "generic dog"  # world 1's individuals have own drawings
     _, specs = TE.render_generic_class("dog", 200, seed=3, w=2)
     assert all(TE.identity_of(s) == "generic dog" for s in specs) and any(s.marks for s in specs)
+
+
+def test_colour_accuracy_is_reported_per_class_and_pattern():
+    from cns_cli.demo.world import Spec
+
+    specs = [Spec("grass", "car", "orange", marks=(("stripes", "black"),), world=2),
+             Spec("grass", "car", "orange", marks=(("stripes", "black"), ("cabin", "white")), world=2),
+             Spec("grass", "car", "red", marks=(("cabin", "white"),), world=2),
+             Spec("grass", "ball", "red", world=2)]
+    assert TE._colour_by_pattern(["brown", "orange", "red", "blue"], specs) == {
+        "ball none": 0.0, "car none": 1.0, "car stripes": 0.5}
