@@ -9,30 +9,35 @@ import shutil
 import pytest
 
 from cns_cli.bench.protocol import BenchConfig
+from cns_cli.demo.world import model_world
 from cns_cli.model.loading import builtin_path
 from tests.clitools import cns, one_line_error
 
+BUNDLED = model_world(builtin_path("demo"))  # the packaged evaluator's world too
+OTHER = 3 - BUNDLED  # the other demo world (1 or 2)
+
 
 @pytest.fixture
-def world_2_model(tmp_path):
-    """The bundled model's folder, recorded as a world-2 model (its weights do not matter: nothing may load)."""
+def other_world_model(tmp_path):
+    """The bundled model's folder, recorded as a model of the other demo world (its weights do not matter:
+    nothing may load)."""
     folder = tmp_path / "model"
     shutil.copytree(builtin_path("demo"), folder, ignore=shutil.ignore_patterns("*.safetensors", "*.png", "*.log"))
     doc = json.loads((folder / "training.json").read_text())
-    (folder / "training.json").write_text(json.dumps({**doc, "world": 2}))
+    (folder / "training.json").write_text(json.dumps({**doc, "world": OTHER}))
     return folder
 
 
 @pytest.mark.parametrize("command", ["bench", "demo"])
-def test_a_model_of_another_world_than_the_evaluator_is_refused_first(command, world_2_model, tmp_path, no_model_load):
+def test_a_model_of_another_world_than_the_evaluator_is_refused_first(command, other_world_model, tmp_path, no_model_load):
     out = tmp_path / "out"
-    r = cns(command, "--base", world_2_model, "--out", out)
+    r = cns(command, "--base", other_world_model, "--out", out)
     assert r.exit_code == 2, r.stderr
-    assert "evaluator measures demo world 1" in one_line_error(r) and "--world 2" in one_line_error(r)
+    assert f"evaluator measures demo world {BUNDLED}" in one_line_error(r) and f"--world {OTHER}" in one_line_error(r)
     assert not out.exists()
 
 
-def test_bench_draws_the_concepts_and_captions_of_the_model_s_world(world_2_model, tmp_path, monkeypatch):
+def test_bench_draws_the_concepts_and_captions_of_the_model_s_world(other_world_model, tmp_path, monkeypatch):
     """With an evaluator of the model's world, the photos are that world's individuals and the zero-shot captions
     that world's (stopped at the first photo: nothing needs to train to show what bench asked for)."""
     from cns_cli.bench.protocol import run_bench
@@ -48,16 +53,16 @@ def test_bench_draws_the_concepts_and_captions_of_the_model_s_world(world_2_mode
         asked.append((name, world))
         raise Stop
 
-    monkeypatch.setattr(Evaluator, "check_world", lambda self, world: None)  # as a world-2 evaluator would pass
+    monkeypatch.setattr(Evaluator, "check_world", lambda self, world: None)  # as that world's evaluator would pass
     monkeypatch.setattr(individuals, "render_photos", photos)
     with pytest.raises(Stop):
-        run_bench(tmp_path / "out", BenchConfig.quick(base=str(world_2_model)))
-    assert asked == [("rex", 2)]
-    assert BenchConfig().sampling(2).world == 2  # and what the scores are drawn with
+        run_bench(tmp_path / "out", BenchConfig.quick(base=str(other_world_model)))
+    assert asked == [("rex", OTHER)]
+    assert BenchConfig().sampling(OTHER).world == OTHER  # and what the scores are drawn with
 
 
-def test_a_model_of_an_unknown_world_is_one_line(world_2_model, tmp_path, no_model_load):
-    record = world_2_model / "training.json"
+def test_a_model_of_an_unknown_world_is_one_line(other_world_model, tmp_path, no_model_load):
+    record = other_world_model / "training.json"
     record.write_text(json.dumps({**json.loads(record.read_text()), "world": 3}))
-    r = cns("demo", "--base", world_2_model, "--out", tmp_path / "out")
+    r = cns("demo", "--base", other_world_model, "--out", tmp_path / "out")
     assert r.exit_code == 2 and "unknown world 3" in one_line_error(r) and not (tmp_path / "out").exists()
