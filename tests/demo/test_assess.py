@@ -39,6 +39,7 @@ def test_a_world_2_model_is_assessed_in_world_2(tiny_base, tmp_path):
 
     import pytest
 
+    from cns_cli.demo.evaluator import Evaluator
     from cns_cli.demo.individuals import individuals_of
     from cns_cli.model.loading import load_pipeline, resolve_base
     from tools.train_evaluator import TrainSettings, train
@@ -48,9 +49,12 @@ def test_a_world_2_model_is_assessed_in_world_2(tiny_base, tmp_path):
     assert any(" with " in c for c in captions) and set(" ".join(captions).split()) <= set(world.vocabulary(2))
     model = tmp_path / "model"
     shutil.copytree(tiny_base, model)
-    (model / "training.json").write_text('{"world": 2}\n')
-    with pytest.raises(ModelError, match="world 2"):  # the packaged evaluator measures world 1
+    other = 3 - Evaluator.load().world  # the world the packaged evaluator does not measure
+    (model / "training.json").write_text(f'{{"world": {other}}}\n')
+    with pytest.raises(ModelError, match=f"world {other}"):
         assess.main([str(model), "--n", "2", "--steps", "1", "--out", str(tmp_path / "a")])
+    assert not (tmp_path / "a").exists()
+    (model / "training.json").write_text('{"world": 2}\n')
     ev, _ = train(TrainSettings(steps=1, batch=8, n_generic=20, n_per_individual=2, world=2), log=lambda m: None)
     pipe = load_pipeline(resolve_base(str(model)))
     pipe.set_progress_bar_config(disable=True)
