@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -73,19 +75,26 @@ def apply(vae_dir: Path, pipeline: Path) -> None:
     import torch
     from diffusers import AutoencoderKL
 
+    from cns_cli.bank.atomic import atomic_write
+
     current = AutoencoderKL.from_pretrained(pipeline / "vae")
     refined = AutoencoderKL.from_pretrained(vae_dir)
     if T._weights_sha256(current, ENCODER) != T._weights_sha256(refined, ENCODER):
         raise SystemExit(f"{vae_dir}: its encoder is not {pipeline}'s, so the UNet's latents would not match it;"
                          " refine the decoder of the VAE the pipeline was trained on")
     refined.register_to_config(scaling_factor=current.config.scaling_factor)
-    refined.to(torch.float16).save_pretrained(pipeline / "vae", safe_serialization=True)
+    # written whole beside the pipeline's files, then renamed over them one by one: a crash leaves either file
+    # old or new, and the config is the same in both (the scale is kept), so the pipeline always loads
+    with tempfile.TemporaryDirectory(dir=pipeline) as tmp:
+        refined.to(torch.float16).save_pretrained(tmp, safe_serialization=True)
+        for f in sorted(Path(tmp).iterdir()):
+            os.replace(f, pipeline / "vae" / f.name)
     info_path = pipeline / "training.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     record = json.loads((vae_dir / T.VAE_RECORD).read_text())
     info["decoder_refinements"] = record.get("refinements", [])
     info["final_decoder_loss"] = record.get("final_decoder_loss")
-    info_path.write_text(json.dumps(info, indent=2) + "\n")
+    atomic_write(info_path, (json.dumps(info, indent=2) + "\n").encode())
 
 
 def main(argv=None) -> int:

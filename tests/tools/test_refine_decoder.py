@@ -9,13 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.tools.test_train_demo_model import _weights
+from tests.tools.test_train_demo_model import _weights, run_stopping
 
 pytestmark = pytest.mark.slow  # runs the trainer end to end (docs/development.md: the quick subset)
-
-
-class Interrupted(Exception):
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -31,23 +27,9 @@ def quick_run(tmp_path_factory) -> Path:
 def _refine(src: Path, out: Path, *extra: str, stop_after: str | None = None, monkeypatch=None) -> None:
     """The tool in-process with tiny settings, stopped like Ctrl-C after the log line starting with `stop_after`."""
     import tools.refine_decoder as R
-    import tools.train_demo_model as T
 
-    log = getattr(T._log, "unwrapped", T._log)
-
-    def stopping_log(where, msg):
-        log(where, msg)
-        if stop_after and msg.startswith(stop_after):
-            raise Interrupted(msg)
-
-    stopping_log.unwrapped = log
-    monkeypatch.setattr(T, "_log", stopping_log)
     argv = [str(src), str(out), "--steps", "2", "--pool", "16", "--checkpoint-every", "1", *extra]
-    if stop_after:
-        with pytest.raises(Interrupted):
-            R.main(argv)
-    else:
-        R.main(argv)
+    run_stopping(R.main, argv, stop_after, monkeypatch)
 
 
 def _vae_weights(folder: Path) -> dict:
@@ -83,6 +65,8 @@ def test_an_interrupted_refinement_resumes_exactly(quick_run, tmp_path, monkeypa
     _refine(quick_run / "vae", tmp_path / "parts", stop_after="decoder step 1/2", monkeypatch=monkeypatch)
     assert not (tmp_path / "parts" / "vae").exists()
     _refine(quick_run / "vae", tmp_path / "parts", "--resume", monkeypatch=monkeypatch)
+    log = (tmp_path / "parts" / "training.log").read_text()
+    assert log.count("decoder step 1/2") == 1 and log.count("decoder step 2/2") == 1  # continued, not started again
     a, b = (_vae_weights(tmp_path / k / "vae") for k in ("whole", "parts"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     a, b = (_weights(tmp_path / k / "checkpoints" / "decoder-000002") for k in ("whole", "parts"))
@@ -95,6 +79,7 @@ def test_apply_puts_the_refined_decoder_into_the_pipeline_and_refuses_another_en
     import shutil
 
     import torch
+    from diffusers import AutoencoderKL
     from safetensors.torch import save_file
 
     import tools.refine_decoder as R
@@ -103,6 +88,18 @@ def test_apply_puts_the_refined_decoder_into_the_pipeline_and_refuses_another_en
     shutil.copytree(quick_run / "pipeline", pipeline)
     scale = json.loads((pipeline / "vae" / "config.json").read_text())["scaling_factor"]
     _refine(quick_run / "vae", tmp_path / "r", monkeypatch=monkeypatch)
+    original = {f.name: f.read_bytes() for f in (pipeline / "vae").iterdir()}
+
+    def half_written(self, folder, **kw):
+        (Path(folder) / "diffusion_pytorch_model.safetensors").write_bytes(b"partial")
+        raise OSError("disk full")
+
+    with monkeypatch.context() as m:
+        m.setattr(AutoencoderKL, "save_pretrained", half_written)
+        with pytest.raises(OSError):
+            R.main([str(tmp_path / "r" / "vae"), str(pipeline), "--apply"])
+    assert {f.name: f.read_bytes() for f in (pipeline / "vae").iterdir()} == original  # untouched, nothing left over
+    assert sorted(p.name for p in pipeline.iterdir()) == sorted(p.name for p in (quick_run / "pipeline").iterdir())
     assert R.main([str(tmp_path / "r" / "vae"), str(pipeline), "--apply"]) == 0
     shipped, refined = _vae_weights(pipeline / "vae"), _vae_weights(tmp_path / "r" / "vae")
     assert all(torch.equal(shipped[k], refined[k]) for k in refined)

@@ -55,7 +55,17 @@ def _run(out: Path, *extra: str, stop_after: str | None = None, monkeypatch=None
     stopped like Ctrl-C right after the checkpoint whose log line starts with `stop_after`."""
     import tools.train_demo_model as T
 
-    log = getattr(T._log, "unwrapped", T._log)  # an earlier _run's stop must not carry over to this one
+    # the fp16 pipeline copies (OUT/latest, OUT/pipeline) are the other test's; here only the folder is needed
+    monkeypatch.setattr(T, "save_pipeline", lambda pipe, path, world=1: path.mkdir(parents=True, exist_ok=True) or 0)
+    run_stopping(T.main, [str(out), "--quick", *extra], stop_after, monkeypatch)
+
+
+def run_stopping(main, argv: list[str], stop_after: str | None, monkeypatch) -> None:
+    """`main(argv)` (a tool that logs through `train_demo_model._log`), stopped like Ctrl-C right after the log
+    line that starts with `stop_after` (None: run to the end)."""
+    import tools.train_demo_model as T
+
+    log = getattr(T._log, "unwrapped", T._log)  # an earlier run's stop must not carry over to this one
 
     def stopping_log(where, msg):
         log(where, msg)
@@ -64,13 +74,11 @@ def _run(out: Path, *extra: str, stop_after: str | None = None, monkeypatch=None
 
     stopping_log.unwrapped = log
     monkeypatch.setattr(T, "_log", stopping_log)
-    # the fp16 pipeline copies (OUT/latest, OUT/pipeline) are the other test's; here only the folder is needed
-    monkeypatch.setattr(T, "save_pipeline", lambda pipe, path, world=1: path.mkdir(parents=True, exist_ok=True) or 0)
     if stop_after:
         with pytest.raises(Interrupted):
-            T.main([str(out), "--quick", *extra])
+            main(argv)
     else:
-        T.main([str(out), "--quick", *extra])
+        main(argv)
 
 
 def _weights(folder: Path) -> dict:
