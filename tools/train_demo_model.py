@@ -471,6 +471,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def _training_record(pipeline: Path | None) -> dict | None:
+    """`pipeline/training.json` (how an earlier demo model was made, refinements included), or None."""
+    path = pipeline / "training.json" if pipeline else None
+    return json.loads(path.read_text()) if path and path.is_file() else None
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     import torch
@@ -559,6 +565,7 @@ def main(argv=None) -> None:
     info = {"world": s.world, "settings": asdict(s), "device": device, "precision": args.precision, "torch": torch.__version__,
             "seconds": round(time.time() - t0, 1), "phase_seconds": {k: round(v, 1) for k, v in times.items()},
             "resumed": resumed, "init": str(args.init) if args.init else None,
+            "init_training": _training_record(args.init),  # the earlier model's own record: every run that made it
             "vae": str(args.vae) if args.vae else None, "final_vae_loss": vae_loss,
             "final_unet_loss": unet_loss, "final_decoder_loss": decoder_loss,
             "latent_scale": pipe.vae.config.scaling_factor, "bytes": size}

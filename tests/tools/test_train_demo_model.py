@@ -114,6 +114,22 @@ def test_resume_continues_exactly_where_an_interrupted_run_stopped(tmp_path, mon
         assert torch.equal(a[k], b[k]), k  # weights, Adam moments and step counts, RNG states: bit for bit
 
 
+def test_a_model_continued_from_an_earlier_one_carries_that_model_s_record(tmp_path, monkeypatch):
+    """`--init EARLIER`: the new training.json names EARLIER and holds its whole record (decoder refinements
+    included), so a model continued across runs says every run that made it, though EARLIER's folder is gone."""
+    import tools.train_demo_model as T
+
+    w = ("--quick", "--world", "2")
+    run_stopping(T.main, [str(tmp_path / "first"), *w], None, monkeypatch)
+    earlier = tmp_path / "first" / "pipeline"
+    record = {**json.loads((earlier / "training.json").read_text()), "decoder_refinements": [{"steps": 7}]}
+    (earlier / "training.json").write_text(json.dumps(record))  # as `refine_decoder.py --apply` leaves it
+    run_stopping(T.main, [str(tmp_path / "second"), *w, "--init", str(earlier)], None, monkeypatch)
+    info = json.loads((tmp_path / "second" / "pipeline" / "training.json").read_text())
+    assert info["init"] == str(earlier) and info["init_training"] == record
+    assert record["init_training"] is None  # a model trained from scratch has no earlier record
+
+
 def test_a_unet_phase_on_an_earlier_run_s_vae_is_the_run_that_trained_both(tmp_path, monkeypatch):
     """OUT/vae (fp16, with its record) lets the phases run in different sessions: `--vae` skips the VAE phase and
     the UNet phase then trains exactly as in the run that made the VAE (it trains on the fp16 VAE's latents in
