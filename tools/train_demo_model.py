@@ -471,10 +471,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def _training_record(pipeline: Path | None) -> dict | None:
-    """`pipeline/training.json` (how an earlier demo model was made, refinements included), or None."""
-    path = pipeline / "training.json" if pipeline else None
-    return json.loads(path.read_text()) if path and path.is_file() else None
+INIT_RECORD = "init-training.json"  # in OUT: the --init model's training.json as it was when its weights were taken
+
+
+def _keep_init_record(init: Path, out: Path) -> None:
+    """Copy `init/training.json` (how the earlier model was made, refinements included) into OUT when its weights
+    are taken, so the final record describes those weights even if `init` is replaced before the run ends."""
+    record = init / "training.json"
+    doc = json.loads(record.read_text()) if record.is_file() else None
+    (out / INIT_RECORD).write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def _init_record(out: Path):
+    """The record `_keep_init_record` kept for this run (None: no --init, or an earlier model without one)."""
+    path = out / INIT_RECORD
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def main(argv=None) -> None:
@@ -520,6 +531,7 @@ def main(argv=None) -> None:
         from tools.warm_start import warm_start
 
         embedding_rows = warm_start(pipe, args.init)
+        _keep_init_record(args.init, out)
         _log(out, f"warm start from {args.init}: token embeddings {embedding_rows}")
         _save(out, "unet", 0, pipe, s, float("nan"))  # a fresh optimiser: what --resume of it starts with too
         ck = checkpoint.load(out / "checkpoints")
@@ -565,7 +577,7 @@ def main(argv=None) -> None:
     info = {"world": s.world, "settings": asdict(s), "device": device, "precision": args.precision, "torch": torch.__version__,
             "seconds": round(time.time() - t0, 1), "phase_seconds": {k: round(v, 1) for k, v in times.items()},
             "resumed": resumed, "init": str(args.init) if args.init else None,
-            "init_training": _training_record(args.init),  # the earlier model's own record: every run that made it
+            "init_training": _init_record(out),  # the earlier model's own record: every run that made it
             "vae": str(args.vae) if args.vae else None, "final_vae_loss": vae_loss,
             "final_unet_loss": unet_loss, "final_decoder_loss": decoder_loss,
             "latent_scale": pipe.vae.config.scaling_factor, "bytes": size}

@@ -116,7 +116,8 @@ def test_resume_continues_exactly_where_an_interrupted_run_stopped(tmp_path, mon
 
 def test_a_model_continued_from_an_earlier_one_carries_that_model_s_record(tmp_path, monkeypatch):
     """`--init EARLIER`: the new training.json names EARLIER and holds its whole record (decoder refinements
-    included), so a model continued across runs says every run that made it, though EARLIER's folder is gone."""
+    included) as it was when its weights were taken, so a model continued across runs says every run that made
+    it, even when EARLIER's folder was replaced (by the new model, say) before an interrupted run was resumed."""
     import tools.train_demo_model as T
 
     w = ("--quick", "--world", "2")
@@ -124,7 +125,10 @@ def test_a_model_continued_from_an_earlier_one_carries_that_model_s_record(tmp_p
     earlier = tmp_path / "first" / "pipeline"
     record = {**json.loads((earlier / "training.json").read_text()), "decoder_refinements": [{"steps": 7}]}
     (earlier / "training.json").write_text(json.dumps(record))  # as `refine_decoder.py --apply` leaves it
-    run_stopping(T.main, [str(tmp_path / "second"), *w, "--init", str(earlier)], None, monkeypatch)
+    second = [str(tmp_path / "second"), *w, "--init", str(earlier)]
+    run_stopping(T.main, second, "unet step 1/2", monkeypatch)
+    (earlier / "training.json").write_text(json.dumps({"world": 2, "replaced": True}))
+    run_stopping(T.main, [*second, "--resume"], None, monkeypatch)
     info = json.loads((tmp_path / "second" / "pipeline" / "training.json").read_text())
     assert info["init"] == str(earlier) and info["init_training"] == record
     assert record["init_training"] is None  # a model trained from scratch has no earlier record
