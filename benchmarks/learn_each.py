@@ -8,8 +8,11 @@ read by the evaluator of the model's world: "recognised" is the share of images 
 all twelve) is the learned one. Issue 19's target: every individual >= 0.8 on the bundled model.
 
     python benchmarks/learn_each.py [--base demo] [--names rex,stripy] [--seeds 4] [--json OUT]
+                                    [--learn-args "--steps 200 --reg-lambda 0"] [--captions] [--keep DIR]
 
 Each learn runs in its own `cns` process, one after the other; expect a few minutes per individual on 2 cores.
+`--learn-args` passes more `cns learn` flags (a study of one setting against the defaults, same photos and
+prompts), `--captions` gives each photo a caption file naming its scene (`render_photos(captions=True)`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -35,16 +39,17 @@ def cns_command() -> list[str]:
     return [found]
 
 
-def learn_alone(name: str, cls: str, base: str, work: Path, world: int, photos: int) -> tuple[Path, float]:
-    """(bank path, seconds `cns learn` took) for `name` learned alone with the defaults."""
+def learn_alone(name: str, cls: str, base: str, work: Path, world: int, photos: int, learn_args: list[str],
+                captions: bool) -> tuple[Path, float]:
+    """(bank path, seconds `cns learn` took) for `name` learned alone with the defaults (and `learn_args`)."""
     from cns_cli.demo.individuals import render_photos
 
     folder, bank = work / "photos" / name, work / f"{name}.cnsbank"
-    render_photos(name, folder, n=photos, world=world)
+    render_photos(name, folder, n=photos, world=world, captions=captions)
     cns = cns_command()
     t0 = time.perf_counter()  # `cns learn` creates the bank on --base: the first thing a new user runs
-    subprocess.run([*cns, "learn", name, str(folder), "--class", cls, "--base", base, "--bank", str(bank)],
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([*cns, "learn", name, str(folder), "--class", cls, "--base", base, "--bank", str(bank),
+                    *learn_args], check=True, stdout=subprocess.DEVNULL)
     return bank, time.perf_counter() - t0
 
 
@@ -66,8 +71,12 @@ def main() -> None:
     ap.add_argument("--photos", type=int, default=6)
     ap.add_argument("--seeds", type=int, default=4, help="images per scene (4 scenes)")
     ap.add_argument("--sample-steps", type=int, default=20)
+    ap.add_argument("--learn-args", default="", help='more `cns learn` flags, e.g. "--steps 200" (default: none)')
+    ap.add_argument("--captions", action="store_true", help="caption files naming each photo's scene")
+    ap.add_argument("--keep", type=Path, help="keep the photos and banks in this folder (default: a temporary one)")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args()
+    learn_args = shlex.split(args.learn_args)
 
     from cns_cli.bench.protocol import BenchConfig
     from cns_cli.bench.scoring import Sampling
@@ -84,9 +93,10 @@ def main() -> None:
     sampling = Sampling(scenes, args.seeds, args.sample_steps, BenchConfig.guidance, 1, world)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
+        work = args.keep or Path(tmp)
         for name in names:
             cls = people[name].cls
-            bank, seconds = learn_alone(name, cls, args.base, Path(tmp), world, args.photos)
+            bank, seconds = learn_alone(name, cls, args.base, work, world, args.photos, learn_args, args.captions)
             results[name] = {**score(bank, name, cls, ev, sampling), "learn_seconds": round(seconds, 1)}
             r = results[name]
             print(f"{name:8s} recognised {r['recognised']:.3f}  identity {r['identity']:.3f}  "
@@ -97,8 +107,8 @@ def main() -> None:
     print(f"mean recognised {summary['mean_recognised']:.3f}, min {summary['min_recognised']:.3f}, "
           f"{summary['at_least_0.8']}/{len(rec)} at >= 0.8")
     if args.json:
-        doc = {"command": "python benchmarks/learn_each.py " + " ".join(sys.argv[1:]), "base": args.base,
-               "world": world, "images_per_individual": len(scenes) * args.seeds, "results": results,
+        doc = {"command": shlex.join(["python", "benchmarks/learn_each.py", *sys.argv[1:]]), "base": args.base,
+               "world": world, "learn_args": learn_args, "captions": args.captions, "images_per_individual": len(scenes) * args.seeds, "results": results,
                "summary": summary}
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
 

@@ -21,6 +21,21 @@ def tiny_base(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_demo_base(tiny_base, tmp_path_factory) -> str:
+    """tiny_base recorded as a model of the bundled demo world (training.json "world", as the trainer writes it), so
+    that the demo, the assessment and the bench read it with the bundled evaluator; still random weights."""
+    import json
+    import shutil
+
+    from cns_cli.demo.world import base_world
+
+    out = tmp_path_factory.mktemp("tiny-demo") / "pipe"
+    shutil.copytree(tiny_base, out)
+    (out / "training.json").write_text(json.dumps({"world": base_world("demo")}) + "\n")
+    return str(out)
+
+
+@pytest.fixture(scope="session")
 def tiny_sd2v(tmp_path_factory) -> str:
     """A random tiny SD 2.x pipeline (OpenCLIP-style text encoder, v-prediction), saved with save_pretrained."""
     from cns_cli.model.tiny import save_tiny_pipeline

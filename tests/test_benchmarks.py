@@ -62,8 +62,8 @@ def test_other_benchmarks_run(script, args):
     assert run(script, *args)
 
 
-def test_token_lr_sweep_runs_the_bench_once_per_value(tiny_base, tmp_path):
-    rows = run("token_lr_sweep.py", "--quick", "--concepts", "1", "--base", tiny_base, "--values", "0,2e-3",
+def test_token_lr_sweep_runs_the_bench_once_per_value(tiny_demo_base, tmp_path):
+    rows = run("token_lr_sweep.py", "--quick", "--concepts", "1", "--base", tiny_demo_base, "--values", "0,2e-3",
                "--methods", "ti", "--out", str(tmp_path / "sweep"))
     assert [(r["lr_token"], r["method"]) for r in rows] == [(0.0, "ti"), (2e-3, "ti")]
     assert "rex_identity" in rows[0] and "fedora_identity" not in rows[0]  # --concepts counts with --quick
@@ -71,14 +71,32 @@ def test_token_lr_sweep_runs_the_bench_once_per_value(tiny_base, tmp_path):
     assert saved["config"]["lr_token"] == 2e-3
 
 
-def test_row_training_sweep_trains_cns_under_each_variant(tiny_base, tmp_path):
+def test_row_training_sweep_trains_cns_under_each_variant(tiny_demo_base, tmp_path):
     from cns_cli.bank import Bank
 
-    rows = run("row_training_sweep.py", "--quick", "--base", tiny_base, "--variant", "half-lambda", "reg_lambda=0.5",
+    rows = run("row_training_sweep.py", "--quick", "--base", tiny_demo_base, "--variant", "half-lambda", "reg_lambda=0.5",
                "--out", str(tmp_path / "sweep"))
     assert [(r["variant"], r["overrides"], r["basis"]) for r in rows] == [("half-lambda", "reg_lambda=0.5", "random")]
     bank = Bank.open(tmp_path / "sweep" / "banks" / "half-lambda.cnsbank")
     assert bank.head().concepts["fedora"].training["reg_lambda"] == 0.5  # the override reached cns learn
+
+
+def test_learn_each_learns_through_cns_with_the_given_flags_and_scores_each_individual(tiny_demo_base, tmp_path):
+    from cns_cli.bank import Bank
+
+    out = subprocess.run([sys.executable, str(BENCH / "learn_each.py"), "--base", tiny_demo_base, "--names", "rex,cap",
+                          "--photos", "2", "--seeds", "1", "--sample-steps", "1", "--learn-args", "--steps 2 --rank 2",
+                          "--captions", "--keep", str(tmp_path / "work"), "--json", str(tmp_path / "r.json")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert list(doc["results"]) == ["rex", "cap"] and doc["learn_args"] == ["--steps", "2", "--rank", "2"]
+    assert doc["images_per_individual"] == 4 and doc["summary"]["individuals"] == 2  # 4 scenes x 1 seed
+    assert all(0 <= r["recognised"] <= 1 for r in doc["results"].values())
+    training = Bank.open(tmp_path / "work" / "cap.cnsbank").head().concepts["cap"].training
+    assert (training["steps"], training["rank"]) == (2, 2)  # the flags reached `cns learn`, the rest are defaults
+    assert training["reg_lambda"] == 1.0
+    assert (tmp_path / "work" / "photos" / "rex" / "rex-00.txt").read_text().startswith("a <rex> dog ")  # --captions
 
 
 def test_the_calibration_energy_basis_is_orthogonal_and_ordered_by_energy(tiny_base):

@@ -403,8 +403,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     tr.add_argument("--steps", type=int, default=TrainSettings.steps)
     tr.add_argument("--threads", type=int, default=TrainSettings.threads)
     tr.add_argument("--quick", action="store_true", help="a tiny smoke run (does not meet the targets)")
-    tr.add_argument("--world", type=int, default=1, choices=world.WORLDS,
-                    help="the demo world to measure (its model's: training.json 'world')")
+    tr.add_argument("--world", type=int, default=None, choices=world.WORLDS,
+                    help="the demo world to measure (its model's: training.json 'world'); default: the bundled "
+                         "model's, since the default --out is the bundled evaluator")
     va = sub.add_parser("validate", help="re-run validation of the packaged (or given) weights; print the report")
     va.add_argument("--weights", type=Path, default=None)
     va.add_argument("--threads", type=int, default=2)
@@ -412,6 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     if args.cmd == "train":
+        if args.world is None:
+            args.world = world.base_world("demo")
         s = TrainSettings(seed=args.seed, steps=args.steps, threads=args.threads, world=args.world)
         if args.quick:
             s = TrainSettings(seed=args.seed, steps=5, batch=16, n_generic=200, n_per_individual=10, threads=args.threads,

@@ -20,9 +20,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def bench(tiny_base, tmp_path_factory):
+def bench(tiny_demo_base, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "out"
-    return out, run_bench(out, BenchConfig.quick(base=tiny_base, steps=3))
+    return out, run_bench(out, BenchConfig.quick(base=tiny_demo_base, steps=3))
 
 
 def _numbers(x):
@@ -108,7 +108,7 @@ def test_forgetting_is_identity_just_after_learning_minus_at_the_end():
     assert s["bytes_per_concept"] == pytest.approx(10 / 3)
 
 
-def test_bad_input_is_one_line_and_never_touches_a_foreign_folder(tiny_base, tmp_path):
+def test_bad_input_is_one_line_and_never_touches_a_foreign_folder(tiny_demo_base, tmp_path):
     with pytest.raises(UsageError, match="unknown method 'dreambooth'"):
         BenchConfig(methods=("cns", "dreambooth"))
     with pytest.raises(UsageError, match="--concepts must be 1..12"):
@@ -120,15 +120,15 @@ def test_bad_input_is_one_line_and_never_touches_a_foreign_folder(tiny_base, tmp
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "keep.txt").write_text("precious")
-    r = CliRunner().invoke(app, ["bench", "--quick", "--base", tiny_base, "--out", str(mine)])
+    r = CliRunner().invoke(app, ["bench", "--quick", "--base", tiny_demo_base, "--out", str(mine)])
     assert r.exit_code == 2 and "not empty" in r.output and (mine / "keep.txt").read_text() == "precious"
     r = CliRunner().invoke(app, ["bench", "--quick", "--methods", "cns,nope", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "unknown method 'nope'" in r.output and not (tmp_path / "x").exists()
 
 
-def test_the_cli_prints_one_json_document(tiny_base, tmp_path):
+def test_the_cli_prints_one_json_document(tiny_demo_base, tmp_path):
     r = CliRunner().invoke(app, ["bench", "--quick", "--methods", "ti,cns", "--steps", "1", "--lr-token", "2e-3", "--zero-shot-prompts", "3",
-                                 "--base", tiny_base, "--out", str(tmp_path / "b"), "--json"])
+                                 "--base", tiny_demo_base, "--out", str(tmp_path / "b"), "--json"])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert sorted(doc["methods"]) == ["cns", "ti"] and (tmp_path / "b" / "forgetting.png").is_file()
@@ -218,20 +218,24 @@ def test_pair_scores_read_each_half_of_real_two_concept_renders(monkeypatch):
     from cns_cli.bench.trainer import ConceptData
     from cns_cli.demo import assess
     from cns_cli.demo.evaluator import Evaluator
-    from cns_cli.demo.individuals import INDIVIDUALS
+    from cns_cli.demo.individuals import individual_spec, individuals_of
     from cns_cli.demo.pairs import render_pair
-    from cns_cli.demo.world import Spec
+    from cns_cli.demo.world import base_world
 
-    def spec(name):
-        return Spec("grass", INDIVIDUALS[name].cls, INDIVIDUALS[name].colour, individual=name)
+    ev = Evaluator.load()
+    people = individuals_of(ev.world)  # the packaged evaluator's world: the bundled model's (base_world)
+    assert ev.world == base_world("demo")
+
+    def spec(name):  # the individual as its world draws it (world 2: its marks too), on grass
+        return individual_spec(name, np.random.default_rng(1), scene="grass", world=ev.world)
 
     drawn = {"a <rex> dog and a <fedora> hat on grass": ("fedora", "rex"),  # swapped
              "a <milo> cat and a <beetle> car on grass": ("bella", "beetle")}  # a dog, not the cat
     monkeypatch.setattr(assess, "generate", lambda pipe, prompts, **kw: np.stack(
         [render_pair(spec(drawn[p][0]), spec(drawn[p][1]), np.random.default_rng(0)) for p in prompts]))
-    concepts = [ConceptData(n, INDIVIDUALS[n].cls, None) for n in ("rex", "fedora", "milo", "beetle")]
-    s = Sampling(scenes=("grass",), seeds=1, steps=1, guidance=1.0, zero_shot_n=1)
-    got, images = score_groups(None, Evaluator.load(), concepts, s, 2)
+    concepts = [ConceptData(n, people[n].cls, None) for n in ("rex", "fedora", "milo", "beetle")]
+    s = Sampling(scenes=("grass",), seeds=1, steps=1, guidance=1.0, zero_shot_n=1, world=ev.world)
+    got, images = score_groups(None, ev, concepts, s, 2)
     assert got["n"] == 2 and images.shape == (2, 64, 64, 3)
     assert (got["shown"], got["in_order"], got["classes"]) == (0.5, 0.0, 0.5)
 

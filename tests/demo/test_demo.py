@@ -16,8 +16,8 @@ from cns_cli.model.loading import builtin_path
 pytestmark = pytest.mark.slow  # runs benchmarks, the demo or a trainer end to end (docs/development.md: the quick subset)
 
 
-def test_demo_runs_end_to_end(tiny_base, tmp_path):
-    cfg = DemoConfig(base=tiny_base, steps=2, photos=3, sample_steps=2)
+def test_demo_runs_end_to_end(tiny_demo_base, tmp_path):
+    cfg = DemoConfig(base=tiny_demo_base, steps=2, photos=3, sample_steps=2)
     doc = run_demo(tmp_path / "demo", cfg)
     assert doc["concepts"] == list(PAIR) == ["milo", "cottage"]
     for name in doc["concepts"]:
