@@ -406,6 +406,7 @@ def bench(
     zero_shot_n: Annotated[Optional[int], typer.Option("--zero-shot-prompts", help="Held-out base captions scored after every concept (default 48).")] = None,
     base: Annotated[str, typer.Option("--base", help="Base model (default: the bundled demo model).")] = "demo",
     device: Annotated[Device, typer.Option(help="Where to run.")] = Device.auto,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out (same settings): the methods it finished are kept.")] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Continual-personalization benchmark on the demo world: cns vs its ablations and the usual baselines."""
@@ -424,7 +425,7 @@ def bench(
     if zero_shot_n is not None:
         kw["zero_shot_n"] = zero_shot_n
     config = BenchConfig.quick(**kw) if quick else BenchConfig(**kw)
-    doc = run_bench(out, config, for_stderr())
+    doc = run_bench(out, config, for_stderr(), resume=resume)
     if json_:
         output.emit_json(doc)
         return

@@ -3,7 +3,9 @@
 Returns (and writes as OUT/bench.json) one document with every number:
   {"config", "base": {"zero_shot", "identity_base_class"}, "concepts": [...],
    "methods": {key: {"label", "group", "steps": [{"learned", "learn", "concepts": {name: scores}, "zero_shot"}],
-                     "pairs", "summary"}}}
+                     "pairs", "summary"}}, "resumed": [keys kept from an earlier process]}
+bench.json is rewritten after every method, with that method's contact-sheet images in OUT/images/KEY.safetensors,
+so `resume=True` continues an interrupted run: the methods finished there are kept, the others run again.
 """
 
 from __future__ import annotations
@@ -69,9 +71,10 @@ class BenchConfig:
 
 
 def run_bench(out: Path, config: BenchConfig = BenchConfig(), reporter: Reporter = NullReporter(),
-              new_basis=None) -> dict:
+              new_basis=None, resume: bool = False) -> dict:
     """`new_basis` (d, d): the basis Q the cns methods' new banks start from instead of the seeded one (an input
-    for experiments such as benchmarks/row_training_sweep.py; the bench itself never sets it)."""
+    for experiments such as benchmarks/row_training_sweep.py; the bench itself never sets it). `resume`: continue
+    the run in `out` (same config), keeping the methods it finished."""
     from . import require_bench_extra
 
     require_bench_extra()
@@ -88,26 +91,38 @@ def run_bench(out: Path, config: BenchConfig = BenchConfig(), reporter: Reporter
     world = base_world(config.base)  # the demo world the model was trained on: its individuals, captions, evaluator
     ev, s = Evaluator.load(), config.sampling(world)
     ev.check_world(world)
-    claim_folder(out, MARKER, "cns bench")
     device = resolve_device(config.device)
+    earlier = _earlier_run(out, config, device) if resume else None
+    if earlier is None:
+        claim_folder(out, MARKER, "cns bench")
     concepts = []
     for name in ORDER[: config.concepts]:
         ind = individuals_of(world)[name]
         render_photos(name, out / "photos" / name, n=config.photos, seed=config.seed, captions=True, world=world)
         concepts.append(ConceptData(name, ind.cls, out / "photos" / name))
 
-    reporter.phase("scoring the base model")
     base_pipe = load_pipeline(resolve_base(config.base)).to(device)
-    doc: dict = {"config": {**asdict(config), "device": device}, "concepts": [c.name for c in concepts],
-                 "base": {"zero_shot": zero_shot(base_pipe, ev, s),
-                          "identity_base_class": _base_class_identity(base_pipe, ev, concepts, s)},
-                 "methods": {}}
+    doc: dict = {"config": _config_doc(config, device), "concepts": [c.name for c in concepts], "methods": {},
+                 "resumed": []}
+    if earlier is not None:  # the base was scored by the earlier process: the same model, config and seeds
+        doc["base"] = earlier["base"]
+    else:
+        reporter.phase("scoring the base model")
+        doc["base"] = {"zero_shot": zero_shot(base_pipe, ev, s),
+                       "identity_base_class": _base_class_identity(base_pipe, ev, concepts, s)}
     budget = Budget(base=config.base, steps=config.steps, seed=config.seed, device=device, lr_token=config.lr_token,
                     text_dim=base_pipe.text_encoder.config.hidden_size, new_basis=new_basis)
     del base_pipe
     sheet_images: dict[str, dict] = {}
     for key in config.methods:
         info = METHODS[key]
+        kept = _finished(out, earlier, key)
+        if kept is not None:
+            reporter.phase(f"{key}: kept from the earlier run")
+            doc["methods"][key], sheet_images[key] = kept
+            doc["resumed"].append(key)
+            continue
+        _discard_bank(out / "banks", key)  # an interrupted method starts over
         method = make_method(key, budget, out / "banks")
         steps, images = [], {}
         for k, c in enumerate(concepts):
@@ -123,7 +138,8 @@ def run_bench(out: Path, config: BenchConfig = BenchConfig(), reporter: Reporter
         doc["methods"][key] = entry
         sheet_images[key] = {"concepts": images, **group_images}
         del method, pipe
-        _write_json(out / "bench.json", doc)  # after every method: a long run can be looked at while it runs
+        _save_images(out / "images" / f"{key}.safetensors", sheet_images[key])  # first: bench.json vouches for it
+        _write_json(out / "bench.json", doc)  # after every method: a long run can be looked at, or resumed
     doc["files"] = write_reports(out, doc, sheet_images, concepts)
     _write_json(out / "bench.json", doc)
     return doc
@@ -187,6 +203,70 @@ def summarise(entry: dict, base_zero_shot: dict, n: int) -> dict:
         "bytes_per_concept": learns[-1]["bytes_total"] / n,
         "learn_seconds_per_concept": float(np.mean([x["seconds"] for x in learns])),
     }
+
+
+def _config_doc(config: BenchConfig, device: str) -> dict:
+    """The config as bench.json records it (JSON types: tuples become lists), with the device it ran on."""
+    return json.loads(json.dumps({**asdict(config), "device": device}))
+
+
+def _earlier_run(out: Path, config: BenchConfig, device: str) -> dict:
+    """The bench.json of the run to resume in `out`; UsageError unless there is one with this config."""
+    path = out / "bench.json"
+    if not (out / MARKER).is_file() or not path.is_file():
+        raise UsageError(f"--resume: {out} holds no bench run to continue; run without --resume to start one")
+    try:
+        doc = json.loads(path.read_text())
+        recorded = doc["config"]
+        doc["base"]
+    except (ValueError, KeyError, TypeError):
+        raise UsageError(f"--resume: {path} is not a bench.json this version can read; run without --resume")
+    wanted = _config_doc(config, device)
+    differ = [k for k in sorted(set(wanted) | set(recorded)) if k != "methods" and wanted.get(k) != recorded.get(k)]
+    if differ:
+        k = differ[0]
+        raise UsageError(f"--resume: the run in {out} has {k} {recorded.get(k)!r}, this one {wanted.get(k)!r}; "
+                         "give the same settings, or run without --resume to start over")
+    return doc
+
+
+def _finished(out: Path, earlier: dict | None, key: str) -> tuple[dict, dict] | None:
+    """(entry, sheet images) of `key` when the earlier run finished it, else None."""
+    path = out / "images" / f"{key}.safetensors"
+    if earlier is None or key not in earlier.get("methods", {}) or not path.is_file():
+        return None
+    return earlier["methods"][key], _load_images(path)
+
+
+def _discard_bank(banks: Path, key: str) -> None:
+    import shutil
+
+    shutil.rmtree(banks / f"{key}.cnsbank", ignore_errors=True)
+
+
+def _save_images(path: Path, images: dict) -> None:
+    """{"concepts": {name: uint8 (n, h, w, 3)}, group key: uint8 (n, h, w, 3)} as safetensors, atomically."""
+    from safetensors.numpy import save
+
+    from ..bank.atomic import atomic_write
+
+    flat = {f"concepts/{n}": np.ascontiguousarray(a) for n, a in images["concepts"].items()}
+    flat.update({k: np.ascontiguousarray(a) for k, a in images.items() if k != "concepts"})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, save(flat))
+
+
+def _load_images(path: Path) -> dict:
+    from safetensors.numpy import load_file
+
+    flat = load_file(str(path))
+    out: dict = {"concepts": {}}
+    for k, a in flat.items():
+        if k.startswith("concepts/"):
+            out["concepts"][k.split("/", 1)[1]] = a
+        else:
+            out[k] = a
+    return out
 
 
 def _write_json(path: Path, doc: dict) -> None:

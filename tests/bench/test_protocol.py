@@ -269,3 +269,56 @@ def test_without_the_bench_extra_the_bench_says_which_pip_command(tmp_path, monk
     line = one_line_error(cns("bench", "--quick", "--out", tmp_path / "b"))
     assert "pip install 'cns-cli[bench]'" in line and "peft" in line and "matplotlib" not in line.split("run:")[0]
     assert not (tmp_path / "b").exists()
+
+
+def _scores(entry: dict) -> list:
+    """What a method measured, without its timings (those differ from process to process)."""
+    return [(st["learned"], st["concepts"], st["zero_shot"]) for st in entry["steps"]] + [entry["pairs"]]
+
+
+def test_an_interrupted_run_resumes_with_the_finished_methods_kept_and_the_same_numbers(bench, tiny_demo_base,
+                                                                                         tmp_path, monkeypatch):
+    """A run stopped during its second method keeps the first (bench.json and its images); --resume runs only the
+    second, which measures what it measures in an uninterrupted run (the module's run of every method)."""
+    import cns_cli.bench.protocol as protocol
+
+    _, full = bench
+    out, config = tmp_path / "run", BenchConfig.quick(base=tiny_demo_base, steps=3, methods=("ti", "cns"))
+    real = protocol.make_method
+
+    def stop_at_cns(key, budget, workdir):
+        method = real(key, budget, workdir)
+        if key == "cns":  # learns its first concept into its bank, then the machine "goes away"
+            learn = method.learn
+            method.learn = lambda c: (learn(c), (_ for _ in ()).throw(KeyboardInterrupt()))
+        return method
+
+    monkeypatch.setattr(protocol, "make_method", stop_at_cns)
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(out, config)
+    assert list(json.loads((out / "bench.json").read_text())["methods"]) == ["ti"]
+    assert (out / "images" / "ti.safetensors").is_file() and (out / "banks" / "cns.cnsbank").is_dir()
+    monkeypatch.setattr(protocol, "make_method", real)
+
+    doc = run_bench(out, config, resume=True)
+    assert doc["resumed"] == ["ti"] and list(doc["methods"]) == ["ti", "cns"]
+    for key in ("ti", "cns"):
+        assert _scores(doc["methods"][key]) == _scores(full["methods"][key]), key
+    assert len(Bank.open(out / "banks" / "cns.cnsbank").head().concepts) == 2  # started over, not on top
+    assert json.loads((out / "bench.json").read_text()) == json.loads(json.dumps(doc))
+    kept = protocol._load_images(out / "images" / "ti.safetensors")  # what the sheet's ti row is drawn from
+    assert set(kept["concepts"]) == {"rex", "fedora"} and kept["concepts"]["rex"].dtype.name == "uint8"
+    assert kept["pairs"].shape == (2, 64, 64, 3) and kept["regional_triples"].shape[0] == 0
+    from cns_cli.sheet import contact_sheet
+
+    three_rows = contact_sheet([(k, [kept["pairs"][0]] * 4) for k in ("photos", "ti", "cns")], 96, 130, "t")
+    assert Image.open(doc["files"]["contact_sheet"]).height == three_rows.height  # photos, ti (kept) and cns
+
+
+def test_resume_refuses_a_folder_without_a_run_or_with_other_settings(bench, tiny_demo_base, tmp_path):
+    out, _ = bench
+    with pytest.raises(UsageError, match="holds no bench run to continue"):
+        run_bench(tmp_path / "empty", BenchConfig.quick(base=tiny_demo_base), resume=True)
+    with pytest.raises(UsageError, match="has steps 3, this one 4"):
+        run_bench(out, BenchConfig.quick(base=tiny_demo_base, steps=4), resume=True)
+    assert json.loads((out / "bench.json").read_text())["config"]["steps"] == 3  # untouched
