@@ -18,12 +18,10 @@ from ..reporting import NullReporter, Reporter
 from ..sheet import labelled_sheet
 from .outputs import claim_folder
 
-# A ginger cat with dark stripes and a pink cottage with a round green door: concepts cns draws recognisably on
-# the bundled model after 150 steps (cns bench, 8 concepts: identity 0.34 / 0.47 against the base model's
-# plain description -0.14 / -0.01). Not `rex` (a brown dog, the bench's first concept): the demo VAE never saw
-# brown and turns it red/green (its photos' reconstructions score 0.74), and cns's token alone gets rex to 0.28
-# where a LoRA reaches 0.61 (then forgets it); nor the blue cap, which the base model's "blue hat" already
-# resembles (0.25): docs/benchmark.md.
+# A cat and a house: two classes the demo model draws side by side, and two individuals that differ from the
+# base's plain class ("an orange cat", "a pink house") only by their marks (milo's stripes, cottage's green
+# door), so the contact sheet shows what a learned concept keeps and what it misses. How each individual fares
+# when learned: docs/demo-world.md (benchmarks/learn_each.py).
 PAIR = ("milo", "cottage")
 SHOWN_SCENES = ("beach", "grass", "snow", "night")
 MARKER = "cns-demo.json"  # written first into the demo's folder: the folder is the demo's to replace
