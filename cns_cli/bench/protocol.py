@@ -218,10 +218,11 @@ def _earlier_run(out: Path, config: BenchConfig, device: str) -> dict:
         raise UsageError(f"--resume: {out} holds no bench run to continue; run without --resume to start one")
     try:
         doc = json.loads(path.read_text())
-        recorded = doc["config"]
-        doc["base"]
+        recorded, _ = doc["config"], doc["base"]  # both are reused
+        if not isinstance(recorded, dict) or not isinstance(doc.get("methods", {}), dict):
+            raise TypeError
     except (ValueError, KeyError, TypeError):
-        raise UsageError(f"--resume: {path} is not a bench.json this version can read; run without --resume")
+        raise UsageError(f"--resume: {path} is not a bench.json this version can read; run without --resume") from None
     wanted = _config_doc(config, device)
     differ = [k for k in sorted(set(wanted) | set(recorded)) if k != "methods" and wanted.get(k) != recorded.get(k)]
     if differ:

@@ -322,3 +322,9 @@ def test_resume_refuses_a_folder_without_a_run_or_with_other_settings(bench, tin
     with pytest.raises(UsageError, match="has steps 3, this one 4"):
         run_bench(out, BenchConfig.quick(base=tiny_demo_base, steps=4), resume=True)
     assert json.loads((out / "bench.json").read_text())["config"]["steps"] == 3  # untouched
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "cns-bench.json").write_text("{}")
+    (broken / "bench.json").write_text('{"config": [1, 2]}')
+    with pytest.raises(UsageError, match="not a bench.json this version can read"):
+        run_bench(broken, BenchConfig.quick(base=tiny_demo_base), resume=True)
