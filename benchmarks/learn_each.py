@@ -108,8 +108,8 @@ def main() -> None:
           f"{summary['at_least_0.8']}/{len(rec)} at >= 0.8")
     if args.json:
         doc = {"command": shlex.join(["python", "benchmarks/learn_each.py", *sys.argv[1:]]), "base": args.base,
-               "world": world, "learn_args": learn_args, "captions": args.captions, "images_per_individual": len(scenes) * args.seeds, "results": results,
-               "summary": summary}
+               "world": world, "learn_args": learn_args, "captions": args.captions,
+               "images_per_individual": len(scenes) * args.seeds, "results": results, "summary": summary}
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
 
 

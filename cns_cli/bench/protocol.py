@@ -160,7 +160,6 @@ def _base_class_identity(pipe, ev, concepts, s: Sampling) -> dict:
     nearest palette colour and class): the floor a learned concept has to rise above."""
     from ..demo.assess import generate
     from ..demo.individuals import individuals_of
-    from ..demo.marks import article
     from ..demo.world import SCENE_PHRASES
     from .scoring import concept_prompts
 
@@ -168,7 +167,7 @@ def _base_class_identity(pipe, ev, concepts, s: Sampling) -> dict:
     for c in concepts:
         ind = individuals_of(s.world)[c.name]
         _, seeds, scenes = concept_prompts(c, s)  # the concept's scenes and seeds, its plain description
-        texts = [f"{article(ind.colour)} {ind.colour} {ind.cls} {SCENE_PHRASES[scene]}" for scene in scenes]
+        texts = [f"{ind.plain} {SCENE_PHRASES[scene]}" for scene in scenes]
         out[c.name] = float(np.mean(ev.identity_similarity(generate(pipe, texts, seeds=seeds, steps=s.steps,
                                                                     guidance=s.guidance), c.name)))
     return out

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .marks import Mark, marked_drawer
+from .marks import Mark, article, marked_drawer
 from .painter import GLASS, DrawFn, Painter, _j, draw_cat, draw_dog, draw_flower, draw_house, shade
 from .palette import COLOUR_RGB
 from .stage import CLASS_ASPECT, POSITIONS, SCENE_PHRASES, SCENES, SIZES, WORLDS, Spec, check, nearest_colour, place
@@ -57,6 +57,12 @@ class Individual:
     @property
     def aspect(self) -> float:
         return CLASS_ASPECT[self.cls]
+
+    @property
+    def plain(self) -> str:
+        """Its colour and class only, as a caption says them ("an orange cat"): what the base draws without the
+        concept, the floor a learned concept is compared with."""
+        return f"{article(self.colour)} {self.colour} {self.cls}"
 
 
 # --------------------------------------------------------------------------------------------- drawings

@@ -60,7 +60,6 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
     from .assess import generate as generate_images
     from .evaluator import Evaluator
     from .individuals import individuals_of, render_photos
-    from .marks import article
     from .world import SCENE_PHRASES, base_world
 
     out = Path(out)
@@ -100,7 +99,7 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
     base_images = {}
     for name in PAIR:
         ind = people[name]
-        texts = [f"{article(ind.colour)} {ind.colour} {ind.cls} {SCENE_PHRASES[s]}" for s in SHOWN_SCENES]
+        texts = [f"{ind.plain} {SCENE_PHRASES[s]}" for s in SHOWN_SCENES]
         base_images[name] = list(generate_images(base_pipe, texts, seed=gen_cfg.seed, steps=gen_cfg.steps,
                                                  guidance=gen_cfg.guidance))
 
@@ -117,7 +116,7 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
         scores[name] = {
             "identity_learned": float(np.mean(ev.identity_similarity(imgs, name))),
             "identity_base_class": float(np.mean(ev.identity_similarity(base_images[name], name))),
-            "base_class_prompt": f"{article(ind.colour)} {ind.colour} {ind.cls}",
+            "base_class_prompt": ind.plain,
             "scene_accuracy": float(np.mean([p == s for p, (_, s) in zip(pred["scene"], prompts[name])])),
             "class_accuracy": float(np.mean([p == ind.cls for p in pred["class"]])),
         }

@@ -290,7 +290,12 @@ def test_an_interrupted_run_resumes_with_the_finished_methods_kept_and_the_same_
         method = real(key, budget, workdir)
         if key == "cns":  # learns its first concept into its bank, then the machine "goes away"
             learn = method.learn
-            method.learn = lambda c: (learn(c), (_ for _ in ()).throw(KeyboardInterrupt()))
+
+            def learn_then_stop(c):
+                learn(c)
+                raise KeyboardInterrupt
+
+            method.learn = learn_then_stop
         return method
 
     monkeypatch.setattr(protocol, "make_method", stop_at_cns)

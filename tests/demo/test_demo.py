@@ -24,6 +24,7 @@ def test_demo_runs_end_to_end(tiny_demo_base, tmp_path):
         s = doc["scores"][name]
         assert -1 <= s["identity_learned"] <= 1 and -1 <= s["identity_base_class"] <= 1
         assert 0 <= s["scene_accuracy"] <= 1
+    assert [doc["scores"][n]["base_class_prompt"] for n in PAIR] == ["an orange cat", "a pink house"]  # caption words
     assert doc["forget_kept_other_identical"] is True
     sheet = Image.open(doc["contact_sheet"])
     assert sheet.height == 128 * 9  # 3 rows per concept, both together plain and with regions, after forgetting
