@@ -247,7 +247,7 @@ def test_concepts_counts_with_quick_too(monkeypatch, tmp_path, args, concepts, s
 
     seen = {}
 
-    def run_bench(out, config, reporter):  # the config the CLI built, nothing run
+    def run_bench(out, config, reporter, resume=False):  # the config the CLI built, nothing run
         seen["config"] = config
         return {}
 
