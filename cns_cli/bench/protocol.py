@@ -84,7 +84,7 @@ def run_bench(out: Path, config: BenchConfig = BenchConfig(), reporter: Reporter
     from ..demo.world import base_world
     from ..model.loading import load_pipeline, resolve_base
     from ..model.runtime import resolve_device
-    from .report import write_reports
+    from .report import sheet_subset, write_reports
 
     out = Path(out)
     resolve_base(config.base)  # a missing model fails before anything is written
@@ -136,7 +136,7 @@ def run_bench(out: Path, config: BenchConfig = BenchConfig(), reporter: Reporter
         entry = {"label": info.label, "group": info.group, "steps": steps, **groups}
         entry["summary"] = summarise(entry, doc["base"]["zero_shot"], len(concepts))
         doc["methods"][key] = entry
-        sheet_images[key] = {"concepts": images, **group_images}
+        sheet_images[key] = sheet_subset({"concepts": images, **group_images}, concepts)
         del method, pipe
         _save_images(out / "images" / f"{key}.safetensors", sheet_images[key])  # first: bench.json vouches for it
         _write_json(out / "bench.json", doc)  # after every method: a long run can be looked at, or resumed

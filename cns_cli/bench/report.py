@@ -100,6 +100,18 @@ def plot_forgetting(path: Path, doc: dict) -> Path:
     return path
 
 
+GROUPS = ("pairs", "regional_pairs", "regional_triples")
+
+
+def sheet_subset(images: dict, concepts: list) -> dict:
+    """What `contact_sheet` draws of one method's images ({"concepts": {name: uint8 (n, h, w, 3)}, group key:
+    uint8 (n, h, w, 3)}): the first concept's, the last concept's first and each group's first. The bench keeps
+    only these (in memory and in OUT/images/), not every scored image."""
+    first, last = concepts[0].name, concepts[-1].name
+    kept = {last: images["concepts"][last][:1], first: images["concepts"][first]}  # first wins when they are one
+    return {"concepts": kept, **{k: images[k][:1] for k in GROUPS}}
+
+
 def contact_sheet(path: Path, doc: dict, images: dict, concepts: list) -> Path:
     """Rows: reference photo, then one row per method with its final model: the first concept (the one most
     at risk) on every evaluation scene, the last concept, the first pair prompt without and with regions, and the
@@ -116,7 +128,7 @@ def contact_sheet(path: Path, doc: dict, images: dict, concepts: list) -> Path:
         tiles = list(got["concepts"][first])
         if last != first:
             tiles += list(got["concepts"][last][:1])
-        tiles += [*got["pairs"][:1], *got["regional_pairs"][:1], *got["regional_triples"][:1]]
+        tiles += [image for k in GROUPS for image in got[k][:1]]
         rows.append((key, tiles))
     title = f"<{first}> on each scene | <{last}> | first pair: plain, regions | first triple: regions - same seeds"
     return labelled_sheet(path, rows, tile=96, label_w=130, title=title)

@@ -313,7 +313,9 @@ def test_an_interrupted_run_resumes_with_the_finished_methods_kept_and_the_same_
     assert json.loads((out / "bench.json").read_text()) == json.loads(json.dumps(doc))
     kept = protocol._load_images(out / "images" / "ti.safetensors")  # what the sheet's ti row is drawn from
     assert set(kept["concepts"]) == {"rex", "fedora"} and kept["concepts"]["rex"].dtype.name == "uint8"
-    assert kept["pairs"].shape == (2, 64, 64, 3) and kept["regional_triples"].shape[0] == 0
+    # only the sheet's tiles: every image of the first concept, the first of the last one and of each group
+    assert len(kept["concepts"]["rex"]) == len(config.scenes) * config.seeds and len(kept["concepts"]["fedora"]) == 1
+    assert kept["pairs"].shape == (1, 64, 64, 3) and kept["regional_triples"].shape[0] == 0
     from cns_cli.sheet import contact_sheet
 
     three_rows = contact_sheet([(k, [kept["pairs"][0]] * 4) for k in ("photos", "ti", "cns")], 96, 130, "t")
