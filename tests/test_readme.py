@@ -123,10 +123,11 @@ def _summaries(name: str) -> dict:
     return {k: m["summary"] for k, m in json.loads((ROOT / "benchmarks" / "results" / name).read_text())["methods"].items()}
 
 
-def _table_rows(section: str) -> tuple[list[str], list[list[str]]]:
-    """The header cells and the rows' cells of the first method table in one section of docs/benchmark.md."""
-    text = (DOCS / "benchmark.md").read_text().split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
-    table = "| method | final identity |" + text.split("\n| method | final identity |", 1)[1]
+def _table_rows(section: str, page: str = "benchmark.md", first: str = "final identity") -> tuple[list[str], list[list[str]]]:
+    """The header cells and the rows' cells of the first method table (first column after "method": `first`)
+    under the heading `section` of docs/`page`, up to the next heading of any level."""
+    text = (DOCS / page).read_text().split(f" {section}\n", 1)[1].split("\n#", 1)[0]
+    table = f"| method | {first} |" + text.split(f"\n| method | {first} |", 1)[1]
     lines = table.split("\n\n", 1)[0].splitlines()
     header = [c.strip() for c in lines[0].split("|")[1:-1]]
     return header, [[c.strip() for c in row.split("|")[1:-1]] for row in lines[2:]]
@@ -153,6 +154,27 @@ def test_the_benchmark_tables_hold_the_numbers_of_the_results_files():
     _assert_table_is("The 10-concept run (world-2 model)", {False: _summaries("bench-k10-world2.json")}, 9)
     _assert_table_is("The 8-concept run (world-1 model)",
                      {False: _summaries("bench-k8.json"), True: _summaries("bench-k8-lora-seeded.json")}, 11)
+
+
+REGION_COLUMNS = {  # docs/regions.md header -> (bench.json group, key)
+    "plain: both": ("pairs", "shown"), "plain: 2 classes": ("pairs", "classes"),
+    "regions: both": ("regional_pairs", "shown"), "in their boxes": ("regional_pairs", "in_order"),
+    "regions: 2 classes": ("regional_pairs", "classes"),
+    "box identity ÷ alone": ("regional_pairs", "box_identity_ratio"),
+    "triples: all 3": ("regional_triples", "shown"), "triples: 3 classes": ("regional_triples", "classes"),
+}
+
+
+def test_the_world_2_regions_table_holds_the_numbers_of_the_results_file():
+    """docs/regions.md's world-2 table, cell by cell, is bench-k10-world2.json's pair and triple scores."""
+    methods = json.loads((ROOT / "benchmarks" / "results" / "bench-k10-world2.json").read_text())["methods"]
+    header, rows = _table_rows("World-2 model (bundled)", page="regions.md", first="plain: both")
+    assert len(rows) == 6
+    for cells in rows:
+        method = cells[0].split("`")[1]
+        for head, cell in zip(header[1:], cells[1:], strict=True):
+            group, key = REGION_COLUMNS[head]
+            assert cell == f"{methods[method][group][key]:.0%}", f"docs/regions.md: `{method}` {head} is {cell}"
 
 
 def test_status_and_limits_quotes_the_benchmark_plainly():
