@@ -35,7 +35,13 @@ class LearnConfig:
     lr_token: float = 1e-3
     rank: int = 4  # basis slice width r: capacity is text_dim / r concepts before slices overlap
     budget: float = 0.0013  # share of UNet parameters a concept may train (paper: ≈0.13 %)
-    reg_lambda: float = 1.0  # weight of the self-regularisation (K/V drift on protected prompts)
+    # The drift budget ε (method/protect.py): after every step each layer's rows are scaled so that the mean squared
+    # relative change of its K/V outputs stays ≤ ε on every protected set (bos, calibration prompts, padding, the
+    # class's neighbours, earlier concepts' prompts). Scale-free: the same ε means the same on every model. None: off.
+    max_drift: float | None = 1e-3
+    # Weight of the older penalty λ Σ tr(A G Aᵀ) (squared K/V units against the MSE: its meaning changes with the
+    # model, and at 1.0 it pinned the rows on every model; docs/method.md). 0: off.
+    reg_lambda: float = 0.0
     batch_size: int = 1
     resolution: int | None = None  # default: the model's native size (unet sample_size x vae factor)
     score_steps: int = 16  # batches of |W ⊙ ∂L/∂W| accumulated to find the base neurons
@@ -65,6 +71,8 @@ class LearnConfig:
         need(self.rank >= 1, "rank", "at least 1", self.rank)
         need(0 < self.budget <= 1, "budget", "in (0, 1]", self.budget)
         need(self.reg_lambda >= 0, "reg-lambda", "0 or more", self.reg_lambda)
+        need(self.max_drift is None or (isinstance(self.max_drift, (int, float)) and 0 < self.max_drift <= 1),
+             "max-drift", "in (0, 1] or off", self.max_drift)
         need(self.batch_size >= 1, "batch-size", "at least 1", self.batch_size)
         # the VAE downsamples by 8 (every SD family): other sizes would be cropped silently by the encoder
         need(self.resolution is None or (self.resolution >= 8 and self.resolution % 8 == 0), "resolution",

@@ -1,7 +1,8 @@
 """Step 2 of a learn: train the plan's rows and the new token with the one training loop (CNS steps 5-6).
 
-ΔW = Sᵀ A Bᵀ per layer: only A (rows x rank) and the token vector train, protected by the self-regulariser
-whose Gram matrix is built once from the calibration prompts and the earlier concepts' prompts.
+ΔW = Sᵀ A Bᵀ per layer: only A (rows x rank) and the token vector train. What must not change is protected by
+the drift budget (learning/protection.py: each step's A is projected so the protected prompts' K/V outputs move
+by at most √max_drift, relative) and, when reg_lambda > 0, by the older penalty λ Σ tr(A G Aᵀ).
 """
 
 from __future__ import annotations
@@ -21,16 +22,23 @@ def fit(s: Session, plan: Plan, cfg, reporter: Reporter, parent=None) -> Trained
     from ..model import runtime, train
     from ..model.text import text_pairs
 
+    from .protection import after_training, budget_for, protected_moments
+
     b = torch.from_numpy(plan.q[:, plan.slice.start : plan.slice.start + plan.slice.rank]).to(s.device)
-    gram = _protection_gram(s, parent, b)
+    gram = _protection_gram(s, parent, b) if cfg.reg_lambda > 0 else None
     rows = {n: torch.from_numpy(r).long() for n, r in plan.rows.items()}
     encoders = [enc for _, enc in text_pairs(s.pipe)]
     groups, extra, kv, tokens = train.cns_trainables(
         s.pipe.unet, encoders, rows, b, s.token_ids, s.token_init,
         lr=cfg.lr, lr_token=cfg.lr_token, reg_lambda=cfg.reg_lambda, gram=gram)
+    coefs = [w.coef for w in kv.values()]
+    # built even with the budget off: the attained drift is recorded either way
+    eps = cfg.max_drift if cfg.max_drift is not None else float("inf")
+    budget = budget_for(s, parent, plan.class_word, {n: w.base.weight for n, w in kv.items()}, b, eps)
     states = train.frozen_or_live_states(s.conditioner, s.prompts, cfg.lr_token == 0, s.amp)
     trainer = train.Trainer(s.pipe.unet, s.scheduler, s.latents, s.prompts, states, groups, batch=cfg.batch_size,
-                            gen=s.gen, amp=s.amp, fp16=s.dtype == torch.float16, extra_loss=extra)
+                            gen=s.gen, amp=s.amp, fp16=s.dtype == torch.float16, extra_loss=extra,
+                            after_step=None if cfg.max_drift is None else (lambda: budget.project_(coefs)))
     reporter.start(cfg.steps)
     t0 = time.perf_counter()
     try:
@@ -45,6 +53,7 @@ def fit(s: Session, plan: Plan, cfg, reporter: Reporter, parent=None) -> Trained
         "seconds": round(time.perf_counter() - s.started, 3), "seconds_scoring": round(s.seconds.get("scoring", 0.0), 3),
         "seconds_training": round(seconds, 3), "seconds_per_step": round(seconds / len(losses), 4),
         "images": len(s.prompts), "device": s.device, "precision": runtime.precision_name(s.dtype),
+        **after_training(budget, coefs, s, b, protected_moments(s, parent, plan.class_word)["calibration"]),
     }
     return Trained(coef={n: w.coef.detach().float().cpu().numpy() for n, w in kv.items()},
                    embedding=[t.vector.detach().float().cpu().numpy()[None, :] for t in tokens], stats=stats)

@@ -48,6 +48,7 @@ class Session:
     token_init: list[torch.Tensor]  # per text encoder (e_i,): the class word's mean embedding, where the token starts
     conditioner: object  # model.text.TextConditioner: texts -> what the UNet is conditioned with
     calib: torch.Tensor | None = None  # text states of the calibration prompts, encoded once (plan and fit)
+    cache: dict = field(default_factory=dict)  # what plan and fit share: the protected sets' moments
     seconds: dict = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
 
@@ -109,7 +110,19 @@ def make_plan(s: Session, bank: Bank | None, parent: Revision | None, name: str,
     plan = Plan(name=name, class_word=class_word, base=s.base, q=q, basis=basis, slice=slice_, rows=rows,
                 general_rows=general_rows, general_key=key, general_cached=cached, training=cfg.record())
     doc = _plan_doc(plan, s, budget_rows, unet_params, cfg.rank)
+    doc["protection"] = _protection_doc(s, parent, plan, cfg)
     return replace(plan, doc=doc)
+
+
+def _protection_doc(s: Session, parent, plan: Plan, cfg) -> dict:
+    """The drift budget and what decides whether the rows can move (learning/protection.py), before training."""
+    from ..model.loading import kv_layers
+    from .protection import before_training
+
+    layers = kv_layers(s.pipe.unet)
+    b = torch.from_numpy(plan.q[:, plan.slice.start : plan.slice.start + plan.slice.rank]).to(s.device)
+    doc = before_training(s, parent, plan.class_word, {n: layers[n].weight for n in plan.rows}, b)
+    return {"max_drift": cfg.max_drift, "reg_lambda": cfg.reg_lambda, **doc}
 
 
 def _slice(s: Session, bank, parent, rank: int, reporter: Reporter, new_basis):

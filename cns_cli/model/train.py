@@ -107,7 +107,8 @@ class Trainer:
     Each step draws a batch of latents and their prompts, takes the denoising MSE (`diffusion_loss`, with the
     text.Cond `text_states` gives for the prompts) under `amp` (autocast), adds `extra_loss()` (float32, outside
     autocast: the self-regularisation), and
-    takes one AdamW step on `groups` (torch parameter groups {"params", "lr"}). weight_decay is 0: decay
+    takes one AdamW step on `groups` (torch parameter groups {"params", "lr"}), then calls `after_step()` (cns: the
+    projection onto the drift budget). weight_decay is 0: decay
     would shrink parameters that get no gradient. The trainables and the optimiser stay float32, with loss
     scaling for fp16. Randomness (batch, timesteps, noise) comes from the CPU generator `gen` only, so a seed
     gives the same run on any device. A non-finite loss stops the run with a TrainingError.
@@ -116,8 +117,9 @@ class Trainer:
     def __init__(self, unet, scheduler, latents: torch.Tensor, prompts: list[str],
                  text_states: Callable[[list[str]], Cond], groups: list[dict], *, batch: int,
                  gen: torch.Generator, amp=contextlib.nullcontext, fp16: bool = False,
-                 extra_loss: Callable[[], torch.Tensor] | None = None):
+                 extra_loss: Callable[[], torch.Tensor] | None = None, after_step: Callable[[], None] | None = None):
         self.unet, self.scheduler, self.latents, self.prompts = unet, scheduler, latents, prompts
+        self.after_step = after_step
         self.text_states, self.batch, self.gen, self.amp, self.extra_loss = text_states, batch, gen, amp, extra_loss
         groups = [g for g in groups if g["params"]]
         self.parameters = [p for g in groups for p in g["params"]]
@@ -136,6 +138,8 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
         self.scaler.update()
+        if self.after_step is not None:
+            self.after_step()
         self.steps_done += 1
         value = float(loss.detach())
         if not math.isfinite(value):

@@ -1,0 +1,125 @@
+"""What a learn protects (CNS step 6): the protected sets' second moments, the drift budget built from them, and
+the diagnostics that say before any image is drawn whether the concept's rows can move (method/protect.py has
+the formulas). Shapes: text states (P, 77, d) float32; moments (d, d); the basis slice B (d, r).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .plan import Session, calibration_states
+
+
+def token_lengths(s: Session, prompts: list[str]) -> torch.Tensor:
+    """(P,) real tokens per prompt (start and end-of-text included) in the first tokenizer, capped at its length:
+    where padding starts in the states `s.conditioner` gives (SDXL's two tokenizers split words alike)."""
+    from ..model.text import text_pairs
+
+    tok = text_pairs(s.pipe)[0][0]
+    ids = tok(prompts, truncation=True, max_length=tok.model_max_length).input_ids
+    return torch.tensor([len(i) for i in ids])
+
+
+def _encode(s: Session, prompts: list[str]) -> torch.Tensor:
+    with torch.no_grad(), s.amp():
+        return s.conditioner.states(prompts).float()
+
+
+def earlier_prompts(s: Session, parent) -> list[str]:
+    from ..prompts import training_prompt
+
+    return [training_prompt(n, parent.concepts[n].class_word, None) for n in s.earlier]
+
+
+def protected_moments(s: Session, parent, class_word: str) -> dict[str, torch.Tensor]:
+    """name -> M_g (d, d) float32 on the session's device, for bos, calibration, padding, neighbours and (when
+    the bank has concepts) earlier; computed once per session."""
+    from ..method.protect import neighbour_prompts, set_moments
+    from ..prompts import calibration_prompts
+
+    if "moments" in s.cache:
+        return s.cache["moments"]
+    groups = {"calibration": (calibration_prompts(s.model_dir), calibration_states(s)),
+              "neighbours": neighbour_prompts(class_word, list(s.images.captions))}
+    groups["neighbours"] = (groups["neighbours"], _encode(s, groups["neighbours"]))
+    if s.earlier:
+        prompts = earlier_prompts(s, parent)
+        groups["earlier"] = (prompts, _encode(s, prompts))
+    per = {g: set_moments(states, token_lengths(s, prompts)) for g, (prompts, states) in groups.items()}
+    counts = {g: len(prompts) for g, (prompts, _) in groups.items()}
+    total = sum(counts.values())
+    out = {"bos": per["calibration"]["bos"], "calibration": per["calibration"]["content"],
+           "padding": sum(per[g]["padding"] * (counts[g] / total) for g in per)}  # every protected prompt alike
+    out.update({g: per[g]["content"] for g in ("neighbours", "earlier") if g in per})
+    s.cache["moments"] = out
+    return out
+
+
+def concept_states(s: Session) -> torch.Tensor:
+    """(m, d): the states of the concept's training prompts from its token's position to end-of-text (a causal
+    encoder carries the concept there), with the token as it is now in the session's text encoder(s)."""
+    from ..model.text import text_pairs
+
+    prompts = sorted(set(s.prompts))
+    states, lengths = _encode(s, prompts), token_lengths(s, prompts)
+    tok = text_pairs(s.pipe)[0][0]
+    rows = []
+    for p, ids in enumerate(tok(prompts, truncation=True, max_length=tok.model_max_length).input_ids):
+        start = ids.index(s.token_ids[0]) if s.token_ids[0] in ids else 1
+        rows.append(states[p, start : int(lengths[p])])
+    return torch.cat(rows)
+
+
+def budget_for(s: Session, parent, class_word: str, weights: dict[str, torch.Tensor], basis_slice: torch.Tensor,
+               eps: float):
+    """The drift budget (method/protect.py) of this learn for the trained layers' weights (name -> W (out, d))."""
+    from ..method.protect import drift_budget
+
+    return drift_budget(protected_moments(s, parent, class_word), weights, basis_slice, eps)
+
+
+def before_training(s: Session, parent, class_word: str, weights: dict[str, torch.Tensor],
+                    basis_slice: torch.Tensor) -> dict:
+    """What decides whether the rows can move, known before training (`--dry-run` prints it): per protected set
+    the eigenvalues of G = BᵀMB and the spread of the layer energies E_l; the slice's selectivity for the
+    concept's states against the calibration prompts (κ; E[κ] = rank for a slice blind to the concept) and the
+    best any slice could reach."""
+    from ..method.protect import selectivity
+
+    moments = protected_moments(s, parent, class_word)
+    b = basis_slice.float()
+    sets = {}
+    for g, m in moments.items():
+        gram = b.T @ m.to(b.device) @ b
+        energy = torch.tensor([float(torch.einsum("de,de->", w.float().T @ w.float(), m.to(w.device)))
+                               for w in weights.values()]) if weights else torch.zeros(1)
+        sets[g] = {"gram_eigenvalues": _round(torch.linalg.eigvalsh(gram).flip(0).tolist()),
+                   "energy_min": _r(energy.min()), "energy_median": _r(energy.median()), "energy_max": _r(energy.max())}
+    kappa = selectivity(concept_states(s), moments["calibration"], b)
+    return {"sets": sets, "selectivity": {k: _r(v) if isinstance(v, float) else v for k, v in kappa.items()}}
+
+
+def after_training(budget, coefs: list[torch.Tensor], s: Session, basis_slice: torch.Tensor,
+                   moment: torch.Tensor) -> dict:
+    """What the rows did, as flat scalars (a concept's recorded stats): `largest_coefficient` (max |A|),
+    `drift_<set>` the attained ρ per protected set, largest over layers (≤ max_drift by construction), and
+    `selectivity` κ of the slice for the concept's states with the trained token (`selectivity_best`: any slice)."""
+    from ..method.protect import selectivity
+
+    largest = max((float(a.detach().abs().max()) for a in coefs if a.numel()), default=0.0)
+    out: dict = {"largest_coefficient": _r(largest)}
+    if budget is not None and coefs:
+        rho = budget.ratios([a.detach() for a in coefs])
+        out.update({f"drift_{g}": _r(rho[:, i].max()) for i, g in enumerate(budget.names)})
+    kappa = selectivity(concept_states(s), moment, basis_slice.float())
+    out.update({"selectivity": _r(kappa["slice"]), "selectivity_best": _r(kappa["best"])})
+    return out
+
+
+def _r(x) -> float:
+    return float(np.format_float_positional(float(x), precision=4, unique=True, fractional=False, trim="-"))
+
+
+def _round(values: list[float]) -> list[float]:
+    return [_r(v) for v in values]
