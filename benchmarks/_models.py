@@ -142,7 +142,7 @@ def make_step(method: str, base: Setup, rows_budget: float = 0.0013, copy_model:
     from cns_cli.method.delta import protection_gram
     from cns_cli.method.select import budget_in_rows
     from cns_cli.model.loading import kv_layers
-    from cns_cli.model.train import Trainer, cns_trainables, frozen_or_live_states
+    from cns_cli.model.train import Trainer, attach_trainable_token, cns_trainables, frozen_or_live_states
 
     s = copy.copy(base)
     s.unet = copy.deepcopy(base.unet) if copy_model else base.unet
@@ -169,8 +169,9 @@ def make_step(method: str, base: Setup, rows_budget: float = 0.0013, copy_model:
         b = torch.from_numpy(orthogonal_basis(d))[:, :4].to(s.device)
         gram = protection_gram(torch.randn(280 * 77, d, device=s.device), b)
         inits = [te.get_input_embeddings().weight[0].float() for te in encoders]
-        groups, extra, _, _ = cns_trainables(s.unet, encoders, rows, b, s.token_ids, inits, lr=1e-4,
-                                             lr_token=1e-4 if method == "cns" else 0.0, reg_lambda=1.0, gram=gram)
+        tokens = [attach_trainable_token(e, i, v) for e, i, v in zip(encoders, s.token_ids, inits, strict=True)]
+        groups, extra, _ = cns_trainables(s.unet, rows, b, tokens, lr=1e-4, lr_token=1e-4 if method == "cns" else 0.0,
+                                          reg_lambda=1.0, gram=gram)
     elif method == "lora":
         add_lora(s.unet, seed=0)
         groups = [{"params": [p for n, p in s.unet.named_parameters() if "lora" in n], "lr": 1e-4}]

@@ -248,6 +248,11 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
+class SliceKind(str, Enum):
+    shared = "shared"
+    concept = "concept"
+
+
 class ExportFormat(str, Enum):
     kohya = "kohya"
     diffusers = "diffusers"
@@ -267,8 +272,10 @@ def learn(
     lr: Annotated[float, typer.Option(help="Learning rate of the neuron coefficients.")] = 1e-3,
     lr_token: Annotated[float, typer.Option(help="Learning rate of the token embedding.")] = 1e-3,
     rank: Annotated[int, typer.Option(help="Basis slice width r of this concept.")] = 4,
+    slice_: Annotated[SliceKind, typer.Option("--slice", help="shared: r free columns of the bank's basis; concept: the concept's own r directions, chosen from its text states after a token warm-up (format 1.3).")] = SliceKind.shared,
     budget: Annotated[float, typer.Option(help="Share of UNet parameters a concept may train (0.0013 = 0.13 %).")] = 0.0013,
-    reg_lambda: Annotated[float, typer.Option(help="Weight of the self-regularisation that protects earlier concepts.")] = 1.0,
+    max_drift: Annotated[str, typer.Option("--max-drift", help="Drift budget: the largest mean squared relative change the concept may make to the K/V outputs of protected prompts (calibration, the class without the token, earlier concepts), per layer; 'off' for none.")] = "0.001",
+    reg_lambda: Annotated[float, typer.Option(help="Weight of the older self-regularisation penalty (in K/V units, so its meaning changes with the model); 0 = off.")] = 0.0,
     batch_size: Annotated[int, typer.Option(help="Images per training step.")] = 1,
     resolution: Annotated[Optional[int], typer.Option(help="Training resolution (default: the model's).")] = None,
     score_steps: Annotated[int, typer.Option(help="Batches used to score neurons.")] = 16,
@@ -288,6 +295,7 @@ def learn(
     from .render import render_learn
 
     config = LearnConfig(steps=steps, lr=lr, lr_token=lr_token, rank=rank, budget=budget, reg_lambda=reg_lambda,
+                         max_drift=_max_drift(max_drift), slice=slice_.value,
                          batch_size=batch_size, resolution=resolution, score_steps=score_steps, seed=seed,
                          selection=selection.value, remove_general=not keep_general,
                          device=device.value, precision=precision.value, gradient_checkpointing=gradient_checkpointing)
@@ -296,6 +304,18 @@ def learn(
     doc = {"concept": outcome.name, "dry_run": dry_run, "revision": outcome.revision, "plan": outcome.plan,
            "stats": outcome.stats}
     output.emit_json(doc) if json_ else render_learn(doc)
+
+
+def _max_drift(text: str) -> float | None:
+    """--max-drift: a number in (0, 1] (LearnConfig checks the range) or 'off'."""
+    from .errors import UsageError
+
+    if text.strip().lower() in ("off", "none"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise UsageError(f"--max-drift must be a number in (0, 1] or off, got {text!r}") from None
 
 
 @command()

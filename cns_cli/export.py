@@ -25,7 +25,7 @@ import numpy as np
 from .about import __version__
 from .bank import Bank, Revision
 from .bank.atomic import atomic_write
-from .bank.delta import read_delta
+from .bank.delta import basis_of, decode_delta
 from .bank.integrity import require_intact
 from .errors import ConceptError, UsageError
 from .lora_names import kohya_base_metadata, kohya_key, layers_per_block
@@ -37,9 +37,10 @@ MERGED_NAME = "cns-merged"
 def _lora_factors(bank: Bank, rev: Revision, name: str, q: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """layer -> (down (r, d), up (out, r)) of one concept, float32, exact."""
     c = rev.concepts[name]
-    b = q[:, c.slice.start : c.slice.start + c.slice.rank]  # (d, r)
+    tensors = bank.read_object(c.delta)
+    b = basis_of(tensors, c, q)  # (d, r): the concept's own basis (1.3) or its columns of Q
     out = {}
-    for layer, d in read_delta(bank, c).items():
+    for layer, d in decode_delta(tensors, c.neurons.per_layer).items():
         if not d.n:
             continue
         up = np.zeros((rev.base.kv_layers[layer], c.slice.rank), dtype=np.float32)

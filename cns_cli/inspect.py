@@ -14,7 +14,7 @@ def _concept_summary(bank: Bank, rev: Revision, name: str) -> dict:
     return {
         "name": name, "token": c.token, "class_word": c.class_word, "learned_in": c.learned_in,
         "neurons": c.neurons.total, "layers": sum(1 for n in c.neurons.per_layer.values() if n),
-        "slice": {"start": c.slice.start, "rank": c.slice.rank},
+        "slice": {"start": c.slice.start, "rank": c.slice.rank, "own_basis": c.slice.own},
         "parameters": params, "bytes": stored, "training": c.training, "stats": c.stats,
     }
 

@@ -21,6 +21,10 @@ from .errors import ConceptError, UsageError
 from .reporting import NullReporter, Reporter
 
 SELECTIONS = ("attribution", "random")
+SLICES = ("shared", "concept")
+# Share of the steps a concept slice spends training the token alone before its basis is chosen from the token's
+# states (INFERRED, ours: the slice has to see the concept, and the token starts as its class word).
+SLICE_WARMUP = 0.2
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,10 @@ class LearnConfig:
     # <fedora> 0.136 -> 0.287 at 1e-3; 5e-4 and 2e-3 both worse: benchmarks/token_lr_sweep.py, docs/benchmark.md).
     lr_token: float = 1e-3
     rank: int = 4  # basis slice width r: capacity is text_dim / r concepts before slices overlap
+    # "shared": B = r free columns of the bank's seeded basis Q, blind to the concept. "concept" (format 1.3): the
+    # concept's own B, the r directions with the most concept state energy per unit of protected energy, orthogonal
+    # to the earlier concepts' slices, chosen after SLICE_WARMUP of the steps trained the token alone.
+    slice: str = "shared"
     budget: float = 0.0013  # share of UNet parameters a concept may train (paper: ≈0.13 %)
     # The drift budget ε (method/protect.py): after every step each layer's rows are scaled so that the mean squared
     # relative change of its K/V outputs stays ≤ ε on every protected set (bos, calibration prompts, padding, the
@@ -81,6 +89,7 @@ class LearnConfig:
         need(0 < self.general_top_fraction <= 1, "general-top-fraction", "in (0, 1]", self.general_top_fraction)
         need(0 < self.general_min_share <= 1, "general-min-share", "in (0, 1]", self.general_min_share)
         need(self.selection in SELECTIONS, "selection", " or ".join(SELECTIONS), self.selection)
+        need(self.slice in SLICES, "slice", " or ".join(SLICES), self.slice)
         need(0 <= self.seed < 2**64, "seed", "between 0 and 2^64 - 1 (a torch generator seed)", self.seed)
 
     def record(self) -> dict:

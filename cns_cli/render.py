@@ -70,13 +70,16 @@ def render_inspect(doc: dict, neurons: bool) -> None:
     for c in doc["concepts"]:
         s = c["slice"]
         t.add_row(c["name"], c["token"], c["class_word"], f"{c['neurons']:,}", str(c["layers"]),
-                  f"{s['start']}:{s['start'] + s['rank']}", f"{c['parameters']['total']:,}", human_bytes(c["bytes"]),
+                  f"own ({s['rank']})" if s["start"] is None else f"{s['start']}:{s['start'] + s['rank']}",
+                  f"{c['parameters']['total']:,}", human_bytes(c["bytes"]),
                   str(c["learned_in"]))
     tot = doc["totals"]
     t.add_row("total", "", "", f"{tot['neurons']:,}", "", "", "", human_bytes(tot["bytes"]), "")
     _print(t)
     if neurons:
         for c in doc["concepts"]:
+            if "largest_coefficient" in c["stats"]:
+                say(f"{c['name']}: {attained_text(c['stats'])}")
             lt = _table("layer", "neurons", "of", "shared with", title=f"{c['name']}: neurons per layer")
             for row in c["per_layer"]:
                 shared = ", ".join(f"{o} {k}" for o, k in row["overlap"].items()) or "-"
@@ -136,8 +139,10 @@ def render_learn(doc: dict) -> None:
               f"{plan['general_neurons']:,} general neurons excluded)")
     p = plan["parameters_trained"]
     con.print(f"  trained      {p['total']:,} parameters ({p['coefficients']:,} neuron coefficients + {p['token']:,} token); "
-              f"slice {plan['slice']['start']}:{plan['slice']['start'] + plan['slice']['rank']}")
+              f"slice {_slice_text(plan['slice'])}")
     con.print(f"  stored       {human_bytes(plan['bytes_to_store'])}")
+    if "protection" in plan:
+        _render_protection(con, plan["protection"])
     if doc["dry_run"]:
         t = _table("layer", "neurons")
         for layer, k in layers.items():
@@ -148,7 +153,44 @@ def render_learn(doc: dict) -> None:
     s = doc["stats"]
     con.print(f"  loss         {s['first_tenth_loss']:.4f} -> {s['final_loss']:.4f} (means of the first and last tenth of "
               f"{s['steps_run']} steps; {s['seconds_per_step'] * 1000:.0f} ms/step, {s['seconds']:.1f} s in all)")
+    if "largest_coefficient" in s:
+        con.print("  attained     " + attained_text(s))
     con.print(f"revision {doc['revision']}: try `cns generate \"{plan['token']} on a beach\"`")
+
+
+def _slice_text(sl: dict) -> str:
+    if sl["start"] is None:
+        return f"own (rank {sl['rank']}, chosen from the concept's states after the token's warm-up)"
+    return f"{sl['start']}:{sl['start'] + sl['rank']} of the bank's basis"
+
+
+def _render_protection(con, p: dict) -> None:
+    """What decides whether the rows can move (learning/protection.py): the budget, the slice's selectivity and,
+    per protected set, the eigenvalues of G = BᵀMB and the layers' output energy E_l."""
+    budget = "off" if p["max_drift"] is None else f"{p['max_drift']:g} (RMS relative change ≤ {p['max_drift'] ** 0.5:.1%})"
+    penalty = f"; penalty λ {p['reg_lambda']:g}" if p.get("reg_lambda") else ""
+    k = p["selectivity"]
+    con.print(f"  protection   max drift {budget}{penalty}", markup=False)
+    estimate = " (estimated before the warm-up)" if p.get("slice") == "concept" else ""
+    con.print(f"  selectivity  κ {k['slice']:.3g} for the slice{estimate} (a slice blind to the concept: ≈ {k['rank']}; the best "
+              f"any slice of the text width could reach: {k['best']:.3g})", markup=False)
+    t = _table("protected set", "eigenvalues of BᵀMB", "E_l min / median / max")
+    for g, v in p["sets"].items():
+        t.add_row(g, " ".join(f"{e:.3g}" for e in v["gram_eigenvalues"]),
+                  f"{v['energy_min']:.3g} / {v['energy_median']:.3g} / {v['energy_max']:.3g}")
+    _print(t)
+
+
+def attained_text(stats: dict) -> str:
+    """One line of what a learned concept's rows did (its recorded stats)."""
+    drift = {k[len("drift_"):]: v for k, v in stats.items() if k.startswith("drift_") and v is not None}
+    worst = max(drift, key=drift.get) if drift else None
+    text = f"largest coefficient {stats['largest_coefficient']:.3g}"
+    if worst:
+        text += f", drift {drift[worst]:.3g} ({worst}, the largest of {len(drift)} protected sets)"
+    if stats.get("selectivity") is not None:
+        text += f", selectivity κ {stats['selectivity']:.3g}"
+    return text
 
 
 def render_export(doc: dict) -> None:

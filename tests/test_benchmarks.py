@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from cns_cli.learn import LearnConfig
+
 pytestmark = pytest.mark.slow  # runs benchmarks, the demo or a trainer end to end (docs/development.md: the quick subset)
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -95,7 +97,7 @@ def test_learn_each_learns_through_cns_with_the_given_flags_and_scores_each_indi
     assert all(0 <= r["recognised"] <= 1 for r in doc["results"].values())
     training = Bank.open(tmp_path / "work" / "cap.cnsbank").head().concepts["cap"].training
     assert (training["steps"], training["rank"]) == (2, 2)  # the flags reached `cns learn`, the rest are defaults
-    assert training["reg_lambda"] == 1.0
+    assert (training["max_drift"], training["reg_lambda"]) == (LearnConfig.max_drift, 0.0)
     assert (tmp_path / "work" / "photos" / "rex" / "rex-00.txt").read_text().startswith("a <rex> dog ")  # --captions
 
 

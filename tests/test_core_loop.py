@@ -135,10 +135,54 @@ def test_regulariser_reduces_kv_drift_on_the_first_concept(dog_bank, hat_photos,
     for lam in (0.0, 1.0):
         path = tmp_path / f"lambda-{lam}.cnsbank"
         shutil.copytree(dog_bank, path)
-        learn(path, "hat", hat_photos, config=LearnConfig(steps=30, score_steps=2, reg_lambda=lam))
+        learn(path, "hat", hat_photos, config=LearnConfig(steps=30, score_steps=2, reg_lambda=lam, max_drift=None))
         drift[lam] = _hat_drift(path)
     print(f"K/V drift on '<dog>' prompt after learning <hat>: regulariser off {drift[0.0]:.4f}, on {drift[1.0]:.4f}")
     assert drift[1.0] < 0.8 * drift[0.0]
+
+
+def _relative_drift(bank_path: Path) -> dict[str, float]:
+    """Per layer, Σ‖ΔW_hat c‖² / Σ‖W c‖² over the content positions of <dog>'s prompt (start excluded, end of text
+    included), W the layer as <hat> was trained on it (the base with <dog> applied): the drift budget's ρ for the
+    `earlier` set, measured the long way on the bank as stored."""
+    from cns_cli.model.bank_apply import basis_matrix, concept_tensors
+    from cns_cli.model.text import encode
+
+    bank = Bank.open(bank_path)
+    rev = bank.head()
+    pipe = build_pipeline(bank, rev)  # both concepts applied
+    prompt = "a photo of <dog> dog"
+    n = len(pipe.tokenizer(prompt).input_ids)
+    with torch.no_grad():
+        states = encode(pipe.tokenizer, pipe.text_encoder, [prompt])[0][1:n]  # (content, d)
+    hat = concept_tensors(bank, rev, "hat", basis_matrix(bank, rev))
+    layers = kv_layers(pipe.unet)
+    out = {}
+    for name, coef in hat.coef.items():
+        if not hat.rows[name].numel():
+            continue
+        delta = torch.zeros_like(layers[name].weight)
+        delta[hat.rows[name]] = coef @ hat.basis_slice.T
+        w = layers[name].weight.detach() - delta  # the layer without <hat>: what training saw
+        out[name] = float((states @ delta.T).pow(2).sum() / (states @ w.T).pow(2).sum())
+    return out
+
+
+def test_drift_budget_bounds_the_change_of_earlier_prompts_exactly(dog_bank, hat_photos, tmp_path):
+    """With --max-drift ε every layer's relative K/V change on <dog>'s prompt is ≤ ε (measured on the stored bank);
+    without a budget the same learn moves it further, so the bound is what held the rows."""
+    drift, recorded = {}, {}
+    for eps in (1e-4, None):
+        path = tmp_path / f"drift-{eps}.cnsbank"
+        shutil.copytree(dog_bank, path)
+        learn(path, "hat", hat_photos, config=LearnConfig(steps=30, score_steps=2, lr=1e-2, max_drift=eps))
+        drift[eps] = max(_relative_drift(path).values())
+        recorded[eps] = Bank.open(path).head().concepts["hat"].stats
+    assert drift[1e-4] <= 1e-4 * (1 + 1e-3)
+    assert recorded[1e-4]["drift_earlier"] == pytest.approx(drift[1e-4], rel=1e-2)
+    assert max(v for k, v in recorded[1e-4].items() if k.startswith("drift_")) <= 1e-4 * (1 + 1e-3)
+    assert drift[None] > 3e-4  # unbounded, the rows move the earlier prompt more than the budget allows
+    assert recorded[None]["largest_coefficient"] > recorded[1e-4]["largest_coefficient"] > 0
 
 
 def _pixels(path: str) -> np.ndarray:

@@ -3,6 +3,8 @@
 Per layer l (a K/V module path) the object holds two tensors:
     "<l>.rows"   I32 [n]        strictly increasing output-row indices (the neurons S)
     "<l>.coef"   F32 [n, rank]  the trained coefficients A; ΔW_l = Sᵀ A Bᵀ
+and, for a concept with its own basis (format 1.3, slice.start null), one more:
+    "basis"      F32 [dim, rank] B itself (orthonormal columns), instead of the bank basis's columns
 Every reader and writer goes through `encode_delta` / `decode_delta` (or `read_delta`), so no other module
 spells these names. numpy only (no torch): the bank library and `cns inspect` use it.
 """
@@ -16,7 +18,7 @@ import numpy as np
 
 from ..errors import BankFormatError
 
-ROWS, COEF = "rows", "coef"
+ROWS, COEF, BASIS = "rows", "coef", "basis"
 _SUFFIXES = ("." + ROWS, "." + COEF)
 
 
@@ -44,9 +46,10 @@ def tensor_names(layer: str) -> tuple[str, str]:
     return f"{layer}.{ROWS}", f"{layer}.{COEF}"
 
 
-def expected_names(layers: Iterable[str]) -> set[str]:
-    """Every tensor name a delta object over `layers` holds (exactly these, no others)."""
-    return {name for layer in layers for name in tensor_names(layer)}
+def expected_names(layers: Iterable[str], own_basis: bool = False) -> set[str]:
+    """Every tensor name a delta object over `layers` holds (exactly these, no others); `own_basis`: the concept
+    has its own basis (format 1.3), so the object also holds "basis"."""
+    return {name for layer in layers for name in tensor_names(layer)} | ({BASIS} if own_basis else set())
 
 
 def layers_of(tensors: Iterable[str]) -> list[str]:
@@ -71,12 +74,18 @@ def _rows_for_writing(layer: str, rows) -> np.ndarray:
     return np.ascontiguousarray(r, dtype=np.int32)
 
 
-def encode_delta(layers: Mapping[str, LayerDelta | tuple]) -> dict[str, np.ndarray]:
+def encode_delta(layers: Mapping[str, LayerDelta | tuple], basis: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The tensors of a delta object: for each layer (in the given order; layers with n = 0 are kept, as
     written) its rows as int32 [n] and its coef as float32 [n, rank]. Refuses (ValueError) rows that are not
     a strictly increasing 1-d array of non-negative int32 values, or a coef that is not [n, rank]: a writer
-    must never store such an object. Values are not otherwise changed (coef is cast to float32)."""
+    must never store such an object. Values are not otherwise changed (coef is cast to float32). `basis`
+    (dim, rank): the concept's own basis (format 1.3), stored as float32 "basis"."""
     out: dict[str, np.ndarray] = {}
+    if basis is not None:
+        b = np.ascontiguousarray(basis, dtype=np.float32)
+        if b.ndim != 2:
+            raise ValueError(f"basis must be [dim, rank], got {list(b.shape)}")
+        out[BASIS] = b
     for layer, part in layers.items():
         rows, coef = part
         r = _rows_for_writing(layer, rows)
@@ -101,6 +110,18 @@ def decode_delta(tensors: Mapping[str, np.ndarray], layers: Iterable[str] | None
             raise BankFormatError(f"the delta object has no tensor {missing[0]!r}; `cns verify` lists every problem")
         out[layer] = LayerDelta(tensors[name_rows], tensors[name_coef])
     return out
+
+
+def basis_of(tensors: Mapping[str, np.ndarray], concept, q: np.ndarray) -> np.ndarray:
+    """B (dim, rank) of a concept whose delta object's tensors are `tensors`: its own "basis" (format 1.3,
+    slice.start null) or columns [start, start + rank) of the bank basis q (dim, dim). The one place either is
+    chosen: generation, export and learning read B through here."""
+    if concept.slice.start is None:
+        if BASIS not in tensors:
+            raise BankFormatError("the delta object of a concept with its own basis has no 'basis' tensor; "
+                                  "`cns verify` lists every problem")
+        return tensors[BASIS]
+    return q[:, concept.slice.start : concept.slice.start + concept.slice.rank]
 
 
 def read_delta(bank, concept) -> dict[str, LayerDelta]:

@@ -4,6 +4,8 @@ Tensor names (format/SPEC.md, "Objects"):
 - basis:           "Q"                 F32 [dim, dim], orthogonal
 - delta:           "<layer>.rows"      I32 [n]        strictly increasing output-row indices (the neurons)
                    "<layer>.coef"      F32 [n, rank]  trained coefficients A; dW = S^T A B^T
+                   "basis"             F32 [dim, rank] orthonormal: the concept's own B (format 1.3; only when
+                                                      its slice.start is null)
                    (encoded and decoded only by bank/delta.py)
 - embedding:       "embedding"         F32 [k, w_1], k >= 1 vectors for the concept's token in the (first) text encoder
                    "embedding_2"       F32 [k, w_2] the same k vectors in the second text encoder (SDXL; format 1.2)
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .delta import decode_delta, expected_names
+from .delta import BASIS, decode_delta, expected_names
 from .models import Concept, Revision
 
 def _increasing_rows(rows: np.ndarray, limit: int) -> str | None:
@@ -33,7 +35,7 @@ def _increasing_rows(rows: np.ndarray, limit: int) -> str | None:
 def check_delta(tensors: dict[str, np.ndarray], concept: Concept, rev: Revision) -> list[str]:
     """Problems with a concept's delta object, as one-line strings (empty list = fine)."""
     problems: list[str] = []
-    expected = expected_names(concept.neurons.per_layer)
+    expected = expected_names(concept.neurons.per_layer, concept.slice.own)
     if set(tensors) != expected:
         extra, missing = sorted(set(tensors) - expected), sorted(expected - set(tensors))
         problems.append(f"tensor names differ from neurons.per_layer (missing {missing[:3]}, extra {extra[:3]})")
@@ -50,7 +52,19 @@ def check_delta(tensors: dict[str, np.ndarray], concept: Concept, rev: Revision)
             problems.append(f"{layer}: coef must be float32 [{n}, {concept.slice.rank}], got {coef.dtype} {list(coef.shape)}")
         elif not np.isfinite(coef).all():
             problems.append(f"{layer}: coef has NaN or Inf")
+    if concept.slice.own:
+        problems += _check_own_basis(tensors[BASIS], rev.basis.dim if rev.basis else rev.base.text_dim, concept.slice.rank)
     return problems
+
+
+def _check_own_basis(b: np.ndarray, dim: int, rank: int) -> list[str]:
+    """A concept's own basis (format 1.3): float32 [dim, rank], finite, orthonormal columns."""
+    if b.dtype != np.float32 or b.shape != (dim, rank):
+        return [f"basis must be float32 [{dim}, {rank}], got {b.dtype} {list(b.shape)}"]
+    if not np.isfinite(b).all():
+        return ["basis has NaN or Inf"]
+    err = float(np.abs(b.T.astype(np.float64) @ b - np.eye(rank)).max())
+    return [] if err <= 1e-4 else [f"basis columns are not orthonormal (max |BᵀB - I| = {err:.2e})"]
 
 
 def embedding_names(n_encoders: int) -> list[str]:

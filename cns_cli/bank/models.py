@@ -17,7 +17,8 @@ from .names import CLASS_WORD_PATTERN, NAME_PATTERN
 FORMAT_MAJOR = 1
 # 1.1: history is the parent chain from HEAD (numbers may skip), and `restore`.
 # 1.2: the base's model family, prediction type, single-file config folder and per-encoder embedding widths.
-FORMAT_MINOR = 2
+# 1.3: a concept may have its own basis (slice.start null; the delta object holds the tensor `basis`).
+FORMAT_MINOR = 3
 FORMAT_VERSION = f"{FORMAT_MAJOR}.{FORMAT_MINOR}"
 
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
@@ -114,10 +115,15 @@ class Basis(_Strict):
 
 
 class Slice(_Strict):
-    """Columns [start, start + rank) of the basis: B_t = Q[:, start:start+rank]."""
+    """Columns [start, start + rank) of the basis: B_t = Q[:, start:start+rank]. Format 1.3: `start` null means
+    the concept has its own basis, the tensor `basis` [dim, rank] of its delta object (a concept-aware slice)."""
 
-    start: Count
+    start: Count | None
     rank: int = Field(ge=1)
+
+    @property
+    def own(self) -> bool:
+        return self.start is None
 
 
 class Neurons(_Strict):
@@ -232,7 +238,9 @@ class Revision(_Strict):
                     raise ValueError(f"concept {name!r} names layer {layer!r} that the base does not have")
             if self.basis is None:
                 raise ValueError("concepts need a basis")
-            if c.slice.start + c.slice.rank > self.basis.dim:
+            if c.slice.own and int(self.format_version.split(".")[1]) < 3:
+                raise ValueError(f"concept {name!r} has its own basis (slice.start null), which needs format 1.3 or later")
+            if c.slice.rank > self.basis.dim or (not c.slice.own and c.slice.start + c.slice.rank > self.basis.dim):
                 raise ValueError(f"concept {name!r} slice ends past the basis dimension {self.basis.dim}")
         return self
 

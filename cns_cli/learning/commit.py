@@ -12,9 +12,10 @@ from ..method.basis import BASIS_SEED
 from .results import Plan, Trained, caches_after
 
 
-def delta_tensors(rows, coef) -> dict[str, np.ndarray]:
-    """The delta object's tensors (bank.delta's codec) of `rows` (layer -> int32 rows) and `coef`."""
-    return encode_delta({layer: (r, coef[layer]) for layer, r in rows.items()})
+def delta_tensors(rows, coef, basis=None) -> dict[str, np.ndarray]:
+    """The delta object's tensors (bank.delta's codec) of `rows` (layer -> int32 rows), `coef` and, for a concept
+    slice, its own `basis` (d, rank)."""
+    return encode_delta({layer: (r, coef[layer]) for layer, r in rows.items()}, basis)
 
 
 def embedding_tensors(vectors) -> dict[str, np.ndarray]:
@@ -27,7 +28,7 @@ def commit(tx, plan: Plan, trained: Trained, argv: list[str] | None = None) -> R
     (replacing one of the same name), the basis (created by the first learn) and the general-neuron cache."""
     basis = plan.basis or Basis(object=tx.put({"Q": plan.q}, "basis"), dim=plan.q.shape[0], seed=BASIS_SEED)
     caches = caches_after(tx.parent.caches, plan, tx.put)
-    delta = tx.put(delta_tensors(plan.rows, trained.coef), "delta", {"concept": plan.name})
+    delta = tx.put(delta_tensors(plan.rows, trained.coef, trained.basis), "delta", {"concept": plan.name})
     embedding = tx.put(embedding_tensors(trained.embedding), "embedding", {"token": token_for(plan.name)})
     per_layer = {layer: int(len(r)) for layer, r in plan.rows.items()}
     concept = Concept(

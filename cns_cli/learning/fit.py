@@ -22,27 +22,34 @@ def fit(s: Session, plan: Plan, cfg, reporter: Reporter, parent=None) -> Trained
     from ..model import runtime, train
     from ..model.text import text_pairs
 
-    from .protection import after_training, budget_for, protected_moments
+    from .protection import after_training, budget_for, protected_moments, slice_basis
 
-    b = torch.from_numpy(plan.q[:, plan.slice.start : plan.slice.start + plan.slice.rank]).to(s.device)
-    gram = _protection_gram(s, parent, b) if cfg.reg_lambda > 0 else None
-    rows = {n: torch.from_numpy(r).long() for n, r in plan.rows.items()}
     encoders = [enc for _, enc in text_pairs(s.pipe)]
-    groups, extra, kv, tokens = train.cns_trainables(
-        s.pipe.unet, encoders, rows, b, s.token_ids, s.token_init,
-        lr=cfg.lr, lr_token=cfg.lr_token, reg_lambda=cfg.reg_lambda, gram=gram)
-    coefs = [w.coef for w in kv.values()]
-    # built even with the budget off: the attained drift is recorded either way
-    eps = cfg.max_drift if cfg.max_drift is not None else float("inf")
-    budget = budget_for(s, parent, plan.class_word, {n: w.base.weight for n, w in kv.items()}, b, eps)
+    tokens = [train.attach_trainable_token(e, i, v) for e, i, v in zip(encoders, s.token_ids, s.token_init, strict=True)]
     states = train.frozen_or_live_states(s.conditioner, s.prompts, cfg.lr_token == 0, s.amp)
-    trainer = train.Trainer(s.pipe.unet, s.scheduler, s.latents, s.prompts, states, groups, batch=cfg.batch_size,
-                            gen=s.gen, amp=s.amp, fp16=s.dtype == torch.float16, extra_loss=extra,
-                            after_step=None if cfg.max_drift is None else (lambda: budget.project_(coefs)))
+    warm = _warmup_steps(plan, cfg)
     reporter.start(cfg.steps)
     t0 = time.perf_counter()
     try:
-        losses = trainer.run(cfg.steps, on_step=reporter.step)
+        losses = []
+        if warm:  # a concept slice: the token alone first, so the slice is chosen from the concept's own states
+            token_only = [{"params": [t.vector for t in tokens], "lr": cfg.lr_token}]
+            losses = train.Trainer(s.pipe.unet, s.scheduler, s.latents, s.prompts, states, token_only,
+                                   batch=cfg.batch_size, gen=s.gen, amp=s.amp,
+                                   fp16=s.dtype == torch.float16).run(warm, on_step=reporter.step)
+        b = slice_basis(s, parent, plan).to(s.device)  # (d, r)
+        gram = _protection_gram(s, parent, b) if cfg.reg_lambda > 0 else None
+        rows = {n: torch.from_numpy(r).long() for n, r in plan.rows.items()}
+        groups, extra, kv = train.cns_trainables(s.pipe.unet, rows, b, tokens, lr=cfg.lr, lr_token=cfg.lr_token,
+                                                 reg_lambda=cfg.reg_lambda, gram=gram)
+        coefs = [w.coef for w in kv.values()]
+        # built even with the budget off: the attained drift is recorded either way
+        eps = cfg.max_drift if cfg.max_drift is not None else float("inf")
+        budget = budget_for(s, parent, plan.class_word, {n: w.base.weight for n, w in kv.items()}, b, eps)
+        trainer = train.Trainer(s.pipe.unet, s.scheduler, s.latents, s.prompts, states, groups, batch=cfg.batch_size,
+                                gen=s.gen, amp=s.amp, fp16=s.dtype == torch.float16, extra_loss=extra,
+                                after_step=None if cfg.max_drift is None else (lambda: budget.project_(coefs)))
+        losses += trainer.run(cfg.steps - warm, on_step=lambda n, loss: reporter.step(warm + n, loss))
     finally:
         reporter.stop()
     seconds = time.perf_counter() - t0
@@ -56,7 +63,17 @@ def fit(s: Session, plan: Plan, cfg, reporter: Reporter, parent=None) -> Trained
         **after_training(budget, coefs, s, b, protected_moments(s, parent, plan.class_word)["calibration"]),
     }
     return Trained(coef={n: w.coef.detach().float().cpu().numpy() for n, w in kv.items()},
-                   embedding=[t.vector.detach().float().cpu().numpy()[None, :] for t in tokens], stats=stats)
+                   embedding=[t.vector.detach().float().cpu().numpy()[None, :] for t in tokens], stats=stats,
+                   basis=b.float().cpu().numpy() if plan.slice.own else None)
+
+
+def _warmup_steps(plan: Plan, cfg) -> int:
+    """Token-only steps before a concept slice is chosen (none for a shared slice, or when the token is frozen)."""
+    from ..learn import SLICE_WARMUP
+
+    if not plan.slice.own or cfg.lr_token == 0:
+        return 0
+    return min(cfg.steps - 1, round(SLICE_WARMUP * cfg.steps))
 
 
 def _protection_gram(s: Session, parent, b: torch.Tensor) -> torch.Tensor:

@@ -103,11 +103,12 @@ def make_plan(s: Session, bank: Bank | None, parent: Revision | None, name: str,
               reporter: Reporter, new_basis: np.ndarray | None = None) -> Plan:
     """CNS steps 1-4 for this concept. `new_basis` replaces the seeded Q when this learn creates the bank's
     basis (an input for experiments such as benchmarks/row_training_sweep.py; default: the seeded Q)."""
-    q, basis, slice_ = _slice(s, bank, parent, cfg.rank, reporter, new_basis)
+    q, basis, slice_ = _slice(s, bank, parent, cfg, reporter, new_basis)
     calib = calibration_states(s)
     general_rows, key, cached = _general_rows(s, bank, parent, calib, cfg, reporter)
     rows, budget_rows, unet_params = _concept_rows(s, general_rows, name, cfg, reporter)
     plan = Plan(name=name, class_word=class_word, base=s.base, q=q, basis=basis, slice=slice_, rows=rows,
+                taken=_taken_bases(s, bank, parent, q),
                 general_rows=general_rows, general_key=key, general_cached=cached, training=cfg.record())
     doc = _plan_doc(plan, s, budget_rows, unet_params, cfg.rank)
     doc["protection"] = _protection_doc(s, parent, plan, cfg)
@@ -119,16 +120,21 @@ def _protection_doc(s: Session, parent, plan: Plan, cfg) -> dict:
     from ..model.loading import kv_layers
     from .protection import before_training
 
+    from .protection import slice_basis
+
     layers = kv_layers(s.pipe.unet)
-    b = torch.from_numpy(plan.q[:, plan.slice.start : plan.slice.start + plan.slice.rank]).to(s.device)
+    b = slice_basis(s, parent, plan).to(s.device)  # a concept slice: as it would be chosen now, before the warm-up
     doc = before_training(s, parent, plan.class_word, {n: layers[n].weight for n in plan.rows}, b)
-    return {"max_drift": cfg.max_drift, "reg_lambda": cfg.reg_lambda, **doc}
+    return {"max_drift": cfg.max_drift, "reg_lambda": cfg.reg_lambda, "slice": cfg.slice, **doc}
 
 
-def _slice(s: Session, bank, parent, rank: int, reporter: Reporter, new_basis):
-    """CNS step 4: the bank's basis Q (made now by the first learn) and the first free block of `rank` columns."""
+def _slice(s: Session, bank, parent, cfg, reporter: Reporter, new_basis):
+    """CNS step 4: the bank's basis Q (made now by the first learn) and this concept's slice: the first free block
+    of `rank` columns of Q (shared), or, for a concept slice (format 1.3), its own basis chosen in `fit` after the
+    token's warm-up (start None)."""
     from ..method.basis import BASIS_SEED, allocate_slice, orthogonal_basis
 
+    rank = cfg.rank
     if parent is not None and parent.basis is not None:
         q, basis = bank.read_object(parent.basis.object)["Q"], parent.basis
     else:
@@ -137,12 +143,28 @@ def _slice(s: Session, bank, parent, rank: int, reporter: Reporter, new_basis):
     dim = q.shape[0]
     if rank > dim:
         raise UsageError(f"--rank {rank} is larger than the text width {dim}; use a smaller rank")
-    used = [(parent.concepts[n].slice.start, parent.concepts[n].slice.rank) for n in s.earlier]
+    if cfg.slice == "concept":
+        left = dim - sum(parent.concepts[n].slice.rank for n in s.earlier) if parent else dim
+        if left < rank:
+            raise UsageError(f"only {max(left, 0)} of the {dim} text directions are left outside the earlier concepts' "
+                             f"slices; learn with --rank {max(left, 1)} or --slice shared (which overlaps them)")
+        return np.asarray(q, dtype=np.float32), basis, Slice(start=None, rank=rank)
+    used = [(parent.concepts[n].slice.start, parent.concepts[n].slice.rank) for n in s.earlier
+            if not parent.concepts[n].slice.own]
     start, full = allocate_slice(used, dim, rank)
     if full:
         reporter.warn(f"basis capacity reached ({dim} columns, {len(used)} concepts): this concept's slice "
                       "overlaps earlier ones, so their deltas are no longer orthogonal; consider a smaller --rank")
     return np.asarray(q, dtype=np.float32), basis, Slice(start=start, rank=rank)
+
+
+def _taken_bases(s: Session, bank, parent, q: np.ndarray) -> np.ndarray:
+    """(d, k): the earlier concepts' B side by side (their own bases or their columns of Q): what a concept slice
+    must stay orthogonal to."""
+    from ..bank.delta import basis_of
+
+    parts = [basis_of(bank.read_object(parent.concepts[n].delta), parent.concepts[n], q) for n in s.earlier]
+    return np.concatenate(parts, axis=1) if parts else np.zeros((q.shape[0], 0), np.float32)
 
 
 def calibration_states(s: Session) -> torch.Tensor:
@@ -207,7 +229,8 @@ def _plan_doc(plan: Plan, s: Session, budget_rows: int, unet_params: int, rank: 
     """What would be stored; sizes are exact (the objects are encoded, with zero coefficients)."""
     per_layer = {n: int(len(r)) for n, r in plan.rows.items()}
     zeros = {n: np.zeros((k, rank), np.float32) for n, k in per_layer.items()}
-    delta_bytes = len(encode_object(delta_tensors(plan.rows, zeros), "delta"))
+    own = np.zeros((s.base.text_dim, rank), np.float32) if plan.slice.own else None
+    delta_bytes = len(encode_object(delta_tensors(plan.rows, zeros, own), "delta"))
     emb_bytes = len(encode_object(embedding_tensors([np.zeros((1, w), np.float32) for w in s.base.embedding_widths]),
                                   "embedding"))
     n_rows = sum(per_layer.values())
@@ -218,7 +241,7 @@ def _plan_doc(plan: Plan, s: Session, budget_rows: int, unet_params: int, rank: 
         "neurons": n_rows, "neurons_per_layer": per_layer, "budget_rows": budget_rows,
         "general_neurons": int(sum(len(r) for r in plan.general_rows.values())) if plan.training["remove_general"] else 0,
         "calibration": plan.general_key["calibration"],
-        "slice": {"start": plan.slice.start, "rank": plan.slice.rank},
+        "slice": {"start": plan.slice.start, "rank": plan.slice.rank, "own_basis": plan.slice.own},
         "parameters_trained": trained_parameters(n_rows, rank, sum(s.base.embedding_widths)),
         "share_of_unet": (n_rows * s.base.text_dim) / unet_params,
         "bytes_to_store": delta_bytes + emb_bytes,

@@ -94,7 +94,7 @@ def before_training(s: Session, parent, class_word: str, weights: dict[str, torc
         gram = b.T @ m.to(b.device) @ b
         energy = torch.tensor([float(torch.einsum("de,de->", w.float().T @ w.float(), m.to(w.device)))
                                for w in weights.values()]) if weights else torch.zeros(1)
-        sets[g] = {"gram_eigenvalues": _round(torch.linalg.eigvalsh(gram).flip(0).tolist()),
+        sets[g] = {"gram_eigenvalues": _round(torch.linalg.eigvalsh(gram).clamp(min=0).flip(0).tolist()),
                    "energy_min": _r(energy.min()), "energy_median": _r(energy.median()), "energy_max": _r(energy.max())}
     kappa = selectivity(concept_states(s), moments["calibration"], b)
     return {"sets": sets, "selectivity": {k: _r(v) if isinstance(v, float) else v for k, v in kappa.items()}}
@@ -123,3 +123,27 @@ def _r(x) -> float:
 
 def _round(values: list[float]) -> list[float]:
     return [_r(v) for v in values]
+
+
+def protected_mix(moments: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Σ_g M_g / tr(M_g): every protected set weighted alike relative to its own energy, as the budget weighs
+    them (each set's ρ is relative to its own E_l). What a concept slice's selectivity is measured against."""
+    return sum(m / torch.trace(m).clamp(min=torch.finfo(torch.float32).tiny) for m in moments.values())
+
+
+def concept_moment(s: Session) -> torch.Tensor:
+    """(d, d): mean c cᵀ over the concept's states (`concept_states`), with the token as it is now."""
+    c = concept_states(s)
+    return c.T @ c / max(c.shape[0], 1)
+
+
+def slice_basis(s: Session, parent, plan) -> torch.Tensor:
+    """B (d, rank) float32 on the CPU: the plan's columns of Q, or for a concept slice (format 1.3) the directions
+    with the most concept energy per unit of protected energy outside the earlier concepts' bases
+    (method/basis.concept_basis), with the token as it is now (`fit` calls it after the token's warm-up)."""
+    from ..method.basis import concept_basis
+
+    if not plan.slice.own:
+        return torch.from_numpy(plan.q[:, plan.slice.start : plan.slice.start + plan.slice.rank])
+    moments = protected_moments(s, parent, plan.class_word)
+    return concept_basis(concept_moment(s), protected_mix(moments), torch.from_numpy(plan.taken), plan.slice.rank)

@@ -24,6 +24,7 @@ class Plan:
     general_rows: Mapping[str, np.ndarray]  # layer -> int32 rows of the general neurons of this base
     general_key: Mapping[str, str]  # how the general neurons were computed (the cache's metadata)
     general_cached: bool  # True: they came from the parent's cache, nothing new to store
+    taken: np.ndarray  # (d, k) float32: the earlier concepts' bases side by side (a concept slice avoids them)
     training: Mapping[str, object]  # every knob of the run, recorded in the revision (LearnConfig.record())
     doc: Mapping[str, object] = field(default_factory=dict)  # the plan as shown to the user
 
@@ -31,11 +32,12 @@ class Plan:
 @dataclass(frozen=True)
 class Trained:
     """What training produced: A per layer (n, rank) float32, the token's vectors, one (1, e_i) float32 array
-    per text encoder (pipeline order), stats."""
+    per text encoder (pipeline order), stats, and a concept slice's own basis."""
 
     coef: Mapping[str, np.ndarray]
     embedding: Sequence[np.ndarray]
     stats: Mapping[str, object]
+    basis: np.ndarray | None = None  # (d, rank) float32: the concept's own basis (a concept slice), else None
 
 
 def caches_after(parent_caches: Caches, plan: Plan, put) -> Caches:

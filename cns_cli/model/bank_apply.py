@@ -16,7 +16,7 @@ import copy
 import torch
 
 from ..bank import Bank, Revision
-from ..bank.delta import read_delta
+from ..bank.delta import basis_of, decode_delta
 from ..bank.integrity import require_intact
 from ..errors import BankFormatError, ModelError
 from ..bank.layout import embedding_names
@@ -37,11 +37,12 @@ def basis_matrix(bank: Bank, rev: Revision) -> torch.Tensor:
 
 def concept_tensors(bank: Bank, rev: Revision, name: str, q: torch.Tensor) -> ConceptTensors:
     c = rev.concepts[name]
-    layers = read_delta(bank, c)
+    tensors = bank.read_object(c.delta)
+    layers = decode_delta(tensors, c.neurons.per_layer)
     return ConceptTensors(
         rows={layer: torch.from_numpy(d.rows).long() for layer, d in layers.items()},
         coef={layer: torch.from_numpy(d.coef) for layer, d in layers.items()},
-        basis_slice=q[:, c.slice.start : c.slice.start + c.slice.rank],
+        basis_slice=torch.as_tensor(basis_of(tensors, c, q.numpy())),
     )
 
 

@@ -23,7 +23,7 @@ from ..method.select import row_attribution
 from .kv import attach_trainable
 from .loading import kv_layers
 from .text import Cond, TextConditioner
-from .tokens import attach_trainable_token
+from .tokens import attach_trainable_token  # noqa: F401 - learning/fit.py attaches tokens through here
 
 
 @torch.no_grad()
@@ -156,15 +156,14 @@ class Trainer:
         return losses
 
 
-def cns_trainables(unet, text_encoders: list, rows: dict[str, torch.Tensor], basis_slice: torch.Tensor,
-                   token_ids: list[int], token_inits: list[torch.Tensor], *, lr: float, lr_token: float, reg_lambda: float, gram: torch.Tensor):
+def cns_trainables(unet, rows: dict[str, torch.Tensor], basis_slice: torch.Tensor, tokens: list, *, lr: float,
+                   lr_token: float, reg_lambda: float, gram: torch.Tensor | None):
     """What CNS step (6) trains, as Trainer inputs: the coefficients A of the concept's rows (lr) and, when
-    lr_token > 0, its token vectors (lr_token; one per text encoder, trained jointly: SDXL has two), with the
-    self-regularisation λ Σ tr(A G Aᵀ) as the extra loss. `text_encoders`, `token_ids` and `token_inits` are
-    lists in pipeline order. Returns (groups, extra_loss or None, the TrainableKV wrappers by layer, the
-    TrainableTokens in encoder order)."""
+    lr_token > 0, its token vectors (`tokens`: the TrainableTokens already attached, one per text encoder, trained
+    jointly: SDXL has two), with the penalty λ Σ tr(A G Aᵀ) as the extra loss when reg_lambda > 0 (the drift
+    budget is applied by the caller after each step). Returns (groups, extra_loss or None, the TrainableKV
+    wrappers by layer)."""
     kv = attach_trainable(unet, rows, basis_slice)
-    tokens = [attach_trainable_token(e, i, v) for e, i, v in zip(text_encoders, token_ids, token_inits, strict=True)]
     coefs = [w.coef for w in kv.values()]
     groups = [{"params": coefs, "lr": lr}]
     if lr_token > 0:
@@ -173,4 +172,4 @@ def cns_trainables(unet, text_encoders: list, rows: dict[str, torch.Tensor], bas
     if reg_lambda > 0:
         gram = gram.to(basis_slice.device)
         extra = lambda: reg_lambda * self_regularisation(coefs, gram)  # noqa: E731
-    return groups, extra, kv, tokens
+    return groups, extra, kv

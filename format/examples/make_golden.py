@@ -17,6 +17,8 @@ Banks written:
 - sdxl.cnsbank          format 1.2: 0 init -> 1 learn dog on a made-up SDXL single-file base (two text encoders,
                         3 + 5 wide: text width 8; v-prediction; a config folder), whose concept's embedding object
                         holds `embedding` [1, 3] and `embedding_2` [1, 5]
+- concept-slice.cnsbank format 1.3: 0 init -> 1 learn dog (shared slice 0:2) -> 2 learn hat with its own basis
+                        (slice.start null; its delta object holds `basis` [8, 2], orthogonal to dog's columns)
 No `lock` file: a writer creates it on its first commit.
 """
 
@@ -52,6 +54,7 @@ RANK = 2
 
 
 FORMAT_VERSION_1_2 = "1.2"  # the SDXL bank: family, prediction_type, embedding_dims, config, embedding_2
+FORMAT_VERSION_1_3 = "1.3"  # the concept-slice bank: a concept with its own basis
 SDXL_EMBEDDING_DIMS = [3, 5]  # the two text encoders' widths; text_dim = their sum
 
 
@@ -124,10 +127,19 @@ def fractions(rng: np.random.RandomState, shape: tuple[int, ...]) -> np.ndarray:
     return (rng.randint(-128, 128, size=shape) / 256).astype(np.float32)
 
 
-def delta_tensors(rows: dict[str, list[int]], seed: int) -> dict[str, np.ndarray]:
-    """Per layer: rows int32 [n], coef float32 [n, rank] (coefs drawn layer by layer, in `rows`' order)."""
+def delta_tensors(rows: dict[str, list[int]], seed: int, basis: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per layer: rows int32 [n], coef float32 [n, rank] (coefs drawn layer by layer, in `rows`' order); and the
+    concept's own `basis` [dim, rank] when given (format 1.3)."""
     rng = np.random.RandomState(seed)
-    return encode_delta({layer: (np.array(r, dtype=np.int32), fractions(rng, (len(r), RANK))) for layer, r in rows.items()})
+    return encode_delta({layer: (np.array(r, dtype=np.int32), fractions(rng, (len(r), RANK))) for layer, r in rows.items()},
+                        basis)
+
+
+def own_basis() -> np.ndarray:
+    """[8, 2]: (q2 + q3)/√2 and (q2 − q3)/√2 of the golden Q (elementwise float64 arithmetic: the same bits on every
+    machine): orthonormal, orthogonal to columns 0:2, and not a column block of Q."""
+    q = orthogonal_basis().astype(np.float64)
+    return (np.stack([q[:, 2] + q[:, 3], q[:, 2] - q[:, 3]], axis=1) / math.sqrt(2)).astype(np.float32)
 
 
 # -- banks --------------------------------------------------------------------------------------------------
@@ -183,9 +195,10 @@ def minimal() -> Writer:
     return w
 
 
-def concept(w: Writer, name: str, class_word: str, learned_in: int, start: int, rows: dict[str, list[int]],
-            seed: int, training: dict, stats: dict, embedding_dims: list[int] | None = None) -> Concept:
-    delta = w.put(delta_tensors(rows, seed), "delta")
+def concept(w: Writer, name: str, class_word: str, learned_in: int, start: int | None, rows: dict[str, list[int]],
+            seed: int, training: dict, stats: dict, embedding_dims: list[int] | None = None,
+            basis: np.ndarray | None = None) -> Concept:
+    delta = w.put(delta_tensors(rows, seed, basis), "delta")
     rng = np.random.RandomState(seed + 100)
     names = ("embedding", "embedding_2")  # one tensor per text encoder (SPEC "Objects")
     embedding = w.put({k: fractions(rng, (1, d)) for k, d in zip(names, embedding_dims or [TEXT_DIM])}, "embedding")
@@ -240,7 +253,25 @@ def sdxl() -> Writer:
     return w
 
 
-BANKS = {"minimal.cnsbank": minimal, "two-concepts.cnsbank": two_concepts, "sdxl.cnsbank": sdxl}
+def concept_slice() -> Writer:
+    w = Writer()
+    r0 = w.commit(init_revision(["cns", "init", "--base", "golden-tiny"], version=FORMAT_VERSION_1_3))
+    basis = Basis(object=w.put({"Q": orthogonal_basis()}, "basis"), dim=TEXT_DIM, seed=BASIS_SEED)
+    training = {"budget": 5, "lr": 0.001, "max_drift": 0.001, "rank": RANK, "seed": 7, "slice": "shared", "steps": 200}
+    dog = concept(w, "dog", "dog", 1, 0, {LAYER_K: [1, 4, 11], LAYER_V: [3, 12]}, seed=1, training=training,
+                  stats={"final_loss": 0.125, "seconds": 61.5, "steps_run": 200})
+    r1 = w.commit(next_revision(r0, Operation(kind="learn", concept="dog", argv=["cns", "learn", "dog", "./dog"]),
+                                basis=basis, concepts={"dog": dog}))
+    hat = concept(w, "hat", "hat", 2, None, {LAYER_K: [2, 4, 8], LAYER_V: [5]}, seed=2,
+                  training=training | {"seed": 8, "slice": "concept"},
+                  stats={"final_loss": 0.25, "seconds": 58.0, "steps_run": 200}, basis=own_basis())
+    w.commit(next_revision(r1, Operation(kind="learn", concept="hat", argv=["cns", "learn", "hat", "./hat"]),
+                           concepts={"dog": dog, "hat": hat}))
+    return w
+
+
+BANKS = {"minimal.cnsbank": minimal, "two-concepts.cnsbank": two_concepts, "sdxl.cnsbank": sdxl,
+         "concept-slice.cnsbank": concept_slice}
 
 
 def main(out: Path) -> None:

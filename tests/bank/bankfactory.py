@@ -70,8 +70,10 @@ def learn(
     delta: dict[str, np.ndarray] | None = None,
     embedding: dict[str, np.ndarray] | None = None,
     start: int | None = None,
+    own: bool = False,
 ) -> Revision:
-    """Commit one `learn` revision adding concept `name` (tensors may be overridden to build bad objects)."""
+    """Commit one `learn` revision adding concept `name` (tensors may be overridden to build bad objects). `own`:
+    a concept with its own basis (format 1.3: slice.start null; pass its `basis` tensor in `delta`)."""
     rng = np.random.default_rng(seed)
     delta = fake_delta(rng, rank, n_rows) if delta is None else delta
     embedding = fake_embedding(rng) if embedding is None else embedding
@@ -81,7 +83,7 @@ def learn(
         if basis is None:
             ref = tx.put({"Q": orthogonal_basis()}, "basis")
             basis = Basis(object=ref, dim=TEXT_DIM, seed=BASIS_SEED)
-        if start is None:
+        if start is None and not own:
             start = (len(parent.concepts) * rank) % (TEXT_DIM - rank + 1)
         delta_ref = tx.put(delta, "delta", {"concept": name})
         emb_ref = tx.put(embedding, "embedding", {"token": f"<{name}>"})

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cns_cli.bank import Bank
-from cns_cli.bank.models import BaseModelPointer
+from cns_cli.bank.models import FORMAT_VERSION, BaseModelPointer
 from cns_cli.bank.revision_io import dump_revision, parse_revision
 from cns_cli.bank.verify import verify
 from cns_cli.errors import BankFormatError
@@ -34,7 +34,7 @@ def test_1_2_base_fields_round_trip_byte_exactly(tmp_path):
     bank = Bank.create(tmp_path / "xl", xl_base(kind="single-file", location="/m/x.safetensors", config="/m/cfg"))
     raw = (tmp_path / "xl" / "revisions" / "000000.json").read_bytes()
     doc = json.loads(raw)
-    assert doc["format_version"] == "1.2" and doc["base"]["config"] == "/m/cfg" and doc["base"]["family"] == "sdxl"
+    assert doc["format_version"] == FORMAT_VERSION and doc["base"]["config"] == "/m/cfg" and doc["base"]["family"] == "sdxl"
     assert dump_revision(parse_revision(raw, "x")) == raw
     assert bank.head().base.embedding_widths == [3, 5]
 

@@ -31,6 +31,7 @@ BANKS = sorted(p.name for p in EXAMPLES.glob("*.cnsbank"))
 REVISIONS = sorted(p.relative_to(EXAMPLES).as_posix() for p in EXAMPLES.glob("*.cnsbank/revisions/*.json"))
 TWO = EXAMPLES / "two-concepts.cnsbank"
 XL = EXAMPLES / "sdxl.cnsbank"
+OWN = EXAMPLES / "concept-slice.cnsbank"
 
 
 def load_script():
@@ -51,8 +52,8 @@ def safetensors_metadata(data: bytes) -> dict:
 
 
 def test_golden_banks_exist_and_are_small():
-    assert BANKS == ["minimal.cnsbank", "sdxl.cnsbank", "two-concepts.cnsbank"]
-    assert len(REVISIONS) == 8
+    assert BANKS == ["concept-slice.cnsbank", "minimal.cnsbank", "sdxl.cnsbank", "two-concepts.cnsbank"]
+    assert len(REVISIONS) == 11
     for name in BANKS:
         files = tree(EXAMPLES / name)
         assert "lock" not in files  # created by the first writer, not part of a fresh bank
@@ -154,12 +155,36 @@ def _same_but_stamp(a, b, skip=()) -> None:
     assert a.model_dump(exclude=skip) == b.model_dump(exclude=skip)
 
 
-def test_golden_banks_are_format_1_0_except_the_sdxl_one():
+def test_golden_banks_are_format_1_0_except_the_sdxl_and_concept_slice_ones():
     # Test vectors for every 1.x reader: a newer writer keeps them at 1.0 (linear history, no restore); the SDXL bank
-    # needs 1.2 (its base's family, prediction type, encoder widths and config folder; embedding_2).
+    # needs 1.2 (its base's family, prediction type, encoder widths and config folder; embedding_2), the concept-slice
+    # bank 1.3 (a concept with its own basis).
     versions = {p.relative_to(EXAMPLES).parts[0]: json.loads(p.read_bytes())["format_version"]
                 for p in EXAMPLES.glob("*.cnsbank/revisions/*.json")}
-    assert versions == {"minimal.cnsbank": "1.0", "two-concepts.cnsbank": "1.0", "sdxl.cnsbank": "1.2"}
+    assert versions == {"minimal.cnsbank": "1.0", "two-concepts.cnsbank": "1.0", "sdxl.cnsbank": "1.2",
+                        "concept-slice.cnsbank": "1.3"}
+
+
+def test_concept_slice_bank_reads_its_own_basis():
+    """Format 1.3: slice.start null -> B is the delta object's `basis`, orthonormal and orthogonal to the earlier
+    concept's columns of Q; ΔW = Sᵀ A Bᵀ with that B."""
+    from cns_cli.bank.delta import basis_of, read_delta
+
+    bank = Bank.open(OWN)
+    head = bank.head()
+    q = bank.read_object(head.basis.object)["Q"]
+    hat, dog = head.concepts["hat"], head.concepts["dog"]
+    assert hat.slice.start is None and hat.slice.own and not dog.slice.own
+    tensors = bank.read_object(hat.delta)
+    b = basis_of(tensors, hat, q)
+    assert b.shape == (8, 2) and np.array_equal(b, tensors["basis"])
+    assert np.abs(b.T @ b - np.eye(2)).max() < 1e-6
+    assert np.abs(basis_of(bank.read_object(dog.delta), dog, q).T @ b).max() < 1e-6
+    assert not any(np.allclose(np.abs(b[:, i]), np.abs(q[:, j]), atol=1e-3) for i in range(2) for j in range(8))
+    layer, part = next(iter(read_delta(bank, hat).items()))
+    w = np.zeros((16, 8), np.float32)
+    w[part.rows] = part.coef @ b.T  # ΔW = Sᵀ A Bᵀ
+    assert np.abs(w).sum() > 0 and set(np.flatnonzero(np.abs(w).sum(axis=1))) <= set(part.rows.tolist())
 
 
 def test_sdxl_bank_has_a_token_row_per_text_encoder():
