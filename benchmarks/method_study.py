@@ -10,7 +10,7 @@ LearnConfig overrides; `ti` and `kv-finetune` are the bench's baselines (same ph
 
 Every run is appended to the results file as it finishes (`--json`, default
 benchmarks/results/method-study.json), discarded ones included; a run already there is skipped, so an
-interrupted study continues. The protocol and the decision rule are written into the file by the first call and
+interrupted study continues, and several processes (one per core, `OMP_NUM_THREADS=1`) may share one file. The protocol and the decision rule are written into the file by the first call and
 never changed afterwards (a call that would change them is refused). `--decide` applies the rule to the tuning
 runs; `--report` prints every configuration's means and the paired differences against ti and kv-finetune.
 
@@ -25,6 +25,8 @@ A configuration is NAME=METHOD or NAME=k=v,k=v: METHOD is `ti` or `kv-finetune`;
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import shlex
@@ -106,6 +108,27 @@ def save(path: Path, doc: dict) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, (json.dumps(doc, indent=1) + "\n").encode())
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    """The results file's lock: several study processes (one per core) may add runs to one file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def update(path: Path, change) -> dict:
+    """Read the file as it is now, apply `change(doc)`, write it back: under the lock, so no run is lost."""
+    with locked(path):
+        doc = load(path)
+        change(doc)
+        save(path, doc)
+    return doc
 
 
 class World:
@@ -210,24 +233,23 @@ def summary(run: dict, base: dict) -> dict:
 
 
 def study(args) -> None:
-    doc = load(args.json)
+    doc = update(args.json, lambda d: None)  # the rule is in the file before the first run
     if doc["protocol"] != PROTOCOL:
         raise SystemExit(f"{args.json} was started under another protocol; the protocol is fixed once runs exist")
-    save(args.json, doc)  # the rule is in the file before the first run
     seeds = [int(s) for s in args.seeds.split(",")]
     configs = [parse_config(c) for c in args.config]
-    known = {(r["split"], r["config"], r["seed"]) for r in doc["runs"]}
     with tempfile.TemporaryDirectory() as tmp:
         w = World(args.split, Path(tmp))
         if args.split not in doc["base"]:
-            doc["base"][args.split] = score_base(w)
-            save(args.json, doc)
+            base = score_base(w)
+            doc = update(args.json, lambda d: d["base"].setdefault(args.split, base))
         for name, method, overrides in configs:
             clash = [r for r in doc["runs"] if r["config"] == name and (r["method"], r["overrides"]) != (method, overrides)]
             if clash:
                 raise SystemExit(f"configuration name {name!r} is already used for {clash[0]['overrides']}")
             for seed in seeds:
-                if (args.split, name, seed) in known:
+                doc = load(args.json)
+                if any((r["split"], r["config"], r["seed"]) == (args.split, name, seed) for r in doc["runs"]):
                     print(f"{args.split} {name} seed {seed}: already in {args.json}", flush=True)
                     continue
                 t0 = time.perf_counter()
@@ -237,8 +259,7 @@ def study(args) -> None:
                          "seconds": round(time.perf_counter() - t0, 1),
                          "command": shlex.join(["python", "benchmarks/method_study.py", *sys.argv[1:]]), **run}
                 entry["summary"] = summary(entry, doc["base"][args.split])
-                doc["runs"].append(entry)
-                save(args.json, doc)
+                doc = update(args.json, lambda d: d["runs"].append(entry))
                 s = entry["summary"]
                 print(f"{args.split} {name} seed {seed}: identity {s['final_identity']:.3f} (just after "
                       f"{s['identity_just_after']:.3f}) recognised {s['final_recognised']:.2f} forgetting "
