@@ -168,6 +168,33 @@ def _relative_drift(bank_path: Path) -> dict[str, float]:
     return out
 
 
+def test_a_concept_slice_is_its_own_orthonormal_basis_and_forgets_exactly(dog_bank, hat_photos, base_pipe, tmp_path):
+    """--slice concept: B is stored in the delta object, orthonormal and orthogonal to <dog>'s slice; only <hat>'s
+    rows and token change, and forgetting it gives <dog>'s weights back bit for bit."""
+    from cns_cli.bank.delta import basis_of
+    from cns_cli.bank.history import forget
+
+    path = tmp_path / "own.cnsbank"
+    shutil.copytree(dog_bank, path)
+    learn(path, "hat", hat_photos, config=LearnConfig(steps=12, score_steps=2, lr=1e-2, slice="concept"))
+    bank = Bank.open(path)
+    rev = bank.head()
+    hat, dog = rev.concepts["hat"], rev.concepts["dog"]
+    q = bank.read_object(rev.basis.object)["Q"]
+    b = basis_of(bank.read_object(hat.delta), hat, q)
+    assert hat.slice.start is None and b.shape == (rev.base.text_dim, hat.slice.rank)
+    assert np.abs(b.T @ b - np.eye(hat.slice.rank)).max() < 1e-5
+    assert np.abs(basis_of(bank.read_object(dog.delta), dog, q).T @ b).max() < 1e-5
+    assert hat.stats["selectivity"] > hat.slice.rank  # sees the concept better than a blind slice's average
+    with_hat = {n: l.weight.detach().clone() for n, l in kv_layers(build_pipeline(bank, rev).unet).items()}
+    dog_only = {n: l.weight.detach().clone() for n, l in kv_layers(build_pipeline(bank, Bank.open(dog_bank).head()).unet).items()}
+    changed = {n for n in with_hat if not torch.equal(with_hat[n], dog_only[n])}
+    assert changed and changed <= set(hat.neurons.per_layer)
+    forget(bank, "hat")
+    after = {n: l.weight.detach() for n, l in kv_layers(build_pipeline(bank, bank.head()).unet).items()}
+    assert all(torch.equal(after[n], dog_only[n]) for n in after)
+
+
 def test_drift_budget_bounds_the_change_of_earlier_prompts_exactly(dog_bank, hat_photos, tmp_path):
     """With --max-drift ε every layer's relative K/V change on <dog>'s prompt is ≤ ε (measured on the stored bank);
     without a budget the same learn moves it further, so the bound is what held the rows."""

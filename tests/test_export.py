@@ -30,9 +30,12 @@ ONE, TWO = "<dog> on a beach", "<dog> wearing a <hat>"
 
 @pytest.fixture(scope="module")
 def bank(tiny_base, dog_photos, hat_photos, tmp_path_factory) -> Path:
+    """<dog> on a slice of the shared basis, <hat> on its own basis (format 1.3): every export covers both."""
     path = tmp_path_factory.mktemp("export") / "b.cnsbank"
-    for name, photos in (("dog", dog_photos), ("hat", hat_photos)):
-        learn(path, name, photos, base=tiny_base, config=LearnConfig(steps=10, score_steps=2, lr=5e-3))
+    for name, photos, kind in (("dog", dog_photos, "shared"), ("hat", hat_photos, "concept")):
+        learn(path, name, photos, base=tiny_base, config=LearnConfig(steps=10, score_steps=2, lr=5e-3, slice=kind))
+    head = Bank.open(path).head()
+    assert not head.concepts["dog"].slice.own and head.concepts["hat"].slice.own
     return path
 
 
