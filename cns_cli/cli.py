@@ -267,6 +267,7 @@ def learn(
     lr: Annotated[float, typer.Option(help="Learning rate of the neuron coefficients.")] = 1e-3,
     lr_token: Annotated[float, typer.Option(help="Learning rate of the token embedding.")] = 1e-3,
     rank: Annotated[int, typer.Option(help="Basis slice width r of this concept.")] = 4,
+    vectors: Annotated[int, typer.Option(help="Vectors of the concept's token (1-16): <name> stands for that many prompt positions, the tokens <name>, <name>_1, ... (diffusers' multi-vector textual inversion).")] = 1,
     budget: Annotated[float, typer.Option(help="Share of UNet parameters a concept may train (0.0013 = 0.13 %).")] = 0.0013,
     reg_lambda: Annotated[float, typer.Option(help="Weight of the self-regularisation that protects earlier concepts.")] = 1.0,
     batch_size: Annotated[int, typer.Option(help="Images per training step.")] = 1,
@@ -287,7 +288,7 @@ def learn(
     from .reporting import for_stderr
     from .render import render_learn
 
-    config = LearnConfig(steps=steps, lr=lr, lr_token=lr_token, rank=rank, budget=budget, reg_lambda=reg_lambda,
+    config = LearnConfig(steps=steps, lr=lr, lr_token=lr_token, rank=rank, vectors=vectors, budget=budget, reg_lambda=reg_lambda,
                          batch_size=batch_size, resolution=resolution, score_steps=score_steps, seed=seed,
                          selection=selection.value, remove_general=not keep_general,
                          device=device.value, precision=precision.value, gradient_checkpointing=gradient_checkpointing)

@@ -21,6 +21,9 @@ from .errors import ConceptError, UsageError
 from .reporting import NullReporter, Reporter
 
 SELECTIONS = ("attribution", "random")
+# A k-vector token takes k of the text encoder's 77 positions wherever a prompt names it; 16 leaves room for a
+# sentence and a second concept.
+MAX_VECTORS = 16
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,9 @@ class LearnConfig:
     # <fedora> 0.136 -> 0.287 at 1e-3; 5e-4 and 2e-3 both worse: benchmarks/token_lr_sweep.py, docs/benchmark.md).
     lr_token: float = 1e-3
     rank: int = 4  # basis slice width r: capacity is text_dim / r concepts before slices overlap
+    # Vectors of the concept's token (multi-vector textual inversion): <name> stands for k prompt positions, the
+    # tokens <name>, <name>_1, …, <name>_{k-1} (diffusers' convention). 1 is the single token of earlier versions.
+    vectors: int = 1
     budget: float = 0.0013  # share of UNet parameters a concept may train (paper: ≈0.13 %)
     reg_lambda: float = 1.0  # weight of the self-regularisation (K/V drift on protected prompts)
     batch_size: int = 1
@@ -63,6 +69,8 @@ class LearnConfig:
         need(self.lr > 0, "lr", "positive", self.lr)
         need(self.lr_token >= 0, "lr-token", "0 or more", self.lr_token)
         need(self.rank >= 1, "rank", "at least 1", self.rank)
+        need(isinstance(self.vectors, int) and not isinstance(self.vectors, bool) and 1 <= self.vectors <= MAX_VECTORS,
+             "vectors", f"a whole number from 1 to {MAX_VECTORS}", self.vectors)
         need(0 < self.budget <= 1, "budget", "in (0, 1]", self.budget)
         need(self.reg_lambda >= 0, "reg-lambda", "0 or more", self.reg_lambda)
         need(self.batch_size >= 1, "batch-size", "at least 1", self.batch_size)

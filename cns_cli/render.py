@@ -135,7 +135,9 @@ def render_learn(doc: dict) -> None:
     con.print(f"  neurons      {plan['neurons']:,} in {len(layers)} layers (budget {plan['budget_rows']:,}, "
               f"{plan['general_neurons']:,} general neurons excluded)")
     p = plan["parameters_trained"]
-    con.print(f"  trained      {p['total']:,} parameters ({p['coefficients']:,} neuron coefficients + {p['token']:,} token); "
+    vectors = f" in {plan['vectors']} vectors" if plan["vectors"] > 1 else ""  # a multi-vector token
+    con.print(f"  trained      {p['total']:,} parameters ({p['coefficients']:,} neuron coefficients + {p['token']:,} token"
+              f"{vectors}); "
               f"slice {plan['slice']['start']}:{plan['slice']['start'] + plan['slice']['rank']}")
     con.print(f"  stored       {human_bytes(plan['bytes_to_store'])}")
     if doc["dry_run"]:

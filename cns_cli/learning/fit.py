@@ -47,7 +47,7 @@ def fit(s: Session, plan: Plan, cfg, reporter: Reporter, parent=None) -> Trained
         "images": len(s.prompts), "device": s.device, "precision": runtime.precision_name(s.dtype),
     }
     return Trained(coef={n: w.coef.detach().float().cpu().numpy() for n, w in kv.items()},
-                   embedding=[t.vector.detach().float().cpu().numpy()[None, :] for t in tokens], stats=stats)
+                   embedding=[t.vectors.detach().float().cpu().numpy() for t in tokens], stats=stats)
 
 
 def _protection_gram(s: Session, parent, b: torch.Tensor) -> torch.Tensor:

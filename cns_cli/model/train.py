@@ -153,18 +153,19 @@ class Trainer:
 
 
 def cns_trainables(unet, text_encoders: list, rows: dict[str, torch.Tensor], basis_slice: torch.Tensor,
-                   token_ids: list[int], token_inits: list[torch.Tensor], *, lr: float, lr_token: float, reg_lambda: float, gram: torch.Tensor):
+                   token_ids: list[list[int]], token_inits: list[torch.Tensor], *, lr: float, lr_token: float, reg_lambda: float, gram: torch.Tensor):
     """What CNS step (6) trains, as Trainer inputs: the coefficients A of the concept's rows (lr) and, when
-    lr_token > 0, its token vectors (lr_token; one per text encoder, trained jointly: SDXL has two), with the
-    self-regularisation λ Σ tr(A G Aᵀ) as the extra loss. `text_encoders`, `token_ids` and `token_inits` are
-    lists in pipeline order. Returns (groups, extra_loss or None, the TrainableKV wrappers by layer, the
-    TrainableTokens in encoder order)."""
+    lr_token > 0, its token vectors (lr_token; per text encoder the k vectors of its k tokens, trained jointly:
+    SDXL has two encoders), with the self-regularisation λ Σ tr(A G Aᵀ) as the extra loss. `text_encoders`,
+    `token_ids` (per encoder the k ids, in row order) and `token_inits` (per encoder (k, e_i)) are lists in
+    pipeline order. Returns (groups, extra_loss or None, the TrainableKV wrappers by layer, the TrainableTokens in
+    encoder order)."""
     kv = attach_trainable(unet, rows, basis_slice)
     tokens = [attach_trainable_token(e, i, v) for e, i, v in zip(text_encoders, token_ids, token_inits, strict=True)]
     coefs = [w.coef for w in kv.values()]
     groups = [{"params": coefs, "lr": lr}]
     if lr_token > 0:
-        groups.append({"params": [t.vector for t in tokens], "lr": lr_token})
+        groups.append({"params": [t.vectors for t in tokens], "lr": lr_token})
     extra = None
     if reg_lambda > 0:
         gram = gram.to(basis_slice.device)
