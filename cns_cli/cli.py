@@ -404,6 +404,7 @@ def bench(
     steps: Annotated[Optional[int], typer.Option(help="Training steps per concept, every method (default 150; --quick 8).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="2 concepts, few steps and images: checks the pipeline, not the numbers.")] = False,
     lr_token: Annotated[Optional[float], typer.Option(help="Learning rate of every method's concept tokens (default: cns learn's).")] = None,
+    vectors: Annotated[int, typer.Option(help="Vectors of every method's concept tokens, 1-16 (cns learn --vectors; textual inversion and the other baselines too).")] = 1,
     zero_shot_n: Annotated[Optional[int], typer.Option("--zero-shot-prompts", help="Held-out base captions scored after every concept (default 48).")] = None,
     base: Annotated[str, typer.Option("--base", help="Base model (default: the bundled demo model).")] = "demo",
     device: Annotated[Device, typer.Option(help="Where to run.")] = Device.auto,
@@ -423,6 +424,7 @@ def bench(
         kw["steps"] = steps
     if lr_token is not None:
         kw["lr_token"] = lr_token
+    kw["vectors"] = vectors
     if zero_shot_n is not None:
         kw["zero_shot_n"] = zero_shot_n
     config = BenchConfig.quick(**kw) if quick else BenchConfig(**kw)
