@@ -66,14 +66,15 @@ def render_inspect(doc: dict, neurons: bool) -> None:
     if not doc["concepts"]:
         con.print("concepts  none yet — teach one with `cns learn NAME ./photos`")
         return
-    t = _table("concept", "token", "class", "neurons", "layers", "slice", "params", "stored", "rev")
+    t = _table("concept", "token", "vectors", "class", "neurons", "layers", "slice", "params", "stored", "rev")
     for c in doc["concepts"]:
         s = c["slice"]
-        t.add_row(c["name"], c["token"], c["class_word"], f"{c['neurons']:,}", str(c["layers"]),
+        vectors = "?" if c["vectors"] is None else str(c["vectors"])  # ?: a damaged embedding object
+        t.add_row(c["name"], c["token"], vectors, c["class_word"], f"{c['neurons']:,}", str(c["layers"]),
                   f"{s['start']}:{s['start'] + s['rank']}", f"{c['parameters']['total']:,}", human_bytes(c["bytes"]),
                   str(c["learned_in"]))
     tot = doc["totals"]
-    t.add_row("total", "", "", f"{tot['neurons']:,}", "", "", "", human_bytes(tot["bytes"]), "")
+    t.add_row("total", "", "", "", f"{tot['neurons']:,}", "", "", "", human_bytes(tot["bytes"]), "")
     _print(t)
     if neurons:
         for c in doc["concepts"]:
