@@ -320,7 +320,8 @@ def test_a_3_vector_concept_loads_in_diffusers_from_both_embedding_conventions(v
         assert list(f.keys()) == ["<dog>"] and np.array_equal(f.get_tensor("<dog>"), stored["embedding"])
     with safe_open(tmp_path / "k" / "embeddings" / "dog.safetensors", "np") as f:
         assert f.get_tensor("emb_params").shape == (3, 32)
-    for folder, load in (("d", lambda p, n: p.load_textual_inversion(tmp_path / "d" / n)),
+    for folder, load in (("d", lambda p, n: p.load_textual_inversion(tmp_path / "d" / n / "learned_embeds.safetensors",
+                                                                      token=f"<{n}>")),
                          ("k", lambda p, n: p.load_textual_inversion(tmp_path / "k" / "embeddings" / f"{n}.safetensors",
                                                                       token=f"<{n}>"))):
         pipe = fresh(tiny_base)

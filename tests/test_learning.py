@@ -209,6 +209,21 @@ def test_training_and_the_regulariser_read_the_expanded_prompts(tiny_base, dog_p
     assert rows_naming("<hat>", seen)  # and the new concept's own prompts were encoded too
 
 
+def test_the_plan_of_a_3_vector_concept_counts_its_vectors(tiny_base, dog_photos, tmp_path):
+    from tests.clitools import cns
+
+    args = ["--bank", tmp_path / "b.cnsbank", "learn", "dog", dog_photos, "--class", "dog", "--base", tiny_base,
+            "--vectors", "3", "--score-steps", "1", "--dry-run"]
+    plan = json.loads(cns(*args, "--json").stdout)["plan"]
+    assert (plan["vectors"], plan["tokens"]) == (3, ["<dog>", "<dog>_1", "<dog>_2"])
+    assert plan["parameters_trained"]["token"] == 3 * 32
+    one = json.loads(cns(*args[:-5], "--score-steps", "1", "--dry-run", "--json").stdout)["plan"]
+    assert one["vectors"] == 1 and plan["bytes_to_store"] - one["bytes_to_store"] == 2 * 32 * 4  # 2 more float32 rows
+    r = cns(*args)
+    assert r.exit_code == 0 and "+ 96 token in 3 vectors)" in r.stdout
+    assert not (tmp_path / "b.cnsbank").exists()
+
+
 def test_vectors_out_of_range_is_one_line_before_any_model_loads(dog_photos, tmp_path, no_model_load):
     from tests.clitools import cns, one_line_error
 
