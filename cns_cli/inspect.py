@@ -18,12 +18,17 @@ def _vectors(bank: Bank, rev: Revision, name: str) -> int | None:
         return None
 
 
+def _recorded_vectors(training: dict) -> int:
+    """The `vectors` a learn recorded (an embedding object that cannot be read); 1 for banks from before it."""
+    k = training.get("vectors", 1)
+    return k if isinstance(k, int) and not isinstance(k, bool) and k >= 1 else 1
+
+
 def _concept_summary(bank: Bank, rev: Revision, name: str) -> dict:
     c = rev.concepts[name]
     stored = c.delta.size + c.embedding.size
     k = _vectors(bank, rev, name)
-    recorded = c.training.get("vectors", 1)  # what the learn recorded (every bank before --vectors has 1)
-    counted = k if k is not None else recorded if isinstance(recorded, int) and recorded >= 1 else 1
+    counted = k if k is not None else _recorded_vectors(c.training)
     params = trained_parameters(c.neurons.total, c.slice.rank, counted * sum(rev.base.embedding_widths))
     return {
         "name": name, "token": c.token, "vectors": k, "class_word": c.class_word, "learned_in": c.learned_in,
