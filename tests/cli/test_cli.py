@@ -182,6 +182,7 @@ def test_inspect_shows_the_vectors_of_each_concept(vectors_bank_readonly, tmp_pa
     assert header.split()[:4] == ["concept", "token", "vectors", "class"]
     rows = {line.split()[0]: line.split()[1:4] for line in lines if line.startswith(("dog ", "hat "))}
     assert rows == {"dog": ["<dog>", "3", "dog"], "hat": ["<hat>", "1", "hat"]}
+    assert cns("--bank", str(vectors_bank_readonly), "verify").exit_code == 0  # a [3, e] embedding is valid
     path = tmp_path / "damaged.cnsbank"
     shutil.copytree(vectors_bank_readonly, path)
     bank = Bank.open(path)
