@@ -81,6 +81,7 @@ class FixedIds:
     random token ids, so the product's own text code (cns_cli.model.text) runs unchanged on them."""
 
     model_max_length = 77
+    added_tokens_encoder: dict = {}  # no added tokens: cns_cli.model.text leaves the prompts as they are
 
     def __init__(self, ids: torch.Tensor):
         self.ids = ids
@@ -168,8 +169,8 @@ def make_step(method: str, base: Setup, rows_budget: float = 0.0013, copy_model:
             rows[name] = pick[(pick >= off) & (pick < off + m.out_features)] - off
         b = torch.from_numpy(orthogonal_basis(d))[:, :4].to(s.device)
         gram = protection_gram(torch.randn(280 * 77, d, device=s.device), b)
-        inits = [te.get_input_embeddings().weight[0].float() for te in encoders]
-        tokens = [attach_trainable_token(e, i, v) for e, i, v in zip(encoders, s.token_ids, inits, strict=True)]
+        inits = [te.get_input_embeddings().weight[:1].float() for te in encoders]  # (1, e): a 1-vector token
+        tokens = [attach_trainable_token(e, [i], v) for e, i, v in zip(encoders, s.token_ids, inits, strict=True)]
         groups, extra, _ = cns_trainables(s.unet, rows, b, tokens, lr=1e-4, lr_token=1e-4 if method == "cns" else 0.0,
                                           reg_lambda=1.0, gram=gram)
     elif method == "lora":

@@ -94,8 +94,9 @@ def remove_bank(pipe) -> None:
 
 
 def expand_prompt(bank: PathLike | Bank, prompt: str, revision: int | None = None, expand: bool = True) -> str:
-    """The exact text `cns generate` sends to the text encoder for `prompt` (each `<name>` followed by its
-    class word unless `expand` is False); unknown concepts raise ConceptError, as in the CLI."""
+    """The exact text `cns generate` hands the pipeline for `prompt` (each `<name>` followed by its class word
+    unless `expand` is False; a multi-vector `<name>` is read as its k tokens by the pipeline's encode_prompt, so
+    pass this text as it is); unknown concepts raise ConceptError, as in the CLI."""
     from .prompts import expand_prompt as expand_text
 
     rev = _revision(_bank(bank), revision)

@@ -273,6 +273,7 @@ def learn(
     lr_token: Annotated[float, typer.Option(help="Learning rate of the token embedding.")] = 1e-3,
     rank: Annotated[int, typer.Option(help="Basis slice width r of this concept.")] = 4,
     slice_: Annotated[SliceKind, typer.Option("--slice", help="shared: r free columns of the bank's basis; concept: the concept's own r directions, chosen from its text states after a token warm-up (format 1.3).")] = SliceKind.shared,
+    vectors: Annotated[int, typer.Option(help="Vectors of the concept's token (1-16): <name> stands for that many prompt positions, the tokens <name>, <name>_1, ... (diffusers' multi-vector textual inversion).")] = 1,
     budget: Annotated[float, typer.Option(help="Share of UNet parameters a concept may train (0.0013 = 0.13 %).")] = 0.0013,
     max_drift: Annotated[str, typer.Option("--max-drift", help="Drift budget: the largest mean squared relative change the concept may make to the K/V outputs of protected prompts (calibration, the class without the token, earlier concepts), per layer; 'off' for none.")] = "0.001",
     reg_lambda: Annotated[float, typer.Option(help="Weight of the older self-regularisation penalty (in K/V units, so its meaning changes with the model); 0 = off.")] = 0.0,
@@ -294,7 +295,7 @@ def learn(
     from .reporting import for_stderr
     from .render import render_learn
 
-    config = LearnConfig(steps=steps, lr=lr, lr_token=lr_token, rank=rank, budget=budget, reg_lambda=reg_lambda,
+    config = LearnConfig(steps=steps, lr=lr, lr_token=lr_token, rank=rank, vectors=vectors, budget=budget, reg_lambda=reg_lambda,
                          max_drift=_max_drift(max_drift), slice=slice_.value,
                          batch_size=batch_size, resolution=resolution, score_steps=score_steps, seed=seed,
                          selection=selection.value, remove_general=not keep_general,
@@ -423,6 +424,7 @@ def bench(
     steps: Annotated[Optional[int], typer.Option(help="Training steps per concept, every method (default 150; --quick 8).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="2 concepts, few steps and images: checks the pipeline, not the numbers.")] = False,
     lr_token: Annotated[Optional[float], typer.Option(help="Learning rate of every method's concept tokens (default: cns learn's).")] = None,
+    vectors: Annotated[int, typer.Option(help="Vectors of every method's concept tokens, 1-16 (cns learn --vectors; textual inversion and the other baselines too).")] = 1,
     zero_shot_n: Annotated[Optional[int], typer.Option("--zero-shot-prompts", help="Held-out base captions scored after every concept (default 48).")] = None,
     base: Annotated[str, typer.Option("--base", help="Base model (default: the bundled demo model).")] = "demo",
     device: Annotated[Device, typer.Option(help="Where to run.")] = Device.auto,
@@ -442,6 +444,7 @@ def bench(
         kw["steps"] = steps
     if lr_token is not None:
         kw["lr_token"] = lr_token
+    kw["vectors"] = vectors
     if zero_shot_n is not None:
         kw["zero_shot_n"] = zero_shot_n
     config = BenchConfig.quick(**kw) if quick else BenchConfig(**kw)

@@ -3,7 +3,8 @@
 The pipeline is a plain diffusers StableDiffusionPipeline with W = W0 + Σ_t ΔW_t and the concept tokens
 added; it is called exactly as a user would call diffusers, with a CPU `torch.Generator().manual_seed(seed)`,
 so the same text, seed, steps and guidance give the same pixels as diffusers itself (and the same PNG
-bytes on every run).
+bytes on every run). The text (recorded as `text`) is what the pipeline is handed: `<name>` followed by its class
+word; a concept with k > 1 vectors is expanded to its k tokens by the pipeline's own encode_prompt, once.
 
 Bad numbers and paths are refused before the model loads (checks.py). Files are never overwritten: a name is
 `r{revision}-{prompt index}-{slug}[-regions]-s{seed}-{settings hash}.png`, where the hash covers every setting

@@ -5,14 +5,33 @@ from __future__ import annotations
 from .bank import Bank, Revision
 from .bank.delta import read_delta
 from .bank.models import trained_parameters
+from .errors import IntegrityError
 from .model.family import NAMES as FAMILY_NAMES  # configs only: no torch or diffusers import
+
+
+def _vectors(bank: Bank, rev: Revision, name: str) -> int | None:
+    """k of the concept's token (`<name>` stands for k prompt positions): the rows of its embedding object, a few
+    KB; None when that object is damaged (`cns verify` names it)."""
+    try:
+        return int(bank.read_object(rev.concepts[name].embedding)["embedding"].shape[0])
+    except (IntegrityError, KeyError, IndexError):
+        return None
+
+
+def _recorded_vectors(training: dict) -> int:
+    """The `vectors` a learn recorded (an embedding object that cannot be read); 1 for banks from before it."""
+    k = training.get("vectors", 1)
+    return k if isinstance(k, int) and not isinstance(k, bool) and k >= 1 else 1
+
 
 def _concept_summary(bank: Bank, rev: Revision, name: str) -> dict:
     c = rev.concepts[name]
     stored = c.delta.size + c.embedding.size
-    params = trained_parameters(c.neurons.total, c.slice.rank, sum(rev.base.embedding_widths))
+    k = _vectors(bank, rev, name)
+    counted = k if k is not None else _recorded_vectors(c.training)
+    params = trained_parameters(c.neurons.total, c.slice.rank, counted * sum(rev.base.embedding_widths))
     return {
-        "name": name, "token": c.token, "class_word": c.class_word, "learned_in": c.learned_in,
+        "name": name, "token": c.token, "vectors": k, "class_word": c.class_word, "learned_in": c.learned_in,
         "neurons": c.neurons.total, "layers": sum(1 for n in c.neurons.per_layer.values() if n),
         "slice": {"start": c.slice.start, "rank": c.slice.rank, "own_basis": c.slice.own},
         "parameters": params, "bytes": stored, "training": c.training, "stats": c.stats,

@@ -25,6 +25,9 @@ SLICES = ("shared", "concept")
 # Share of the steps a concept slice spends training the token alone before its basis is chosen from the token's
 # states (INFERRED, ours: the slice has to see the concept, and the token starts as its class word).
 SLICE_WARMUP = 0.2
+# A k-vector token takes k of the text encoder's 77 positions wherever a prompt names it; 16 leaves room for a
+# sentence and a second concept.
+MAX_VECTORS = 16
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,9 @@ class LearnConfig:
     # concept's own B, the r directions with the most concept state energy per unit of protected energy, orthogonal
     # to the earlier concepts' slices, chosen after SLICE_WARMUP of the steps trained the token alone.
     slice: str = "shared"
+    # Vectors of the concept's token (multi-vector textual inversion): <name> stands for k prompt positions, the
+    # tokens <name>, <name>_1, …, <name>_{k-1} (diffusers' convention). 1 is the single token of earlier versions.
+    vectors: int = 1
     budget: float = 0.0013  # share of UNet parameters a concept may train (paper: ≈0.13 %)
     # The drift budget ε (method/protect.py): after every step each layer's rows are scaled so that the mean squared
     # relative change of its K/V outputs stays ≤ ε on every protected set (bos, calibration prompts, padding, the
@@ -77,6 +83,8 @@ class LearnConfig:
         need(self.lr > 0, "lr", "positive", self.lr)
         need(self.lr_token >= 0, "lr-token", "0 or more", self.lr_token)
         need(self.rank >= 1, "rank", "at least 1", self.rank)
+        need(isinstance(self.vectors, int) and not isinstance(self.vectors, bool) and 1 <= self.vectors <= MAX_VECTORS,
+             "vectors", f"a whole number from 1 to {MAX_VECTORS}", self.vectors)
         need(0 < self.budget <= 1, "budget", "in (0, 1]", self.budget)
         need(self.reg_lambda >= 0, "reg-lambda", "0 or more", self.reg_lambda)
         need(self.max_drift is None or (isinstance(self.max_drift, (int, float)) and 0 < self.max_drift <= 1),

@@ -66,15 +66,16 @@ def render_inspect(doc: dict, neurons: bool) -> None:
     if not doc["concepts"]:
         con.print("concepts  none yet — teach one with `cns learn NAME ./photos`")
         return
-    t = _table("concept", "token", "class", "neurons", "layers", "slice", "params", "stored", "rev")
+    t = _table("concept", "token", "vectors", "class", "neurons", "layers", "slice", "params", "stored", "rev")
     for c in doc["concepts"]:
         s = c["slice"]
-        t.add_row(c["name"], c["token"], c["class_word"], f"{c['neurons']:,}", str(c["layers"]),
+        vectors = "?" if c["vectors"] is None else str(c["vectors"])  # ?: a damaged embedding object
+        t.add_row(c["name"], c["token"], vectors, c["class_word"], f"{c['neurons']:,}", str(c["layers"]),
                   f"own ({s['rank']})" if s["start"] is None else f"{s['start']}:{s['start'] + s['rank']}",
                   f"{c['parameters']['total']:,}", human_bytes(c["bytes"]),
                   str(c["learned_in"]))
     tot = doc["totals"]
-    t.add_row("total", "", "", f"{tot['neurons']:,}", "", "", "", human_bytes(tot["bytes"]), "")
+    t.add_row("total", "", "", "", f"{tot['neurons']:,}", "", "", "", human_bytes(tot["bytes"]), "")
     _print(t)
     if neurons:
         for c in doc["concepts"]:
@@ -138,8 +139,9 @@ def render_learn(doc: dict) -> None:
     con.print(f"  neurons      {plan['neurons']:,} in {len(layers)} layers (budget {plan['budget_rows']:,}, "
               f"{plan['general_neurons']:,} general neurons excluded)")
     p = plan["parameters_trained"]
-    con.print(f"  trained      {p['total']:,} parameters ({p['coefficients']:,} neuron coefficients + {p['token']:,} token); "
-              f"slice {_slice_text(plan['slice'])}")
+    vectors = f" in {plan['vectors']} vectors" if plan["vectors"] > 1 else ""  # a multi-vector token
+    con.print(f"  trained      {p['total']:,} parameters ({p['coefficients']:,} neuron coefficients + {p['token']:,} token"
+              f"{vectors}); slice {_slice_text(plan['slice'])}")
     con.print(f"  stored       {human_bytes(plan['bytes_to_store'])}")
     if "protection" in plan:
         _render_protection(con, plan["protection"])

@@ -165,6 +165,19 @@ def dog_hat_bank_readonly(dog_bank_readonly, hat_photos, tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def vectors_bank_readonly(tiny_base, dog_photos, hat_photos, tmp_path_factory):
+    """A bank on the tiny base holding <dog> with a 3-vector token (`--vectors 3`) and then <hat> with one vector,
+    10 steps each at lr 5e-3 (so that the images move), for every test that only reads it."""
+    from cns_cli.learn import LearnConfig, learn
+
+    path = tmp_path_factory.mktemp("shared") / "vectors.cnsbank"
+    for name, photos, k in (("dog", dog_photos, 3), ("hat", hat_photos, 1)):
+        learn(path, name, photos, class_word=name, base=tiny_base,
+              config=LearnConfig(steps=10, score_steps=2, lr=5e-3, vectors=k))
+    return path
+
+
 @pytest.fixture
 def no_model_load(monkeypatch):
     """Any model load fails loudly (exit 101 through the CLI), so an input error reported with exit 2 came

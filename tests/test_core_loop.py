@@ -365,3 +365,37 @@ def test_a_base_model_may_bring_its_own_calibration_prompts(tiny_base, dog_photo
     (own / MODEL_CALIBRATION_FILE).write_text("too few\n")
     r = cns("--bank", str(tmp_path / "few.cnsbank"), "learn", "dog", str(dog_photos), "--base", str(own))
     assert r.exit_code == 2 and "at least 16" in r.stderr and "Traceback" not in r.stderr
+
+
+def _same_models(pipe, other) -> bool:
+    """unet, text encoder and VAE weights bit for bit, and the same tokenizer size."""
+    for model in ("unet", "text_encoder", "vae"):
+        got, want = getattr(pipe, model).state_dict(), getattr(other, model).state_dict()
+        if got.keys() != want.keys() or not all(torch.equal(got[k], want[k]) for k in got):
+            return False
+    return len(pipe.tokenizer) == len(other.tokenizer)
+
+
+def test_a_multi_vector_concept_generates_and_is_forgotten_exactly(vectors_bank_readonly, base_pipe, tmp_path):
+    """<dog> with 3 vectors (and <hat> with 1): generated through the same pipeline call as any concept, and
+    forgetting it leaves exactly <hat>'s model, then, with <hat> forgotten too, exactly the base; applying and
+    removing it in-process does the same."""
+    from cns_cli.model.bank_apply import apply_concepts
+    from cns_cli.model.personalised import load_personalised
+
+    rec = generate(vectors_bank_readonly, ["<dog> wearing a <hat>"], tmp_path / "img", GenerateConfig(seed=2, steps=3))[0]
+    assert rec["text"] == "<dog> dog wearing a <hat> hat"  # the pipeline's encode_prompt expands <dog> (once)
+    plain = base_pipe(rec["text"], num_inference_steps=3, generator=torch.Generator().manual_seed(2)).images[0]
+    assert np.abs(_pixels(rec["path"]) - np.asarray(plain, dtype=np.int16)).max() > 0
+    path = tmp_path / "b.cnsbank"
+    shutil.copytree(vectors_bank_readonly, path)
+    bank = Bank.open(path)
+    both = bank.head()
+    assert cns("--bank", str(path), "forget", "dog").exit_code == 0
+    assert _same_models(build_pipeline(bank, bank.head()), load_personalised(bank, both, ["hat"]))
+    assert cns("--bank", str(path), "forget", "hat").exit_code == 0
+    empty = build_pipeline(bank, bank.head())
+    assert _same_models(empty, base_pipe)
+    with apply_concepts(empty, bank, both) as applied:
+        assert len(applied.token_ids) == 3 + 1 and not _same_models(empty, base_pipe)
+    assert _same_models(empty, base_pipe)

@@ -292,3 +292,95 @@ def test_damaged_object_names_the_concept_and_the_command(tmp_path):
     assert r.exit_code == 2
     assert "the files of concept hat are damaged" in r.stderr and "leave the concept out (--concept NAME" in r.stderr
     assert "cns forget" not in r.stderr
+
+
+# -- a multi-vector concept (cns learn --vectors 3): diffusers' own textual-inversion loader reads it -------------
+
+
+@pytest.fixture(scope="module")
+def vectors_reference(vectors_bank_readonly, tmp_path_factory) -> dict[str, dict]:
+    """What `cns generate` makes for both prompts from the bank of a 3-vector <dog> and a 1-vector <hat>."""
+    recs = generate(vectors_bank_readonly, [ONE, TWO], tmp_path_factory.mktemp("vref"),
+                    GenerateConfig(seed=SEED, steps=STEPS, guidance=GUIDANCE))
+    return {r["prompt"]: r for r in recs}
+
+
+DOG3 = ["<dog>", "<dog>_1", "<dog>_2"]
+
+
+def test_a_3_vector_concept_loads_in_diffusers_from_both_embedding_conventions(vectors_bank_readonly, vectors_reference,
+                                                                               tiny_base, tmp_path):
+    """The [3, d] embedding in both conventions: diffusers' load_textual_inversion adds <dog>, <dog>_1, <dog>_2 with
+    the bank's rows, and the pipeline then draws `cns generate`'s images (one and two concepts)."""
+    base = fresh(tiny_base)  # guard, as test_reference_is_personalised: the concepts change the images
+    img = base(vectors_reference[ONE]["text"], num_inference_steps=STEPS, guidance_scale=GUIDANCE,
+               generator=torch.Generator().manual_seed(SEED)).images[0]
+    assert np.abs(pixels(img) - pixels(vectors_reference[ONE]["path"])).max() > 1
+    export(vectors_bank_readonly, tmp_path / "d", "diffusers")
+    export(vectors_bank_readonly, tmp_path / "k", "kohya")
+    stored = Bank.open(vectors_bank_readonly).read_object(Bank.open(vectors_bank_readonly).head().concepts["dog"].embedding)
+    with safe_open(tmp_path / "d" / "dog" / "learned_embeds.safetensors", "np") as f:
+        assert list(f.keys()) == ["<dog>"] and np.array_equal(f.get_tensor("<dog>"), stored["embedding"])
+    with safe_open(tmp_path / "k" / "embeddings" / "dog.safetensors", "np") as f:
+        assert f.get_tensor("emb_params").shape == (3, 32)
+    for folder, load in (("d", lambda p, n: p.load_textual_inversion(tmp_path / "d" / n / "learned_embeds.safetensors",
+                                                                      token=f"<{n}>")),
+                         ("k", lambda p, n: p.load_textual_inversion(tmp_path / "k" / "embeddings" / f"{n}.safetensors",
+                                                                      token=f"<{n}>"))):
+        pipe = fresh(tiny_base)
+        for n in ("dog", "hat"):
+            pipe.load_lora_weights(tmp_path / "d" / n, adapter_name=n)  # the LoRAs as in test_diffusers_format
+            load(pipe, n)
+        pipe.set_adapters(["dog", "hat"], [1.0, 1.0])
+        ids = pipe.tokenizer.convert_tokens_to_ids(DOG3)
+        rows = pipe.text_encoder.get_input_embeddings().weight[ids]
+        assert torch.equal(rows, torch.from_numpy(stored["embedding"])), folder
+        assert "<hat>_1" not in pipe.tokenizer.get_vocab()
+        assert_same_images(pipe, vectors_reference)
+
+
+def test_generate_expands_a_multi_vector_token_exactly_once(vectors_bank_readonly, vectors_reference, tiny_base,
+                                                            tmp_path, monkeypatch):
+    """The text states `cns generate` conditions on are those of diffusers' own load_textual_inversion + the
+    pipeline's encode_prompt for the same prompt: cns hands the pipeline "<dog> dog …", which encode_prompt
+    expands to "<dog> <dog>_1 <dog>_2 dog …"; expanding it before (twice in all) would read other text."""
+    from diffusers import StableDiffusionPipeline
+
+    from cns_cli.model.tokens import expand_vectors
+
+    seen = []
+    real = StableDiffusionPipeline.encode_prompt
+
+    def spy(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        seen.append(out[0])  # the prompt's states (the negative prompt's are out[1])
+        return out
+
+    monkeypatch.setattr(StableDiffusionPipeline, "encode_prompt", spy)
+    rec = generate(vectors_bank_readonly, [TWO], tmp_path / "img", GenerateConfig(seed=SEED, steps=STEPS, guidance=GUIDANCE))[0]
+    assert Path(rec["path"]).read_bytes() == Path(vectors_reference[TWO]["path"]).read_bytes()
+    monkeypatch.undo()
+    export(vectors_bank_readonly, tmp_path / "e", "embedding")
+    pipe = fresh(tiny_base)
+    for n in ("dog", "hat"):
+        pipe.load_textual_inversion(tmp_path / "e" / n)
+    encode = lambda text: pipe.encode_prompt(text, "cpu", 1, False)[0]  # noqa: E731
+    with torch.no_grad():
+        assert len(seen) == 1 and torch.equal(seen[0], encode(rec["text"]))
+        assert not torch.equal(seen[0], encode(expand_vectors(rec["text"], pipe.tokenizer)))
+    ids = pipe.tokenizer(pipe.maybe_convert_prompt(rec["text"], pipe.tokenizer)).input_ids
+    dog = pipe.tokenizer.convert_tokens_to_ids(DOG3)
+    assert [i for i in ids if i in dog] == dog
+
+
+def test_a_3_vector_concept_goes_into_the_pipeline_export(vectors_bank_readonly, vectors_reference, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    export(vectors_bank_readonly, tmp_path / "pipe", "pipeline")
+    pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "pipe", local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    assert {*DOG3, "<hat>"} <= set(pipe.tokenizer.get_vocab())
+    stored = Bank.open(vectors_bank_readonly).read_object(Bank.open(vectors_bank_readonly).head().concepts["dog"].embedding)
+    rows = pipe.text_encoder.get_input_embeddings().weight[pipe.tokenizer.convert_tokens_to_ids(DOG3)]
+    assert torch.equal(rows, torch.from_numpy(stored["embedding"]))
+    assert_same_images(pipe, vectors_reference)

@@ -170,3 +170,62 @@ def test_apply_and_remove_bank_on_the_family(bank, family_base, generated):
 def test_size_not_a_multiple_of_8_is_refused(bank, tmp_path, no_model_load):
     r = cns("--bank", bank, "generate", PROMPT, "--width", "100", "--out", tmp_path)
     assert r.exit_code == 2 and "multiple of 8" in one_line_error(r) and not any(tmp_path.iterdir())
+
+
+# -- a multi-vector concept on SDXL: both text encoders get the k vectors ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sdxl_vectors_bank(tiny_sdxl, dog_photos, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("sdxl-vectors") / "b.cnsbank"
+    r = cns("--bank", path, "learn", "dog", dog_photos, "--class", "dog", "--base", tiny_sdxl, "--steps", "3",
+            "--score-steps", "1", "--vectors", "3", "--lr", "5e-3", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["plan"]["parameters_trained"]["token"] == 3 * (32 + 64)
+    return path
+
+
+def test_a_3_vector_sdxl_concept_is_3_tokens_in_both_encoders_and_exports_to_diffusers(sdxl_vectors_bank, tiny_sdxl, tmp_path):
+    r = cns("--bank", sdxl_vectors_bank, "generate", PROMPT, "--seed", "3", "--steps", "3", "--out", tmp_path / "img", "--json")
+    assert r.exit_code == 0, r.stderr
+    rec = json.loads(r.stdout)
+    bank = Bank.open(sdxl_vectors_bank)
+    stored = bank.read_object(bank.head().concepts["dog"].embedding)
+    assert {k: v.shape for k, v in stored.items()} == {"embedding": (3, 32), "embedding_2": (3, 64)}
+    export(sdxl_vectors_bank, tmp_path / "out", "kohya")
+    pipe = fresh(tiny_sdxl)
+    assert not np.array_equal(draw(pipe, rec["text"]), pixels(rec["path"]))  # the concept changes the image
+    pipe.load_lora_weights(str(tmp_path / "out" / "lora"), weight_name="dog.safetensors")
+    load_embedding(pipe, tmp_path / "out" / "embeddings" / "dog.safetensors", "<dog>")
+    tokens = ["<dog>", "<dog>_1", "<dog>_2"]
+    for (tok, enc), name in zip(((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)),
+                                ("embedding", "embedding_2")):
+        rows = enc.get_input_embeddings().weight[tok.convert_tokens_to_ids(tokens)]
+        assert torch.equal(rows, torch.from_numpy(stored[name]))
+    within_1_of_255(draw(pipe, rec["text"]), pixels(rec["path"]))
+    ours = cns_cli.load_pipeline(sdxl_vectors_bank, device="cpu")  # and cns's pipeline reads the prompt as diffusers does
+    with torch.no_grad():
+        a = ours.encode_prompt(prompt=rec["text"], device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=False)
+        b = pipe.encode_prompt(prompt=rec["text"], device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=False)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[2], b[2])
+
+
+def test_a_3_vector_sdxl_concept_draws_regions_and_comes_out_exactly(sdxl_vectors_bank, tiny_sdxl, tmp_path):
+    from cns_cli.model.loading import kv_layers
+
+    r = cns("--bank", sdxl_vectors_bank, "generate", PROMPT, "--seed", "3", "--steps", "3", "--out", tmp_path, "--json",
+            "--layout", "auto")
+    assert r.exit_code == 0, r.stderr
+    pipe = load_pipeline(resolve_base(tiny_sdxl))
+    before = {n: m.weight.detach().clone() for n, m in kv_layers(pipe.unet).items()}
+    emb = [enc.get_input_embeddings().weight.detach().clone() for enc in (pipe.text_encoder, pipe.text_encoder_2)]
+    sizes = [len(pipe.tokenizer), len(pipe.tokenizer_2)]
+    cns_cli.apply_bank(pipe, sdxl_vectors_bank)
+    assert [len(pipe.tokenizer), len(pipe.tokenizer_2)] == [s + 3 for s in sizes]
+    out = cns_cli.generate_regions(pipe, sdxl_vectors_bank, PROMPT, layout="auto", generator=torch.Generator().manual_seed(3),
+                                   **CALL)
+    assert np.array_equal(pixels(out.images[0]), pixels(json.loads(r.stdout)["path"]))
+    cns_cli.remove_bank(pipe)
+    assert all(torch.equal(before[n], m.weight) for n, m in kv_layers(pipe.unet).items())
+    assert [len(pipe.tokenizer), len(pipe.tokenizer_2)] == sizes
+    assert all(torch.equal(e, enc.get_input_embeddings().weight) for e, enc in zip(emb, (pipe.text_encoder, pipe.text_encoder_2)))

@@ -140,3 +140,94 @@ def test_generate_json_gives_one_record_per_image(tiny_base, dog_photos, tmp_pat
     assert [(x["prompt"], x["seed"]) for x in records] == [("<dog> on a beach", 0), ("<dog> on a beach", 1),
                                                            ("a <dog>", 0), ("a <dog>", 1)]
     assert all(Path(x["path"]).is_file() and x["concepts"] == ["dog"] for x in records)
+
+
+# -- multi-vector tokens (--vectors K) ------------------------------------------------------------------------
+
+
+def test_a_3_vector_concept_stores_3_rows_and_adds_exactly_those_token_rows(vectors_bank_readonly, tiny_base):
+    """<dog> learned with 3 vectors: a [3, e] embedding, the tokens <dog>, <dog>_1, <dog>_2 with those rows, every base
+    row of the text encoder as it was; each vector started at the class word and trained on its own."""
+    import torch
+
+    from cns_cli.generate import build_pipeline
+    from cns_cli.model.loading import load_pipeline, resolve_base
+    from cns_cli.model.tokens import class_word_vector
+
+    bank = Bank.open(vectors_bank_readonly)
+    rev = bank.head()
+    dog = bank.read_object(rev.concepts["dog"].embedding)["embedding"]
+    hat = bank.read_object(rev.concepts["hat"].embedding)["embedding"]
+    assert dog.shape == (3, 32) and hat.shape == (1, 32)
+    assert rev.concepts["dog"].training["vectors"] == 3 and rev.concepts["hat"].training["vectors"] == 1
+    base = load_pipeline(resolve_base(tiny_base))
+    pipe = build_pipeline(bank, rev)
+    n = len(base.tokenizer)
+    tokens = ["<dog>", "<dog>_1", "<dog>_2", "<hat>"]
+    assert pipe.tokenizer.convert_tokens_to_ids(tokens) == [n, n + 1, n + 2, n + 3] and len(pipe.tokenizer) == n + 4
+    w, w0 = pipe.text_encoder.get_input_embeddings().weight, base.text_encoder.get_input_embeddings().weight
+    assert torch.equal(w[:n], w0) and w.shape[0] == n + 4
+    assert torch.equal(w[n:], torch.from_numpy(np.concatenate([dog, hat])))
+    start = class_word_vector(base.tokenizer, base.text_encoder, "dog").numpy()
+    assert all(not np.array_equal(row, start) for row in dog)  # all 3 trained
+    assert not np.array_equal(dog[0], dog[1]) and not np.array_equal(dog[1], dog[2])  # each at its own position
+
+
+def test_training_and_the_regulariser_read_the_expanded_prompts(tiny_base, dog_photos, hat_photos, tmp_path, monkeypatch):
+    """Every prompt cns encodes while learning (scoring, training, the earlier concepts' prompts of the regulariser)
+    reads a 3-vector <dog> as its 3 tokens, in order, once per mention."""
+    from cns_cli.model import text
+
+    seen = []
+    real = text._ids
+
+    def spy(tokenizer, prompts, device):
+        ids = real(tokenizer, prompts, device)
+        seen.append((tokenizer, prompts, ids))
+        return ids
+
+    monkeypatch.setattr(text, "_ids", spy)
+    path = tmp_path / "b.cnsbank"
+    learn(path, "dog", dog_photos, class_word="dog", base=tiny_base, config=LearnConfig(steps=2, score_steps=1, vectors=3))
+    own = list(seen)  # <dog>'s own scoring and training batches
+    seen.clear()
+    learn(path, "hat", hat_photos, class_word="hat", config=LearnConfig(steps=2, score_steps=1))
+
+    def rows_naming(token, records):
+        out = []
+        for tok, prompts, ids in records:
+            dog = tok.convert_tokens_to_ids(["<dog>", "<dog>_1", "<dog>_2"])
+            out += [(prompt, row, dog) for prompt, row in zip(prompts, ids.tolist()) if token in prompt]
+        return out
+
+    earlier = rows_naming("<dog>", seen)  # the regulariser's prompt of the earlier concept
+    assert [p for p, _, _ in earlier] == ["a photo of <dog> dog"]
+    assert len(rows_naming("<dog>", own)) == 1 + 2  # 1 scoring batch + 2 training steps (one distinct prompt each)
+    for _, row, dog in earlier + rows_naming("<dog>", own):
+        at = row.index(dog[0])
+        assert row[at : at + 3] == dog and sum(i in dog for i in row) == 3
+    assert rows_naming("<hat>", seen)  # and the new concept's own prompts were encoded too
+
+
+def test_the_plan_of_a_3_vector_concept_counts_its_vectors(tiny_base, dog_photos, tmp_path):
+    from tests.clitools import cns
+
+    args = ["--bank", tmp_path / "b.cnsbank", "learn", "dog", dog_photos, "--class", "dog", "--base", tiny_base,
+            "--vectors", "3", "--score-steps", "1", "--dry-run"]
+    plan = json.loads(cns(*args, "--json").stdout)["plan"]
+    assert (plan["vectors"], plan["tokens"]) == (3, ["<dog>", "<dog>_1", "<dog>_2"])
+    assert plan["parameters_trained"]["token"] == 3 * 32
+    one = json.loads(cns(*args[:-5], "--score-steps", "1", "--dry-run", "--json").stdout)["plan"]
+    assert one["vectors"] == 1 and plan["bytes_to_store"] - one["bytes_to_store"] == 2 * 32 * 4  # 2 more float32 rows
+    r = cns(*args)
+    assert r.exit_code == 0 and "+ 96 token in 3 vectors)" in r.stdout
+    assert not (tmp_path / "b.cnsbank").exists()
+
+
+def test_vectors_out_of_range_is_one_line_before_any_model_loads(dog_photos, tmp_path, no_model_load):
+    from tests.clitools import cns, one_line_error
+
+    for bad in ("0", "17"):
+        msg = one_line_error(cns("--bank", tmp_path / "b.cnsbank", "learn", "dog", dog_photos, "--vectors", bad))
+        assert msg == f"error: --vectors must be a whole number from 1 to 16, got {bad}"
+    assert not (tmp_path / "b.cnsbank").exists()

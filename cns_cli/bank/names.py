@@ -67,3 +67,11 @@ def check_class_word(word: str) -> str:
 def token_for(name: str) -> str:
     """The placeholder token a concept adds to the tokenizer."""
     return f"<{name}>"
+
+
+def vector_tokens(token: str, k: int) -> list[str]:
+    """The k tokenizer tokens of a concept token whose embedding has k vectors, in row order: `<dog>`, `<dog>_1`,
+    …, `<dog>_{k-1}` (diffusers' textual-inversion convention: `load_textual_inversion` adds these for a [k, d]
+    embedding, and its pipelines' `maybe_convert_prompt` reads `<dog>` in a prompt as all k of them). k = 1: the
+    token alone. No concept token can be one of another's: `<name>_i` does not end in `>`."""
+    return [token] + [f"{token}_{i}" for i in range(1, k)]

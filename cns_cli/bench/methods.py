@@ -3,8 +3,8 @@ stands (`pipeline`: a float32 StableDiffusionPipeline with every concept learned
 
 cns and its ablations run the real `cns learn` into a bank of their own, so their bytes are the bank's and
 their images are `cns generate`'s. The baselines run in memory with `trainer.train_concept`. Every method
-learns one new token per concept (started at its class word's embedding, lr_token as cns), so they differ only
-in what they change in the UNet:
+learns one new token per concept (`vectors` vectors, each started at its class word's embedding, lr_token as cns),
+so they differ only in what they change in the UNet:
 
   kv-finetune   every cross-attention K/V weight, carried from concept to concept (Custom Diffusion, continual)
   lora-seq      one LoRA (rank 4 on to_q/to_k/to_v/to_out.0 of every attention, the diffusers DreamBooth-LoRA
@@ -14,6 +14,7 @@ in what they change in the UNet:
 
 Storage ("bytes") is what a user must keep after k concepts, float32: the bank's objects for cns; the K/V
 weights for kv-finetune; the adapter for lora-seq; every adapter for lora-merge; plus the token vectors.
+"params_trained" and "weights_changed" count the token's k vectors as k x text_dim.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class Budget:
     seed: int
     text_dim: int  # the base's text width: a token's size, and the dense ablation's rank
     lr_token: float = LearnConfig.lr_token  # every method's token learns at cns's default rate
+    vectors: int = LearnConfig.vectors  # every method's token has this many vectors (<name>, <name>_1, …)
     device: str = "cpu"
     new_basis: Any = field(default=None, compare=False, repr=False)  # (d, d) Q for new banks: experiments only
 
@@ -92,14 +94,15 @@ class BankMethod:
         if overrides.get("rank") == "text_dim":
             overrides["rank"] = self.budget.text_dim
         cfg = LearnConfig(steps=self.budget.steps, seed=self.budget.seed, lr_token=self.budget.lr_token,
-                          device=self.budget.device, **overrides)
+                          vectors=self.budget.vectors, device=self.budget.device, **overrides)
         outcome = learn(self.bank_path, c.name, c.photos, class_word=c.cls, base=self.budget.base, config=cfg,
                         new_basis=self.budget.new_basis)
         plan = outcome.plan
         self.bytes_total += plan["bytes_to_store"]
         text_dim = self.budget.text_dim
         return {"seconds": outcome.stats["seconds"], "params_trained": plan["parameters_trained"]["total"],
-                "weights_changed": plan["neurons"] * text_dim + text_dim, "bytes_total": self.bytes_total,
+                "weights_changed": plan["neurons"] * text_dim + self.budget.vectors * text_dim,
+                "bytes_total": self.bytes_total,
                 "final_loss": outcome.stats["final_loss"]}
 
     def pipeline(self):
@@ -138,37 +141,44 @@ class InMemoryMethod:
     def learn(self, c: ConceptData) -> dict:
         import time
 
-        import torch
-
         from ..bank.names import token_for
         from ..model import tokens
 
         t0 = time.perf_counter()
         pipe = self.pipe
-        init = tokens.class_word_vector(pipe.tokenizer, pipe.text_encoder, c.cls)
-        (token_id,) = tokens.add_tokens(pipe.tokenizer, pipe.text_encoder, [(token_for(c.name), init)])
+        init = tokens.class_word_start(pipe.tokenizer, pipe.text_encoder, c.cls, self.budget.vectors)  # (k, e)
+        (token_ids,) = tokens.add_tokens_everywhere([(pipe.tokenizer, pipe.text_encoder)], [(token_for(c.name), [init])])
         latents, prompts = prepare(pipe, c)
-        wrapper = tokens.attach_trainable_token(pipe.text_encoder, token_id, init)
+        wrapper = tokens.attach_trainable_token(pipe.text_encoder, token_ids, init)
         unet, params = self.trainable_unet()
         unet.train()
         try:
-            losses = train_concept(unet, pipe, latents, prompts, params, wrapper.vector, steps=self.budget.steps,
+            losses = train_concept(unet, pipe, latents, prompts, params, wrapper.vectors, steps=self.budget.steps,
                                    lr=BASELINE_LR[self.info.key], lr_token=self.budget.lr_token,
                                    seed=self.budget.seed)
         finally:
             unet.eval()
             pipe.text_encoder.set_input_embeddings(wrapper.base)
-            with torch.no_grad():
-                wrapper.base.weight[token_id] = wrapper.vector.detach().to(wrapper.base.weight)
+            self._keep(wrapper)
             for p in params:
                 p.requires_grad_(False)
         self.count += 1
         self.after(unet)
         tail = losses[-max(1, len(losses) // 10):]
-        return {"seconds": round(time.perf_counter() - t0, 3), "params_trained": sum(p.numel() for p in params) + self.text_dim,
-                "weights_changed": self.weights_changed() + self.text_dim,
-                "bytes_total": 4 * (self.stored_values() + self.text_dim * self.count),
+        token = self.budget.vectors * self.text_dim  # the values of the token's k vectors
+        return {"seconds": round(time.perf_counter() - t0, 3), "params_trained": sum(p.numel() for p in params) + token,
+                "weights_changed": self.weights_changed() + token,
+                "bytes_total": 4 * (self.stored_values() + token * self.count),
                 "final_loss": sum(tail) / len(tail)}
+
+    @staticmethod
+    def _keep(wrapper) -> None:
+        """The trained vectors into the embedding table's rows of the token's k ids."""
+        import torch
+
+        with torch.no_grad():
+            weight = wrapper.base.weight
+            weight[torch.tensor(wrapper.token_ids)] = wrapper.vectors.detach().to(weight)
 
     def pipeline(self):
         return self.pipe

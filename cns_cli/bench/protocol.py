@@ -36,6 +36,7 @@ class BenchConfig:
     methods: tuple[str, ...] = tuple(METHODS)
     steps: int = 150  # per concept, every method (cns demo's default)
     lr_token: float = LearnConfig.lr_token  # the new token's lr, every method (each learns one token per concept)
+    vectors: int = LearnConfig.vectors  # vectors of that token, every method (cns learn --vectors)
     photos: int = 6
     scenes: tuple[str, ...] = ("beach", "grass", "snow", "night")
     seeds: int = 2
@@ -59,6 +60,7 @@ class BenchConfig:
             raise UsageError(f"--zero-shot-prompts must be at least 1, got {self.zero_shot_n}")
         if not self.lr_token >= 0:
             raise UsageError(f"--lr-token must be 0 or more, got {self.lr_token}")
+        LearnConfig(vectors=self.vectors)  # the --vectors check of cns learn, with its message
 
     @classmethod
     def quick(cls, **kw) -> BenchConfig:
@@ -111,7 +113,7 @@ def run_bench(out: Path, config: BenchConfig = BenchConfig(), reporter: Reporter
         doc["base"] = {"zero_shot": zero_shot(base_pipe, ev, s),
                        "identity_base_class": _base_class_identity(base_pipe, ev, concepts, s)}
     budget = Budget(base=config.base, steps=config.steps, seed=config.seed, device=device, lr_token=config.lr_token,
-                    text_dim=base_pipe.text_encoder.config.hidden_size, new_basis=new_basis)
+                    vectors=config.vectors, text_dim=base_pipe.text_encoder.config.hidden_size, new_basis=new_basis)
     del base_pipe
     sheet_images: dict[str, dict] = {}
     for key in config.methods:
@@ -220,6 +222,7 @@ def _earlier_run(out: Path, config: BenchConfig, device: str) -> dict:
         recorded, _ = doc["config"], doc["base"]  # both are reused
         if not isinstance(recorded, dict) or not isinstance(doc.get("methods", {}), dict):
             raise TypeError
+        recorded = {"vectors": 1, **recorded}  # a run from before --vectors learned 1-vector tokens
     except (ValueError, KeyError, TypeError):
         raise UsageError(f"--resume: {path} is not a bench.json this version can read; run without --resume") from None
     wanted = _config_doc(config, device)

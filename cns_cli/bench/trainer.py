@@ -1,6 +1,6 @@
 """The in-memory baselines of `cns bench` train with the one training loop (model.train.Trainer) that
 `cns learn` runs: the same loss, optimiser, seeding and divergence check, on the method's parameters and the
-concept's new token vector. cns itself trains through `cns learn`.
+concept's new token vectors. cns itself trains through `cns learn`.
 """
 
 from __future__ import annotations
@@ -34,15 +34,15 @@ def prepare(pipe, concept: ConceptData) -> tuple[torch.Tensor, list[str]]:
     return encode_latents(pipe.vae, images.pixels, pipe.unet.device), prompts
 
 
-def train_concept(unet, pipe, latents: torch.Tensor, prompts: list[str], params: list[torch.Tensor], token_vector,
+def train_concept(unet, pipe, latents: torch.Tensor, prompts: list[str], params: list[torch.Tensor], token_vectors,
                   *, steps: int, lr: float, lr_token: float, seed: int) -> list[float]:
     """`steps` steps of batch 1 of the one training loop (model.train.Trainer) on `params` (lr) and
-    `token_vector` (lr_token) with `unet` (which may be a copy of pipe.unet carrying an adapter); pipe gives the
+    `token_vectors` ((k, e), lr_token) with `unet` (which may be a copy of pipe.unet carrying an adapter); pipe gives the
     tokenizer, text encoder and noise schedule. Returns the loss per step."""
     from diffusers import DDPMScheduler
 
     states = TextConditioner(pipe).unique  # the token trains: the text encoder runs in every step, as in `cns learn`
-    groups = [{"params": list(params), "lr": lr}, {"params": [token_vector], "lr": lr_token}]
+    groups = [{"params": list(params), "lr": lr}, {"params": [token_vectors], "lr": lr_token}]
     trainer = Trainer(unet, DDPMScheduler.from_config(pipe.scheduler.config), latents, prompts, states, groups,
                       batch=1, gen=torch.Generator().manual_seed(seed))
     return trainer.run(steps)

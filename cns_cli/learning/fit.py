@@ -33,7 +33,7 @@ def fit(s: Session, plan: Plan, cfg, reporter: Reporter, parent=None) -> Trained
     try:
         losses = []
         if warm:  # a concept slice: the token alone first, so the slice is chosen from the concept's own states
-            token_only = [{"params": [t.vector for t in tokens], "lr": cfg.lr_token}]
+            token_only = [{"params": [t.vectors for t in tokens], "lr": cfg.lr_token}]
             losses = train.Trainer(s.pipe.unet, s.scheduler, s.latents, s.prompts, states, token_only,
                                    batch=cfg.batch_size, gen=s.gen, amp=s.amp,
                                    fp16=s.dtype == torch.float16).run(warm, on_step=reporter.step)
@@ -63,7 +63,7 @@ def fit(s: Session, plan: Plan, cfg, reporter: Reporter, parent=None) -> Trained
         **after_training(budget, coefs, s, b, protected_moments(s, parent, plan.class_word)["calibration"]),
     }
     return Trained(coef={n: w.coef.detach().float().cpu().numpy() for n, w in kv.items()},
-                   embedding=[t.vector.detach().float().cpu().numpy()[None, :] for t in tokens], stats=stats,
+                   embedding=[t.vectors.detach().float().cpu().numpy() for t in tokens], stats=stats,
                    basis=b.float().cpu().numpy() if plan.slice.own else None)
 
 

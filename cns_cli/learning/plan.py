@@ -19,7 +19,7 @@ import torch
 
 from ..bank import Bank, Revision
 from ..bank.models import BaseModelPointer, Slice, trained_parameters
-from ..bank.names import token_for
+from ..bank.names import token_for, vector_tokens
 from ..bank.store import encode_object
 from ..errors import UsageError
 from ..reporting import Reporter
@@ -44,8 +44,8 @@ class Session:
     latents: torch.Tensor
     scheduler: object  # DDPM with the pipeline's noise schedule: the forward process of training
     gen: torch.Generator  # every random draw of scoring and training, in that order
-    token_ids: list[int]  # the new token's id in each tokenizer (pipeline order)
-    token_init: list[torch.Tensor]  # per text encoder (e_i,): the class word's mean embedding, where the token starts
+    token_ids: list[list[int]]  # per tokenizer (pipeline order) the ids of the new token's k tokens, in row order
+    token_init: list[torch.Tensor]  # per text encoder (k, e_i): where the k vectors start (the class word's mean embedding)
     conditioner: object  # model.text.TextConditioner: texts -> what the UNet is conditioned with
     calib: torch.Tensor | None = None  # text states of the calibration prompts, encoded once (plan and fit)
     cache: dict = field(default_factory=dict)  # what plan and fit share: the protected sets' moments
@@ -61,7 +61,8 @@ class Session:
 def open_session(spec, bank: Bank | None, parent: Revision | None, name: str, class_word: str, images_dir: Path,
                  cfg, reporter: Reporter) -> Session:
     """The base at W_{t-1} (every earlier concept applied in fp32) on the configured device and precision, the
-    concept's images and latents, and the new token (started at its class word)."""
+    concept's images and latents, and the new token: `cfg.vectors` tokens `<name>`, `<name>_1`, … in every
+    tokenizer, each vector started at the class word's mean embedding."""
     from ..images import load_images
     from ..model import loading, runtime, text, tokens, train
     from ..prompts import training_prompt
@@ -86,8 +87,8 @@ def open_session(spec, bank: Bank | None, parent: Revision | None, name: str, cl
         raise UsageError(f"--resolution must be a multiple of {pipe.vae_scale_factor} for this model, got {resolution}")
     images = load_images(images_dir, resolution)
     pairs = text.text_pairs(pipe)
-    init = [tokens.class_word_vector(tok, enc, class_word) for tok, enc in pairs]
-    ids = [i for (i,) in tokens.add_tokens_everywhere(pairs, [(token_for(name), init)])]
+    init = [tokens.class_word_start(tok, enc, class_word, cfg.vectors) for tok, enc in pairs]
+    ids = tokens.add_tokens_everywhere(pairs, [(token_for(name), init)])
     from diffusers import DDPMScheduler
 
     return Session(
@@ -231,18 +232,20 @@ def _plan_doc(plan: Plan, s: Session, budget_rows: int, unet_params: int, rank: 
     zeros = {n: np.zeros((k, rank), np.float32) for n, k in per_layer.items()}
     own = np.zeros((s.base.text_dim, rank), np.float32) if plan.slice.own else None
     delta_bytes = len(encode_object(delta_tensors(plan.rows, zeros, own), "delta"))
-    emb_bytes = len(encode_object(embedding_tensors([np.zeros((1, w), np.float32) for w in s.base.embedding_widths]),
+    k = plan.training["vectors"]
+    emb_bytes = len(encode_object(embedding_tensors([np.zeros((k, w), np.float32) for w in s.base.embedding_widths]),
                                   "embedding"))
     n_rows = sum(per_layer.values())
     return {
-        "concept": plan.name, "token": token_for(plan.name), "class_word": plan.class_word,
+        "concept": plan.name, "token": token_for(plan.name), "vectors": k,
+        "tokens": vector_tokens(token_for(plan.name), k), "class_word": plan.class_word,
         "images": [str(p) for p in s.images.files],
         "skipped": [{"file": str(p), "reason": why} for p, why in s.images.skipped],
         "neurons": n_rows, "neurons_per_layer": per_layer, "budget_rows": budget_rows,
         "general_neurons": int(sum(len(r) for r in plan.general_rows.values())) if plan.training["remove_general"] else 0,
         "calibration": plan.general_key["calibration"],
         "slice": {"start": plan.slice.start, "rank": plan.slice.rank, "own_basis": plan.slice.own},
-        "parameters_trained": trained_parameters(n_rows, rank, sum(s.base.embedding_widths)),
+        "parameters_trained": trained_parameters(n_rows, rank, k * sum(s.base.embedding_widths)),
         "share_of_unet": (n_rows * s.base.text_dim) / unet_params,
         "bytes_to_store": delta_bytes + emb_bytes,
     }

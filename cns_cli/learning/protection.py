@@ -14,11 +14,21 @@ from .plan import Session, calibration_states
 def token_lengths(s: Session, prompts: list[str]) -> torch.Tensor:
     """(P,) real tokens per prompt (start and end-of-text included) in the first tokenizer, capped at its length:
     where padding starts in the states `s.conditioner` gives (SDXL's two tokenizers split words alike)."""
+    tok = _first_tokenizer(s)
+    return torch.tensor([len(i) for i in _token_ids(tok, prompts)])
+
+
+def _first_tokenizer(s: Session):
     from ..model.text import text_pairs
 
-    tok = text_pairs(s.pipe)[0][0]
-    ids = tok(prompts, truncation=True, max_length=tok.model_max_length).input_ids
-    return torch.tensor([len(i) for i in ids])
+    return text_pairs(s.pipe)[0][0]
+
+
+def _token_ids(tok, prompts: list[str]) -> list[list[int]]:
+    """The ids the text encoder reads (multi-vector tokens expanded, as model/text.py does), unpadded."""
+    from ..model.tokens import expand_vectors
+
+    return tok([expand_vectors(p, tok) for p in prompts], truncation=True, max_length=tok.model_max_length).input_ids
 
 
 def _encode(s: Session, prompts: list[str]) -> torch.Tensor:
@@ -59,14 +69,12 @@ def protected_moments(s: Session, parent, class_word: str) -> dict[str, torch.Te
 def concept_states(s: Session) -> torch.Tensor:
     """(m, d): the states of the concept's training prompts from its token's position to end-of-text (a causal
     encoder carries the concept there), with the token as it is now in the session's text encoder(s)."""
-    from ..model.text import text_pairs
-
     prompts = sorted(set(s.prompts))
     states, lengths = _encode(s, prompts), token_lengths(s, prompts)
-    tok = text_pairs(s.pipe)[0][0]
+    first = s.token_ids[0][0]  # the concept's first token in the first tokenizer
     rows = []
-    for p, ids in enumerate(tok(prompts, truncation=True, max_length=tok.model_max_length).input_ids):
-        start = ids.index(s.token_ids[0]) if s.token_ids[0] in ids else 1
+    for p, ids in enumerate(_token_ids(_first_tokenizer(s), prompts)):
+        start = ids.index(first) if first in ids else 1
         rows.append(states[p, start : int(lengths[p])])
     return torch.cat(rows)
 

@@ -31,7 +31,7 @@ class Plan:
 
 @dataclass(frozen=True)
 class Trained:
-    """What training produced: A per layer (n, rank) float32, the token's vectors, one (1, e_i) float32 array
+    """What training produced: A per layer (n, rank) float32, the token's k vectors, one (k, e_i) float32 array
     per text encoder (pipeline order), stats, and a concept slice's own basis."""
 
     coef: Mapping[str, np.ndarray]

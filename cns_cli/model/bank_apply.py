@@ -1,7 +1,8 @@
 """Putting a bank revision into a loaded pipeline: W = W0 + Σ_t ΔW_t and every concept token. Fusion-free:
 the deltas are simply added; nothing is optimised or merged at load time. A token goes into every text encoder
-of the pipeline with that encoder's stored vector (SDXL: text_encoder and text_encoder_2, each through its own
-tokenizer).
+of the pipeline with that encoder's stored vectors (SDXL: text_encoder and text_encoder_2, each through its own
+tokenizer); a k-vector token as its k tokens `<name>`, `<name>_1`, …, which the pipeline's encode_prompt reads
+`<name>` as (tokens.py).
 
 `apply_bank` applies for good (what `cns generate` does); `apply_concepts` returns a handle whose `remove()`
 takes the concepts out again exactly, like an adapter. model/personalised.py loads a base and applies in one
@@ -47,17 +48,31 @@ def concept_tensors(bank: Bank, rev: Revision, name: str, q: torch.Tensor) -> Co
 
 
 def concept_embeddings(bank: Bank, rev: Revision, name: str) -> list[torch.Tensor]:
-    """The concept's token vector in each text encoder of the base, in pipeline order: [(e_1,)] or, SDXL, two."""
+    """The concept's token vectors in each text encoder of the base, in pipeline order: [(k, e_1)] or, SDXL, two
+    (k ≥ 1: a k-vector token is added as k tokens, tokens.add_tokens_everywhere)."""
     tensors = bank.read_object(rev.concepts[name].embedding)
     out = []
     for key in embedding_names(len(rev.base.embedding_widths)):
         if key not in tensors:
             raise BankFormatError(f"concept {name!r} has no {key!r} tensor in its embedding object; run `cns verify`")
         emb = torch.from_numpy(tensors[key])
-        if emb.shape[0] != 1:
-            raise BankFormatError(f"concept {name!r} has a {emb.shape[0]}-vector embedding; this cns reads one vector per token")
-        out.append(emb[0])
+        if emb.ndim != 2 or emb.shape[0] < 1:
+            raise BankFormatError(f"concept {name!r} has an embedding of shape {list(emb.shape)}, not [k, width]; "
+                                  "run `cns verify`")
+        out.append(emb)
     return out
+
+
+def _check_expands(pipe, tokens: list[tuple[str, list[torch.Tensor]]]) -> None:
+    """A k-vector token (k > 1) works only in a pipeline that reads `<name>` as its k tokens: diffusers'
+    TextualInversionLoaderMixin pipelines (every SD 1.x / 2.x / XL text-to-image one) do, in encode_prompt."""
+    multi = [t for t, vecs in tokens if vecs[0].shape[0] > 1]
+    if multi:
+        from diffusers.loaders import TextualInversionLoaderMixin
+
+        if not isinstance(pipe, TextualInversionLoaderMixin):
+            raise ModelError(f"{multi[0]} is a multi-vector token, and a {type(pipe).__name__} does not expand those "
+                             "in prompts; use a diffusers Stable Diffusion pipeline")
 
 
 def apply_bank(pipe, bank: Bank, rev: Revision, names: list[str] | None = None, *, check: bool = True) -> list[str]:
@@ -71,8 +86,10 @@ def apply_bank(pipe, bank: Bank, rev: Revision, names: list[str] | None = None, 
     if check:
         require_intact(bank, rev, names)
     q = basis_matrix(bank, rev)
+    tokens = [(rev.concepts[n].token, concept_embeddings(bank, rev, n)) for n in names]
+    _check_expands(pipe, tokens)
     apply_deltas(pipe.unet, [concept_tensors(bank, rev, n, q) for n in names])
-    add_tokens_everywhere(text_pairs(pipe), [(rev.concepts[n].token, concept_embeddings(bank, rev, n)) for n in names])
+    add_tokens_everywhere(text_pairs(pipe), tokens)
     return names
 
 
@@ -119,7 +136,8 @@ class AppliedConcepts:
     Applications nest like a stack: remove the latest first (a later one may have changed the same rows).
     Also a context manager: `with apply_concepts(pipe, bank, rev, ["dog"]): ...` removes them on exit.
     Exactness holds while the pipeline stays on the device and dtype it had when they were applied.
-    `token_ids` are the ids in the (first) tokenizer; `token_ids_per_encoder` those in each tokenizer (SDXL: two)."""
+    `token_ids` are the ids in the (first) tokenizer, each concept's k in row order (one per concept when every
+    token has one vector); `token_ids_per_encoder` those in each tokenizer (SDXL: two)."""
 
     def __init__(self, pipe, names: list[str], token_ids: list[list[int]], saved: SavedRows, text: _TextStates):
         self.pipe, self.names = pipe, names
@@ -177,6 +195,7 @@ def apply_concepts(pipe, bank: Bank, rev: Revision, names: list[str] | None = No
         q = basis_matrix(bank, rev)
         tensors = [_scaled(concept_tensors(bank, rev, n, q), (scales or {}).get(n, 1.0)) for n in names]
         tokens = [(rev.concepts[n].token, concept_embeddings(bank, rev, n)) for n in names]
+        _check_expands(pipe, tokens)
         try:
             apply_deltas(pipe.unet, tensors, saved)
             token_ids = add_tokens_everywhere(text_pairs(pipe), tokens)

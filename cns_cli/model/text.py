@@ -7,6 +7,8 @@ What the UNet sees, exactly as the family's diffusers pipeline computes it (`enc
                   added  = {"text_embeds": text_encoder_2(ids_2)[0]     (B, 1280) pooled and projected
                             "time_ids": (H, W, 0, 0, H, W)}             (B, 6) original size, crop, target size
 Mixing the two up gives silently wrong states (../shared/docs/SDXL.md).
+A prompt's multi-vector concept tokens are expanded before tokenizing, per tokenizer, as encode_prompt does
+(tokens.expand_vectors): "<dog>" is read as "<dog> <dog>_1 <dog>_2" for a 3-vector <dog>.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from ..method.select import general_neurons, row_activation
 from .family import text_pairs
 from .loading import kv_layers
+from .tokens import expand_vectors
 
 __all__ = ["Cond", "TextConditioner", "encode", "encode_pairs", "general_neuron_masks", "text_pairs"]
 
@@ -36,6 +39,9 @@ class Cond(NamedTuple):
 
 
 def _ids(tokenizer, prompts: list[str], device) -> torch.Tensor:
+    """(B, max_length) token ids, as the pipeline's encode_prompt makes them: multi-vector concept tokens
+    expanded first (tokens.expand_vectors; a no-op without one), then padded to the tokenizer's length."""
+    prompts = [expand_vectors(p, tokenizer) for p in prompts]
     return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                      return_tensors="pt").input_ids.to(device)
 

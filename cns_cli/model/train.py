@@ -159,15 +159,15 @@ class Trainer:
 def cns_trainables(unet, rows: dict[str, torch.Tensor], basis_slice: torch.Tensor, tokens: list, *, lr: float,
                    lr_token: float, reg_lambda: float, gram: torch.Tensor | None):
     """What CNS step (6) trains, as Trainer inputs: the coefficients A of the concept's rows (lr) and, when
-    lr_token > 0, its token vectors (`tokens`: the TrainableTokens already attached, one per text encoder, trained
-    jointly: SDXL has two), with the penalty λ Σ tr(A G Aᵀ) as the extra loss when reg_lambda > 0 (the drift
+    lr_token > 0, its token vectors (`tokens`: the TrainableTokens already attached, one per text encoder, each
+    holding the k vectors of its k tokens, trained jointly: SDXL has two encoders), with the penalty λ Σ tr(A G Aᵀ) as the extra loss when reg_lambda > 0 (the drift
     budget is applied by the caller after each step). Returns (groups, extra_loss or None, the TrainableKV
     wrappers by layer)."""
     kv = attach_trainable(unet, rows, basis_slice)
     coefs = [w.coef for w in kv.values()]
     groups = [{"params": coefs, "lr": lr}]
     if lr_token > 0:
-        groups.append({"params": [t.vector for t in tokens], "lr": lr_token})
+        groups.append({"params": [t.vectors for t in tokens], "lr": lr_token})
     extra = None
     if reg_lambda > 0:
         gram = gram.to(basis_slice.device)

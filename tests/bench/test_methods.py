@@ -89,3 +89,41 @@ def test_a_lora_baseline_starts_from_the_same_adapter_in_every_run(tiny_base, ke
     first, second = initial_adapter(), initial_adapter()
     assert first and all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
     assert any(p.abs().sum() > 0 for p in first)  # A is random (B starts at zero)
+
+
+@pytest.mark.parametrize("key", ["ti", "kv-finetune", "lora-seq", "lora-merge"])
+def test_every_baseline_learns_a_k_vector_token_with_bench_vectors(tiny_base, concept, key):
+    """`cns bench --vectors 2`: the in-memory baselines add <rex> and <rex>_1, train both rows from the class word,
+    and count them; every other row of the embedding table stays the base's."""
+    from dataclasses import replace
+
+    from cns_cli.model.tokens import class_word_vector
+
+    base = load_pipeline(resolve_base(tiny_base))
+    m = make_method(key, replace(_budget(tiny_base), vectors=2), None)
+    rec = m.learn(concept)
+    pipe = m.pipeline()
+    ids = pipe.tokenizer.convert_tokens_to_ids(["<rex>", "<rex>_1"])
+    n = len(base.tokenizer)
+    assert ids == [n, n + 1] and len(pipe.tokenizer) == n + 2
+    w, w0 = pipe.text_encoder.get_input_embeddings().weight, base.text_encoder.get_input_embeddings().weight
+    assert torch.equal(w[:n], w0)
+    start = class_word_vector(base.tokenizer, base.text_encoder, "dog")
+    assert not torch.equal(w[n], start) and not torch.equal(w[n + 1], start) and not torch.equal(w[n], w[n + 1])
+    assert rec["weights_changed"] == m.weights_changed() + 2 * 32 and rec["bytes_total"] == 4 * (m.stored_values() + 2 * 32)
+    if key == "ti":
+        assert rec["params_trained"] == 2 * 32
+
+
+def test_cns_methods_pass_bench_vectors_to_cns_learn(tiny_base, concept, tmp_path):
+    from dataclasses import replace
+
+    from cns_cli.bank import Bank
+
+    m = make_method("cns", replace(_budget(tiny_base), vectors=2), tmp_path)
+    rec = m.learn(concept)
+    bank = Bank.open(tmp_path / "cns.cnsbank")
+    c = bank.head().concepts["rex"]
+    assert c.training["vectors"] == 2 and bank.read_object(c.embedding)["embedding"].shape == (2, 32)
+    assert "<rex>_1" in m.pipeline().tokenizer.get_vocab()
+    assert rec["weights_changed"] == c.neurons.total * 32 + 2 * 32

@@ -335,3 +335,22 @@ def test_resume_refuses_a_folder_without_a_run_or_with_other_settings(bench, tin
     (broken / "bench.json").write_text('{"config": [1, 2]}')
     with pytest.raises(UsageError, match="not a bench.json this version can read"):
         run_bench(broken, BenchConfig.quick(base=tiny_demo_base), resume=True)
+
+
+def test_bench_vectors_is_checked_as_cns_learn_does_and_an_older_run_resumes_as_one_vector(tmp_path):
+    from cns_cli.bench.protocol import MARKER, _config_doc, _earlier_run
+
+    with pytest.raises(UsageError, match=r"^--vectors must be a whole number from 1 to 16, got 0$"):
+        BenchConfig(vectors=0)
+    r = CliRunner().invoke(app, ["bench", "--quick", "--vectors", "17", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "--vectors must be a whole number from 1 to 16, got 17" in r.output
+    assert not (tmp_path / "x").exists()
+    out = tmp_path / "old"  # a run from before --vectors: its config has no "vectors"
+    out.mkdir()
+    (out / MARKER).write_text("{}\n")
+    config = _config_doc(BenchConfig.quick(), "cpu")
+    del config["vectors"]
+    (out / "bench.json").write_text(json.dumps({"config": config, "base": {}, "methods": {}}))
+    assert _earlier_run(out, BenchConfig.quick(), "cpu")["config"] == config
+    with pytest.raises(UsageError, match="has vectors 1, this one 2"):
+        _earlier_run(out, BenchConfig.quick(vectors=2), "cpu")

@@ -166,6 +166,34 @@ def test_inspect_neurons_reports_overlaps(tmp_path):
     assert sum(e["neurons"] for e in dog["per_layer"]) == dog["neurons"]
 
 
+def test_inspect_shows_the_vectors_of_each_concept(vectors_bank_readonly, tmp_path):
+    """<dog> learned with --vectors 3, <hat> with 1: k per concept in --json and in the table, its token parameters
+    k x width; a damaged embedding object shows "?" (and its parameters count what the learn recorded)."""
+    import shutil
+
+    from cns_cli.bank import Bank
+
+    doc = json.loads(cns("--bank", str(vectors_bank_readonly), "inspect", "--json").stdout)
+    by = {c["name"]: c for c in doc["concepts"]}
+    assert (by["dog"]["vectors"], by["hat"]["vectors"]) == (3, 1)
+    assert (by["dog"]["parameters"]["token"], by["hat"]["parameters"]["token"]) == (3 * 32, 32)
+    lines = cns("--bank", str(vectors_bank_readonly), "inspect").stdout.splitlines()
+    header = next(line for line in lines if line.startswith("concept"))
+    assert header.split()[:4] == ["concept", "token", "vectors", "class"]
+    rows = {line.split()[0]: line.split()[1:4] for line in lines if line.startswith(("dog ", "hat "))}
+    assert rows == {"dog": ["<dog>", "3", "dog"], "hat": ["<hat>", "1", "hat"]}
+    assert cns("--bank", str(vectors_bank_readonly), "verify").exit_code == 0  # a [3, e] embedding is valid
+    path = tmp_path / "damaged.cnsbank"
+    shutil.copytree(vectors_bank_readonly, path)
+    bank = Bank.open(path)
+    bank.object_path(bank.head().concepts["dog"].embedding).unlink()
+    r = cns("--bank", str(path), "inspect", "--json")
+    assert r.exit_code == 0, r.stderr
+    dog = next(c for c in json.loads(r.stdout)["concepts"] if c["name"] == "dog")
+    assert dog["vectors"] is None and dog["parameters"]["token"] == 3 * 32
+    assert any(line.split()[1:3] == ["<dog>", "?"] for line in cns("--bank", str(path), "inspect").stdout.splitlines())
+
+
 def test_internal_error_exit_101_and_debug_traceback(bank, monkeypatch):
     import cns_cli.inspect as inspect_mod
 

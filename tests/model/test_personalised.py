@@ -216,3 +216,20 @@ def test_the_bench_reuses_one_base_and_matches_a_fresh_pipeline(bank_a, base_pip
     assert_same_weights(second, build_pipeline(Bank.open(path), Bank.open(path).head()))
     method._applied.remove()
     assert_is_base(second, base_pipe)
+
+
+def test_a_multi_vector_concept_needs_a_pipeline_that_expands_it(vectors_bank_readonly, tiny_base):
+    """A 3-vector token read as one token would be silently wrong: a pipeline without diffusers' textual-inversion
+    prompt conversion is refused, before anything in it changes."""
+    from types import SimpleNamespace
+
+    pipe = load_pipeline(resolve_base(tiny_base))
+    bare = SimpleNamespace(unet=pipe.unet, tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder)
+    bank = Bank.open(vectors_bank_readonly)
+    before = {n: m.weight.clone() for n, m in kv_layers(pipe.unet).items()}
+    for apply in (apply_bank, apply_concepts):
+        with pytest.raises(ModelError, match="<dog> is a multi-vector token, and a SimpleNamespace does not expand"):
+            apply(bare, bank, bank.head())
+    assert len(pipe.tokenizer) == len(load_pipeline(resolve_base(tiny_base)).tokenizer)
+    assert all(torch.equal(before[n], m.weight) for n, m in kv_layers(pipe.unet).items())
+    assert apply_bank(bare, bank, bank.head(), ["hat"]) == ["hat"]  # a one-vector concept needs no expansion
