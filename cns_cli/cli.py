@@ -420,7 +420,7 @@ def demo(
 def bench(
     out: Annotated[Path, typer.Option(help="Folder for bench.json, table.md, forgetting.png, contact-sheet.png.")] = Path("cns-bench"),
     concepts: Annotated[Optional[int], typer.Option(help="Personal concepts learned one after another, 1-12 (default 10; --quick 2).")] = None,
-    methods: Annotated[Optional[str], typer.Option(help="Comma-separated methods (default: all): cns, cns-keep-general, cns-random, cns-dense, cns-no-reg, kv-finetune, lora-seq, lora-merge, ti.")] = None,
+    methods: Annotated[Optional[str], typer.Option(help="Comma-separated methods (default: all): cns, cns-keep-general, cns-random, cns-dense, cns-no-reg, cns-lambda, kv-finetune, lora-seq, lora-merge, ti.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Training steps per concept, every method (default 150; --quick 8).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="2 concepts, few steps and images: checks the pipeline, not the numbers.")] = False,
     lr_token: Annotated[Optional[float], typer.Option(help="Learning rate of every method's concept tokens (default: cns learn's).")] = None,

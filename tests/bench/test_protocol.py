@@ -11,6 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cns_cli.bank import Bank
+from cns_cli.learn import LearnConfig
 from cns_cli.bench.methods import METHODS
 from cns_cli.bench.protocol import BenchConfig, run_bench, summarise
 from cns_cli.cli import app
@@ -75,7 +76,9 @@ def test_each_ablation_is_recorded_in_its_bank_and_changes_what_it_says(bench):
     assert training["cns"]["selection"] == "attribution" and training["cns"]["remove_general"] is True
     assert training["cns-random"]["selection"] == "random"
     assert training["cns-keep-general"]["remove_general"] is False
-    assert training["cns-no-reg"]["reg_lambda"] == 0
+    assert (training["cns-no-reg"]["max_drift"], training["cns-no-reg"]["reg_lambda"]) == (None, 0)
+    assert (training["cns-lambda"]["max_drift"], training["cns-lambda"]["reg_lambda"]) == (None, 1.0)
+    assert training["cns"]["max_drift"] == LearnConfig.max_drift
     assert heads["cns-dense"].concepts["rex"].slice.rank == 32  # the tiny text width: full rows
     def rows(key):  # the K/V rows the concept owns, as (layer, row) pairs
         bank = Bank.open(out / "banks" / f"{key}.cnsbank")
