@@ -18,8 +18,8 @@ runs; `--report` prints every configuration's means and the paired differences a
     python benchmarks/method_study.py --decide
     python benchmarks/method_study.py --report [--split held-out]
 
-A configuration is NAME=METHOD or NAME=k=v,k=v: METHOD is `ti` or `kv-finetune`; k=v are LearnConfig fields
-(max_drift=0.01, rank=64, reg_lambda=0, vectors=2, slice=concept; `none` is None).
+A configuration is NAME=k=v,k=v (cns) or NAME=METHOD[,vectors=K]: METHOD is `ti` or `kv-finetune`; k=v are
+LearnConfig fields (max_drift=0.01, rank=64, reg_lambda=0, vectors=2, slice=concept; `none` is None).
 """
 
 from __future__ import annotations
@@ -73,15 +73,18 @@ class Spec(NamedTuple):  # what the evaluator's prompt_alignment reads
 
 
 def parse_config(text: str) -> tuple[str, str, dict]:
-    """"eps=max_drift=0.01,rank=64" -> ("eps", "cns", {...}); "ti=ti" -> ("ti", "ti", {})."""
+    """"eps=max_drift=0.01,rank=64" -> ("eps", "cns", {...}); "ti=ti" -> ("ti", "ti", {}); "ti2=ti,vectors=2" ->
+    ("ti2", "ti", {"vectors": 2}) (a baseline takes only `vectors`: every method's token gets that many)."""
     name, _, rest = text.partition("=")
-    if rest in BASELINES:
-        return name, rest, {}
+    items = [i for i in rest.split(",") if i]
+    method = items.pop(0) if items and items[0] in BASELINES else "cns"
     overrides = {}
-    for item in filter(None, rest.split(",")):
+    for item in items:
         key, _, raw = item.partition("=")
         overrides[key] = _value(raw)
-    return name, "cns", overrides
+    if method != "cns" and set(overrides) - {"vectors"}:
+        raise SystemExit(f"{text}: a baseline takes only vectors=K")
+    return name, method, overrides
 
 
 def _value(raw: str):
@@ -188,7 +191,9 @@ def run_one(w: World, method: str, overrides: dict, seed: int, work: Path) -> di
     from cns_cli.bench.methods import METHODS, Budget, MethodInfo, make_method
     from cns_cli.bench.scoring import score_concepts, zero_shot
 
-    budget = Budget(base="demo", steps=STEPS, seed=seed, text_dim=w.text_dim, device="cpu")
+    overrides = dict(overrides)
+    vectors = overrides.pop("vectors", 1)  # the token's vectors: the same for every method of a comparison
+    budget = Budget(base="demo", steps=STEPS, seed=seed, text_dim=w.text_dim, device="cpu", vectors=vectors)
     if method == "cns":
         info = MethodInfo("cns", "cns", "study configuration", overrides)
         from cns_cli.bench.methods import BankMethod
