@@ -256,6 +256,10 @@ def test_learn_flags_default_to_the_method_defaults_of_learnconfig():
     params = inspect.signature(learn).parameters
     shared = [f for f in fields(LearnConfig) if f.name in params and f.name not in ("device", "precision", "selection")]
     assert len(shared) >= 10
+    from cns_cli.cli import _max_drift
+
     for f in shared:
-        assert params[f.name].default == f.default, f.name
+        default = params[f.name].default
+        assert (_max_drift(default) if f.name == "max_drift" else default) == f.default, f.name
+    assert params["slice_"].default.value == LearnConfig.slice  # `slice` shadows a builtin: the CLI says slice_
     assert LearnConfig.lr_token == 1e-3
