@@ -275,7 +275,7 @@ def learn(
     slice_: Annotated[SliceKind, typer.Option("--slice", help="shared: r free columns of the bank's basis; concept: the concept's own r directions, chosen from its text states after a token warm-up (format 1.3).")] = SliceKind.shared,
     vectors: Annotated[int, typer.Option(help="Vectors of the concept's token (1-16): <name> stands for that many prompt positions, the tokens <name>, <name>_1, ... (diffusers' multi-vector textual inversion).")] = 1,
     budget: Annotated[float, typer.Option(help="Share of UNet parameters a concept may train (0.0013 = 0.13 %).")] = 0.0013,
-    max_drift: Annotated[str, typer.Option("--max-drift", help="Drift budget: the largest mean squared relative change the concept may make to the K/V outputs of protected prompts (calibration, the class without the token, earlier concepts), per layer; 'off' for none.")] = "0.001",
+    max_drift: Annotated[str, typer.Option("--max-drift", help="Drift budget: the largest mean squared relative change the concept may make to the K/V outputs of protected prompts (calibration, the class without the token, earlier concepts), per layer; 'off' for none.")] = "0.1",
     reg_lambda: Annotated[float, typer.Option(help="Weight of the older self-regularisation penalty (in K/V units, so its meaning changes with the model); 0 = off.")] = 0.0,
     batch_size: Annotated[int, typer.Option(help="Images per training step.")] = 1,
     resolution: Annotated[Optional[int], typer.Option(help="Training resolution (default: the model's).")] = None,

@@ -22,9 +22,6 @@ from .reporting import NullReporter, Reporter
 
 SELECTIONS = ("attribution", "random")
 SLICES = ("shared", "concept")
-# Share of the steps a concept slice spends training the token alone before its basis is chosen from the token's
-# states (INFERRED, ours: the slice has to see the concept, and the token starts as its class word).
-SLICE_WARMUP = 0.2
 # A k-vector token takes k of the text encoder's 77 positions wherever a prompt names it; 16 leaves room for a
 # sentence and a second concept.
 MAX_VECTORS = 16
@@ -43,7 +40,7 @@ class LearnConfig:
     rank: int = 4  # basis slice width r: capacity is text_dim / r concepts before slices overlap
     # "shared": B = r free columns of the bank's seeded basis Q, blind to the concept. "concept" (format 1.3): the
     # concept's own B, the r directions with the most concept state energy per unit of protected energy, orthogonal
-    # to the earlier concepts' slices, chosen after SLICE_WARMUP of the steps trained the token alone.
+    # to the earlier concepts' slices, chosen after method.basis.SLICE_WARMUP of the steps trained the token alone.
     slice: str = "shared"
     # Vectors of the concept's token (multi-vector textual inversion): <name> stands for k prompt positions, the
     # tokens <name>, <name>_1, …, <name>_{k-1} (diffusers' convention). 1 is the single token of earlier versions.
@@ -52,7 +49,9 @@ class LearnConfig:
     # The drift budget ε (method/protect.py): after every step each layer's rows are scaled so that the mean squared
     # relative change of its K/V outputs stays ≤ ε on every protected set (bos, calibration prompts, padding, the
     # class's neighbours, earlier concepts' prompts). Scale-free: the same ε means the same on every model. None: off.
-    max_drift: float | None = 1e-3
+    # 0.1 (RMS ≤ 32 %) was chosen by issue 33's study on the tuning individuals from {1e-3, 1e-2, 1e-1}
+    # (benchmarks/method_study.py, docs/method-study.md).
+    max_drift: float | None = 0.1
     # Weight of the older penalty λ Σ tr(A G Aᵀ) (squared K/V units against the MSE: its meaning changes with the
     # model, and at 1.0 it pinned the rows on every model; docs/method.md). 0: off.
     reg_lambda: float = 0.0

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cns_cli.bank import Bank
+from cns_cli.bank import FORMAT_VERSION, Bank
 from cns_cli.bank.delta import read_delta
 from cns_cli.model.loading import kv_layers, load_pipeline, resolve_base
 from cns_cli.model.text import text_pairs
@@ -62,7 +62,7 @@ def test_init_records_the_family(family, family_base, tmp_path):
     expected = {"sd2": ("sd2", "v_prediction", [64], 64, 14), "sdxl": ("sdxl", "epsilon", [32, 64], 96, 24)}[family]
     assert (pointer["family"], pointer["prediction_type"], pointer["embedding_dims"], pointer["text_dim"],
             len(pointer["kv_layers"])) == expected
-    assert json.loads((tmp_path / "b.cnsbank" / "revisions" / "000000.json").read_text())["format_version"] == "1.2"
+    assert json.loads((tmp_path / "b.cnsbank" / "revisions" / "000000.json").read_text())["format_version"] == FORMAT_VERSION
     shown = json.loads(cns("--bank", tmp_path / "b.cnsbank", "inspect", "--json").stdout)["base"]
     assert shown["family"] == family and shown["family_name"] == {"sd2": "SD 2.x", "sdxl": "SDXL"}[family]
     text = cns("--bank", tmp_path / "b.cnsbank", "inspect").stdout

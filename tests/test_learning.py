@@ -174,7 +174,8 @@ def test_a_3_vector_concept_stores_3_rows_and_adds_exactly_those_token_rows(vect
 
 
 def test_training_and_the_regulariser_read_the_expanded_prompts(tiny_base, dog_photos, hat_photos, tmp_path, monkeypatch):
-    """Every prompt cns encodes while learning (scoring, training, the earlier concepts' prompts of the regulariser)
+    """Every prompt cns encodes while learning (scoring, training, the diagnostics, the earlier concepts' prompts of
+    the drift budget)
     reads a 3-vector <dog> as its 3 tokens, in order, once per mention."""
     from cns_cli.model import text
 
@@ -202,7 +203,8 @@ def test_training_and_the_regulariser_read_the_expanded_prompts(tiny_base, dog_p
 
     earlier = rows_naming("<dog>", seen)  # the regulariser's prompt of the earlier concept
     assert [p for p, _, _ in earlier] == ["a photo of <dog> dog"]
-    assert len(rows_naming("<dog>", own)) == 1 + 2  # 1 scoring batch + 2 training steps (one distinct prompt each)
+    # 1 scoring batch + 2 training steps (one distinct prompt each) + the slice's selectivity before and after training
+    assert len(rows_naming("<dog>", own)) == 1 + 2 + 2
     for _, row, dog in earlier + rows_naming("<dog>", own):
         at = row.index(dog[0])
         assert row[at : at + 3] == dog and sum(i in dog for i in row) == 3

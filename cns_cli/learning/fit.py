@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from ..reporting import Reporter
-from .plan import Session, calibration_states
+from .plan import Session
+from .protection import calibration_states
 from .results import Plan, Trained
 
 
@@ -69,7 +70,7 @@ def fit(s: Session, plan: Plan, cfg, reporter: Reporter, parent=None) -> Trained
 
 def _warmup_steps(plan: Plan, cfg) -> int:
     """Token-only steps before a concept slice is chosen (none for a shared slice, or when the token is frozen)."""
-    from ..learn import SLICE_WARMUP
+    from ..method.basis import SLICE_WARMUP
 
     if not plan.slice.own or cfg.lr_token == 0:
         return 0

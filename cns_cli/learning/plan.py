@@ -104,6 +104,8 @@ def make_plan(s: Session, bank: Bank | None, parent: Revision | None, name: str,
               reporter: Reporter, new_basis: np.ndarray | None = None) -> Plan:
     """CNS steps 1-4 for this concept. `new_basis` replaces the seeded Q when this learn creates the bank's
     basis (an input for experiments such as benchmarks/row_training_sweep.py; default: the seeded Q)."""
+    from .protection import calibration_states
+
     q, basis, slice_ = _slice(s, bank, parent, cfg, reporter, new_basis)
     calib = calibration_states(s)
     general_rows, key, cached = _general_rows(s, bank, parent, calib, cfg, reporter)
@@ -166,16 +168,6 @@ def _taken_bases(s: Session, bank, parent, q: np.ndarray) -> np.ndarray:
 
     parts = [basis_of(bank.read_object(parent.concepts[n].delta), parent.concepts[n], q) for n in s.earlier]
     return np.concatenate(parts, axis=1) if parts else np.zeros((q.shape[0], 0), np.float32)
-
-
-def calibration_states(s: Session) -> torch.Tensor:
-    """(P, 77, d) float32, encoded on first use: the general-neuron scan and the regulariser share them."""
-    from ..prompts import calibration_prompts
-
-    if s.calib is None:
-        with torch.no_grad(), s.amp():
-            s.calib = s.conditioner.states(calibration_prompts(s.model_dir)).float()
-    return s.calib
 
 
 def _general_rows(s: Session, bank, parent, calib, cfg, reporter: Reporter):

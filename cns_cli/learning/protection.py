@@ -8,7 +8,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .plan import Session, calibration_states
+# Session (learning/plan.py) is only named in annotations: plan imports this module, not the other way round.
+
+
+def calibration_states(s: Session) -> torch.Tensor:
+    """(P, 77, d) float32, encoded on first use: the general-neuron scan and the regulariser share them."""
+    from ..prompts import calibration_prompts
+
+    if s.calib is None:
+        with torch.no_grad(), s.amp():
+            s.calib = s.conditioner.states(calibration_prompts(s.model_dir)).float()
+    return s.calib
 
 
 def token_lengths(s: Session, prompts: list[str]) -> torch.Tensor:

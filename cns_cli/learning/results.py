@@ -24,8 +24,9 @@ class Plan:
     general_rows: Mapping[str, np.ndarray]  # layer -> int32 rows of the general neurons of this base
     general_key: Mapping[str, str]  # how the general neurons were computed (the cache's metadata)
     general_cached: bool  # True: they came from the parent's cache, nothing new to store
-    taken: np.ndarray  # (d, k) float32: the earlier concepts' bases side by side (a concept slice avoids them)
     training: Mapping[str, object]  # every knob of the run, recorded in the revision (LearnConfig.record())
+    # (d, k) float32: the earlier concepts' bases side by side (a concept slice avoids them); none by default
+    taken: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     doc: Mapping[str, object] = field(default_factory=dict)  # the plan as shown to the user
 
 

@@ -45,6 +45,9 @@ def allocate_slice(used: list[tuple[int, int]], dim: int, rank: int) -> tuple[in
 # (ours, not tuned): LayerNormed text states have directions with almost no energy (the lowest is one no token
 # reaches); without a floor the ratio there is 0/0 and the "most selective" direction would be estimation noise.
 CONCEPT_SLICE_SHRINK = 1e-2
+# Share of the steps a concept slice spends training the token alone before its basis is chosen from the token's
+# states (INFERRED, ours, not tuned: the slice has to see the concept, and the token starts as its class word).
+SLICE_WARMUP = 0.2
 
 
 def concept_basis(concept_moment, protected_moment, taken, rank: int, shrink: float = CONCEPT_SLICE_SHRINK):
