@@ -188,20 +188,17 @@ def score_base(w: World) -> dict:
 
 def run_one(w: World, method: str, overrides: dict, seed: int, work: Path) -> dict:
     """Learn the split's individuals in order with one configuration and seed; every number of the run."""
-    from cns_cli.bench.methods import METHODS, Budget, MethodInfo, make_method
+    from cns_cli.bench.methods import BankMethod, Budget, MethodInfo, make_method
     from cns_cli.bench.scoring import score_concepts, zero_shot
 
     overrides = dict(overrides)
     vectors = overrides.pop("vectors", 1)  # the token's vectors: the same for every method of a comparison
     budget = Budget(base="demo", steps=STEPS, seed=seed, text_dim=w.text_dim, device="cpu", vectors=vectors)
-    if method == "cns":
+    if method == "cns":  # the bench's cns method with this configuration's LearnConfig fields
         info = MethodInfo("cns", "cns", "study configuration", overrides)
-        from cns_cli.bench.methods import BankMethod
-
         m = BankMethod(info, budget, work / f"bank-{time.time_ns()}.cnsbank")
-    else:
+    else:  # a baseline, exactly as `cns bench` runs it
         m = make_method(method, budget, work)
-        assert METHODS[method].group == "baseline"
     learns, just_after = [], {}
     for c in w.concepts:
         learns.append(m.learn(c))

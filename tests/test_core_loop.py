@@ -309,7 +309,33 @@ def test_dry_run_prints_the_plan_and_writes_nothing(dog_bank, hat_photos):
     assert plan["neurons"] == sum(plan["neurons_per_layer"].values()) > 0
     assert len(plan["images"]) == 4 and plan["bytes_to_store"] > 0
     assert plan["parameters_trained"] == {"coefficients": plan["neurons"] * 4, "token": 32, "total": plan["neurons"] * 4 + 32}
+    p = plan["protection"]  # what decides whether the rows can move
+    assert p["max_drift"] == LearnConfig.max_drift and set(p["sets"]) == {"bos", "calibration", "padding", "neighbours", "earlier"}
+    assert all(len(v["gram_eigenvalues"]) == 4 and 0 < v["energy_min"] <= v["energy_max"] for v in p["sets"].values())
+    assert 0 < p["selectivity"]["slice"] <= p["selectivity"]["best"]
+    human = cns("--bank", str(dog_bank), "learn", "hat", str(hat_photos), "--dry-run", "--score-steps", "2")
+    assert "protection   max drift 0.1 (RMS relative change ≤ 31.6%)" in human.stdout
+    assert "selectivity  κ" in human.stdout and "earlier" in human.stdout
     assert files_digest(dog_bank) == before
+
+
+def test_a_learn_computes_the_layer_energies_once_and_inspect_shows_what_the_rows_did(dog_bank, hat_photos, tmp_path,
+                                                                                      monkeypatch):
+    """The plan's diagnostics and training share E_{l,g} (one WᵀW per layer); the concept records the attained
+    drift, and `cns inspect --neurons` prints it."""
+    from cns_cli.method import protect
+
+    calls = []
+    real = protect.layer_energies
+    monkeypatch.setattr(protect, "layer_energies", lambda *a: calls.append(1) or real(*a))
+    path = tmp_path / "b.cnsbank"
+    shutil.copytree(dog_bank, path)
+    learn(path, "hat", hat_photos, config=LearnConfig(steps=4, score_steps=2))
+    assert len(calls) == 1
+    stats = Bank.open(path).head().concepts["hat"].stats
+    assert 0 < stats["drift_earlier"] <= LearnConfig.max_drift and stats["largest_coefficient"] > 0
+    r = cns("--bank", str(path), "inspect", "--neurons")
+    assert r.exit_code == 0 and f"hat: largest coefficient {stats['largest_coefficient']:.3g}, drift" in r.stdout
 
 
 def test_replace_relearns_a_concept_in_place(dog_hat_bank, dog_photos, tmp_path):

@@ -111,7 +111,7 @@ def make_plan(s: Session, bank: Bank | None, parent: Revision | None, name: str,
     general_rows, key, cached = _general_rows(s, bank, parent, calib, cfg, reporter)
     rows, budget_rows, unet_params = _concept_rows(s, general_rows, name, cfg, reporter)
     plan = Plan(name=name, class_word=class_word, base=s.base, q=q, basis=basis, slice=slice_, rows=rows,
-                taken=_taken_bases(s, bank, parent, q),
+                taken=_taken_bases(s, bank, parent, q) if slice_.own else np.zeros((q.shape[0], 0), np.float32),
                 general_rows=general_rows, general_key=key, general_cached=cached, training=cfg.record())
     doc = _plan_doc(plan, s, budget_rows, unet_params, cfg.rank)
     doc["protection"] = _protection_doc(s, parent, plan, cfg)
@@ -121,13 +121,12 @@ def make_plan(s: Session, bank: Bank | None, parent: Revision | None, name: str,
 def _protection_doc(s: Session, parent, plan: Plan, cfg) -> dict:
     """The drift budget and what decides whether the rows can move (learning/protection.py), before training."""
     from ..model.loading import kv_layers
-    from .protection import before_training
-
-    from .protection import slice_basis
+    from .protection import before_training, slice_basis
 
     layers = kv_layers(s.pipe.unet)
     b = slice_basis(s, parent, plan).to(s.device)  # a concept slice: as it would be chosen now, before the warm-up
-    doc = before_training(s, parent, plan.class_word, {n: layers[n].weight for n in plan.rows}, b)
+    weights = {n: layer.weight for n, layer in layers.items() if n in plan.rows}  # fit's order: energies are shared
+    doc = before_training(s, parent, plan.class_word, weights, b)
     return {"max_drift": cfg.max_drift, "reg_lambda": cfg.reg_lambda, "slice": cfg.slice, **doc}
 
 
@@ -163,7 +162,7 @@ def _slice(s: Session, bank, parent, cfg, reporter: Reporter, new_basis):
 
 def _taken_bases(s: Session, bank, parent, q: np.ndarray) -> np.ndarray:
     """(d, k): the earlier concepts' B side by side (their own bases or their columns of Q): what a concept slice
-    must stay orthogonal to."""
+    must stay orthogonal to (read only for one: every earlier delta object is opened)."""
     from ..bank.delta import basis_of
 
     parts = [basis_of(bank.read_object(parent.concepts[n].delta), parent.concepts[n], q) for n in s.earlier]

@@ -60,9 +60,9 @@ def protected_moments(s: Session, parent, class_word: str) -> dict[str, torch.Te
 
     if "moments" in s.cache:
         return s.cache["moments"]
+    neighbours = neighbour_prompts(class_word, list(s.images.captions))
     groups = {"calibration": (calibration_prompts(s.model_dir), calibration_states(s)),
-              "neighbours": neighbour_prompts(class_word, list(s.images.captions))}
-    groups["neighbours"] = (groups["neighbours"], _encode(s, groups["neighbours"]))
+              "neighbours": (neighbours, _encode(s, neighbours))}
     if s.earlier:
         prompts = earlier_prompts(s, parent)
         groups["earlier"] = (prompts, _encode(s, prompts))
@@ -80,21 +80,27 @@ def concept_states(s: Session) -> torch.Tensor:
     """(m, d): the states of the concept's training prompts from its token's position to end-of-text (a causal
     encoder carries the concept there), with the token as it is now in the session's text encoder(s)."""
     prompts = sorted(set(s.prompts))
-    states, lengths = _encode(s, prompts), token_lengths(s, prompts)
+    states = _encode(s, prompts)
     first = s.token_ids[0][0]  # the concept's first token in the first tokenizer
     rows = []
     for p, ids in enumerate(_token_ids(_first_tokenizer(s), prompts)):
         start = ids.index(first) if first in ids else 1
-        rows.append(states[p, start : int(lengths[p])])
+        rows.append(states[p, start : len(ids)])  # to end-of-text: len(ids) is where padding starts
     return torch.cat(rows)
 
 
 def budget_for(s: Session, parent, class_word: str, weights: dict[str, torch.Tensor], basis_slice: torch.Tensor,
                eps: float):
-    """The drift budget (method/protect.py) of this learn for the trained layers' weights (name -> W (out, d))."""
-    from ..method.protect import drift_budget
+    """The drift budget (method/protect.py) of this learn for the trained layers' weights (name -> W (out, d)).
+    The layers' energies depend on the weights and the protected sets only, not on the slice: computed once per
+    session (the plan's diagnostics and training share them)."""
+    from ..method.protect import drift_budget, layer_energies
 
-    return drift_budget(protected_moments(s, parent, class_word), weights, basis_slice, eps)
+    moments = protected_moments(s, parent, class_word)
+    key = ("energy", tuple(weights))
+    if key not in s.cache:
+        s.cache[key] = layer_energies(moments, weights)
+    return drift_budget(moments, weights, basis_slice, eps, energy=s.cache[key])
 
 
 def before_training(s: Session, parent, class_word: str, weights: dict[str, torch.Tensor],
@@ -105,16 +111,13 @@ def before_training(s: Session, parent, class_word: str, weights: dict[str, torc
     best any slice could reach."""
     from ..method.protect import selectivity
 
-    moments = protected_moments(s, parent, class_word)
-    b = basis_slice.float()
-    sets = {}
-    for g, m in moments.items():
-        gram = b.T @ m.to(b.device) @ b
-        energy = torch.tensor([float(torch.einsum("de,de->", w.float().T @ w.float(), m.to(w.device)))
-                               for w in weights.values()]) if weights else torch.zeros(1)
-        sets[g] = {"gram_eigenvalues": _round(torch.linalg.eigvalsh(gram).clamp(min=0).flip(0).tolist()),
-                   "energy_min": _r(energy.min()), "energy_median": _r(energy.median()), "energy_max": _r(energy.max())}
-    kappa = selectivity(concept_states(s), moments["calibration"], b)
+    budget = budget_for(s, parent, class_word, weights, basis_slice, float("inf"))
+    energy = budget.energy if len(weights) else torch.zeros(1, len(budget.names))
+    sets = {g: {"gram_eigenvalues": _round(torch.linalg.eigvalsh(budget.grams[i]).clamp(min=0).flip(0).tolist()),
+                "energy_min": _r(energy[:, i].min()), "energy_median": _r(energy[:, i].median()),
+                "energy_max": _r(energy[:, i].max())}
+            for i, g in enumerate(budget.names)}
+    kappa = selectivity(concept_states(s), protected_moments(s, parent, class_word)["calibration"], basis_slice)
     return {"sets": sets, "selectivity": {k: _r(v) if isinstance(v, float) else v for k, v in kappa.items()}}
 
 
@@ -127,7 +130,7 @@ def after_training(budget, coefs: list[torch.Tensor], s: Session, basis_slice: t
 
     largest = max((float(a.detach().abs().max()) for a in coefs if a.numel()), default=0.0)
     out: dict = {"largest_coefficient": _r(largest)}
-    if budget is not None and coefs:
+    if coefs:
         rho = budget.ratios([a.detach() for a in coefs])
         out.update({f"drift_{g}": _r(rho[:, i].max()) for i, g in enumerate(budget.names)})
     kappa = selectivity(concept_states(s), moment, basis_slice.float())

@@ -65,47 +65,49 @@ def set_moments(states: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.
 @dataclass
 class DriftBudget:
     """The budget of one learn: names (g,), grams (g, r, r) = Bᵀ M_g B, energy (L, g) = E_{l,g} for the trained
-    layers in `layers` order, eps. Every tensor float32 on the training device."""
+    layers (in the order their coefficients are passed), eps. Every tensor float32 on the training device."""
 
     names: list[str]
-    layers: list[str]
     grams: torch.Tensor
     energy: torch.Tensor
     eps: float
 
     @torch.no_grad()
     def ratios(self, coefs: list[torch.Tensor]) -> torch.Tensor:
-        """ρ (L, g) of the coefficients A_l (n_l, r), in `layers` order."""
-        out = []
-        for a in coefs:
-            a = a.float()
-            out.append(torch.einsum("nr,grs,ns->g", a, self.grams, a))
+        """ρ (L, g) of the coefficients A_l (n_l, r), one per trained layer."""
+        out = [torch.einsum("nr,grs,ns->g", a.float(), self.grams, a.float()) for a in coefs]
         return torch.stack(out) / self.energy.clamp(min=torch.finfo(torch.float32).tiny)
 
     @torch.no_grad()
     def project_(self, coefs: list[torch.Tensor]) -> None:
         """A_l <- A_l · min(1, min_g √(ε / ρ_{l,g})) in place: afterwards every ρ_{l,g} ≤ ε."""
-        rho = self.ratios(coefs)
-        worst = rho.max(dim=1).values  # (L,)
+        worst = self.ratios(coefs).max(dim=1).values  # (L,)
         scale = torch.where(worst > self.eps, (self.eps / worst).sqrt(), torch.ones_like(worst))
         for a, s in zip(coefs, scale):
             if s < 1:
                 a.mul_(s.to(a.dtype))
 
 
+def layer_energies(moments: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]) -> torch.Tensor:
+    """E (L, g): E_{l,g} = tr(W_l M_g W_lᵀ) = Σ (W_lᵀW_l ⊙ M_g) for the layers `weights` (name -> W_l (out, d), all
+    rows) and the sets `moments` (name -> M_g (d, d)), in their orders: one d x d product per layer serves every
+    set. Independent of the slice, so a learn computes it once (learning/protection.py)."""
+    if not weights:
+        return torch.zeros(0, len(moments))
+    device = next(iter(weights.values())).device
+    m = torch.stack([mg.float().to(device) for mg in moments.values()])  # (g, d, d)
+    return torch.stack([torch.einsum("de,gde->g", w.detach().float().T @ w.detach().float(), m)
+                        for w in weights.values()])
+
+
 def drift_budget(moments: dict[str, torch.Tensor], weights: dict[str, torch.Tensor], basis_slice: torch.Tensor,
-                 eps: float) -> DriftBudget:
+                 eps: float, energy: torch.Tensor | None = None) -> DriftBudget:
     """The budget for the sets `moments` (name -> M_g (d, d)) and the trained layers `weights` (name -> W_l
-    (out, d), all rows). E_{l,g} = Σ (WᵀW ⊙ M_g): one d x d product per layer serves every set."""
-    names = list(moments)
-    m = torch.stack([moments[g].float() for g in names]).to(basis_slice.device)  # (g, d, d)
+    (out, d), all rows); `energy`: their `layer_energies`, when already known."""
     b = basis_slice.float()
-    grams = b.T[None] @ m @ b[None]  # (g, r, r)
-    energy = []
-    for w in weights.values():
-        w = w.detach().float().to(b.device)
-        energy.append(torch.einsum("de,gde->g", w.T @ w, m))
-    return DriftBudget(names, list(weights), grams, torch.stack(energy), eps)
+    m = torch.stack([mg.float() for mg in moments.values()]).to(b.device)  # (g, d, d)
+    energy = layer_energies(moments, weights) if energy is None else energy
+    return DriftBudget(list(moments), b.T[None] @ m @ b[None], energy.to(b.device), eps)
 
 
 def selectivity(states: torch.Tensor, moment: torch.Tensor, basis_slice: torch.Tensor) -> dict[str, float]:
