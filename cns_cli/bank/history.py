@@ -96,6 +96,6 @@ def restore(bank: Bank, rev: int | str, argv: list[str] | None = None, on_broken
         op = Operation(kind="restore", restores=number, argv=argv or [])
         new = tx.commit(op, concepts=target.concepts, basis=target.basis, caches=caches)
     if head is None and on_broken_head is not None:
-        why = tx.head_error.split("; ")[0]  # without the advice to run restore: that is what just happened
+        why = tx.head_error.split("; ")[0]  # without any advice to run restore: that is what just happened
         on_broken_head(f"HEAD could not be read ({why}); the new revision's parent is revision {number}")
     return new

@@ -16,8 +16,8 @@ from ..errors import BankFormatError
 from . import layout
 from .atomic import TMP_PREFIX
 from .models import ObjectRef, Revision
-from .revision_io import RECOVER_HINT, number_ranges, revision_name
-from .store import Bank
+from .revision_io import number_ranges, revision_name
+from .store import Bank, BrokenHeadError
 
 
 @dataclass
@@ -87,8 +87,8 @@ def verify(bank: Bank) -> Report:
     # HEAD and its history
     try:
         head: int | None = bank.head_number()
-    except BankFormatError as e:  # the advice to run verify and restore is given by the note below
-        report.problems.append({"where": "HEAD", "problem": str(e).replace(f"; {RECOVER_HINT}", "")})
+    except BrokenHeadError as e:  # the advice to restore is given by the note below
+        report.problems.append({"where": "HEAD", "problem": e.why})
         head = None
     report.head = head
     chain: list[int] = []
