@@ -1,0 +1,64 @@
+"""Issue 35, bank history: a lost HEAD or revision file, damage left in old revisions, missing objects. What
+the user meets through the CLI: one line and exit 2 for a damaged bank, commands that go on where they can,
+and revision numbers that never name two states."""
+
+from __future__ import annotations
+
+import json
+
+import bankfactory as bf
+from cns_cli.bank import Bank
+from cns_cli.bank.revision_io import revision_name
+from tests.clitools import cns, one_line_error
+
+
+def revision_files(root) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((root / "revisions").iterdir())}
+
+
+# -- 1: a new revision is numbered past every number used, HEAD's included ------------------------------------
+
+
+def test_restore_after_the_head_revision_file_was_lost_takes_a_new_number(bank):
+    """HEAD = 2 and revisions/000002.json lost: `cns restore 1` used to commit a new revision 2, so images named
+    r2-… and exports stamped with revision 2 would have pointed at another state."""
+    (bank.root / revision_name(2)).unlink()
+    r = cns("--bank", bank.root, "restore", "1", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["revision"] == 3
+    assert (bank.root / "HEAD").read_bytes() == b"3\n"
+    assert not (bank.root / revision_name(2)).exists()
+    assert Bank.open(bank.root).head().concepts.keys() == {"concept-0"}
+
+
+# -- 2: a bank whose HEAD was deleted is still a bank ---------------------------------------------------------
+
+
+def test_a_deleted_head_is_named_and_the_restore_it_advises_works(bank):
+    (bank.root / "HEAD").unlink()
+    before = revision_files(bank.root)
+    for command in (["inspect"], ["log"], ["forget", "concept-0"], ["undo"], ["export", bank.root.parent / "out"]):
+        line = one_line_error(cns("--bank", bank.root, *command))
+        assert "HEAD is missing" in line and "`cns restore N`" in line and "latest intact: 2" in line, (command, line)
+        assert "not a cns bank" not in line
+    assert revision_files(bank.root) == before and not (bank.root / "HEAD").exists()
+    r = cns("--bank", bank.root, "restore", "2")
+    assert r.exit_code == 0, r.stderr
+    assert "HEAD could not be read (HEAD is missing)" in r.stderr
+    assert (bank.root / "HEAD").read_bytes() == b"3\n"
+    head = Bank.open(bank.root).head()
+    assert (head.parent, head.operation.restores, sorted(head.concepts)) == (2, 2, ["concept-0", "concept-1"])
+
+
+def test_verify_reports_a_deleted_head_and_the_intact_revisions(bank):
+    (bank.root / "HEAD").unlink()
+    r = cns("--bank", bank.root, "verify", "--json")
+    assert r.exit_code == 1, r.stderr
+    doc = json.loads(r.stdout)
+    assert {"where": "HEAD", "problem": "HEAD is missing"} in doc["problems"]
+    assert doc["intact"] == [0, 1, 2]
+
+
+def test_a_folder_with_an_empty_revisions_folder_is_still_not_a_bank(tmp_path):
+    (tmp_path / "b" / "revisions").mkdir(parents=True)
+    assert "is not a cns bank" in one_line_error(cns("--bank", tmp_path / "b", "log"))
