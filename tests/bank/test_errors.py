@@ -67,10 +67,11 @@ def test_empty_directory(tmp_path):
 
 
 def test_directory_without_head(bank, unchanged):
+    """Still a bank (its revisions are intact): reading HEAD names the loss and the restore that recovers it."""
     (bank.root / "HEAD").unlink()
     check = unchanged(bank.root, healthy=False)
-    with pytest.raises(BankNotFoundError, match="no HEAD"):
-        Bank.open(bank.root)
+    with pytest.raises(BankFormatError, match=r"HEAD is missing; `cns restore N` .*latest intact: 2"):
+        Bank.open(bank.root).head()
     check()
 
 
