@@ -67,7 +67,27 @@ def _handled(fn):
     return wrapper
 
 
-BankHere = Annotated[Optional[Path], typer.Option("--bank", help="The bank folder (also accepted before the command; default .cnsbank or $CNS_BANK).", show_default=False)]
+def _bank_path(text: str | Path) -> Path:
+    """--bank's value as a path. Parsed from the text (typer's Path would turn '' into '.', the current folder,
+    which nobody means as a bank); an empty value is refused, with one line, where the command runs. (The
+    default arrives as a Path already.)"""
+    if isinstance(text, Path):
+        return text
+    return Path(text) if text.strip() else _EMPTY_BANK
+
+
+_EMPTY_BANK = Path("\0empty --bank")  # a marker no real path equals (paths cannot hold NUL)
+
+
+def _check_bank_path(bank: Path) -> Path:
+    from .errors import UsageError
+
+    if bank == _EMPTY_BANK:
+        raise UsageError("--bank is empty; pass the bank folder, e.g. --bank my.cnsbank (default .cnsbank)")
+    return bank
+
+
+BankHere = Annotated[Optional[Path], typer.Option("--bank", parser=_bank_path, metavar="PATH", help="The bank folder (also accepted before the command; default .cnsbank or $CNS_BANK).", show_default=False)]
 
 
 def _bank_option_too(fn):
@@ -80,6 +100,7 @@ def _bank_option_too(fn):
     def wrapper(*args, bank_here: Optional[Path] = None, **kwargs):
         if bank_here is not None:
             kwargs["ctx"].obj = bank_here
+        _check_bank_path(kwargs["ctx"].obj)
         return fn(*args, **kwargs)
 
     wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), extra])
@@ -105,7 +126,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     ctx: typer.Context,
-    bank: Annotated[Path, typer.Option("--bank", envvar="CNS_BANK", help="The bank folder.", show_default=True)] = Path(".cnsbank"),
+    bank: Annotated[Path, typer.Option("--bank", envvar="CNS_BANK", parser=_bank_path, metavar="PATH", help="The bank folder.", show_default=True)] = Path(".cnsbank"),
     version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = None,
 ) -> None:
     ctx.obj = bank

@@ -62,3 +62,42 @@ def test_verify_reports_a_deleted_head_and_the_intact_revisions(bank):
 def test_a_folder_with_an_empty_revisions_folder_is_still_not_a_bank(tmp_path):
     (tmp_path / "b" / "revisions").mkdir(parents=True)
     assert "is not a cns bank" in one_line_error(cns("--bank", tmp_path / "b", "log"))
+
+
+# -- 7: advice never to delete what may hold data ----------------------------------------------------------------
+
+
+def test_an_empty_bank_path_is_refused_not_taken_for_the_current_folder(tmp_path, monkeypatch, dog_photos, no_model_load):
+    """`--bank ''` was the current folder: learn said it "already holds other files … or remove it first"."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    for args in (["--bank", "", "learn", "dog", dog_photos, "--class", "dog"],
+                 ["learn", "dog", dog_photos, "--class", "dog", "--bank", ""], ["--bank", " ", "inspect"]):
+        line = one_line_error(cns(*args))
+        assert "--bank is empty" in line and "remove" not in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_a_bank_another_learn_created_meanwhile_says_wait_for_its_lock(tmp_path, monkeypatch, dog_photos):
+    """Two `cns learn` on a new path: the second finds the bank the first created (and is training into, holding
+    its lock) when it goes to create one. It used to advise removing that bank."""
+    from types import SimpleNamespace
+
+    from cns_cli.bank.lock import WriterLock
+    from cns_cli.learning import plan
+
+    root = tmp_path / "new.cnsbank"
+    held = []
+
+    def first_learn_creates_it_meanwhile(*args, **kwargs):
+        Bank.create(root, bf.make_base())
+        held.append(WriterLock(root).__enter__())  # the first learn trains with the lock held
+        return SimpleNamespace(base=bf.make_base())
+
+    monkeypatch.setattr(plan, "open_session", first_learn_creates_it_meanwhile)
+    try:
+        line = one_line_error(cns("--bank", root, "learn", "dog", dog_photos, "--class", "dog"))
+    finally:
+        held[0].__exit__(None, None, None)
+    assert "another cns command" in line and "wait for it" in line and "remove" not in line, line
+    assert Bank.open(root).head().number == 0
