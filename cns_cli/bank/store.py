@@ -17,6 +17,7 @@ import shutil
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,6 +69,14 @@ def _sha256_file(path: Path) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class LostRevision:
+    """A revision of HEAD's history whose file is missing or invalid (`why`), as `history_with_gaps` shows it."""
+
+    number: int
+    why: str
 
 
 class BrokenHeadError(BankFormatError):
@@ -195,10 +204,11 @@ class Bank:
             return "no revision is intact; restore the damaged files from a backup (`cns verify` lists them)"
         return f"`cns restore N` makes a new HEAD from revision N (latest intact: {latest}; `cns verify` lists all)"
 
-    def latest_intact(self) -> int | None:
-        """The newest revision whose file is valid and whose basis and concept objects are intact (what a restore
-        needs; a damaged cache is dropped by the restore). Newest first, so usually only one revision is hashed."""
-        for n in reversed(self.revision_numbers()):
+    def latest_intact(self, below: int | None = None) -> int | None:
+        """The newest revision (numbered below `below`, if given) whose file is valid and whose basis and concept
+        objects are intact (what a restore needs; a damaged cache is dropped by the restore). Newest first, so
+        usually only one revision is hashed."""
+        for n in reversed([n for n in self.revision_numbers() if below is None or n < below]):
             try:
                 rev = self.revision(n)
             except BankFormatError:
@@ -244,6 +254,26 @@ class Bank:
     def head(self) -> Revision:
         return self.revision(self.head_number())
 
+    def history_with_gaps(self) -> Iterator[Revision | LostRevision]:
+        """HEAD's history like `history`, for showing it: a revision file of the chain that is missing or invalid
+        is yielded as a LostRevision, and the listing goes on with the newest valid revision file below it (the
+        lost file held the next link; numbers only decrease along the chain, and the nearest file below is the
+        usual parent). A broken HEAD still raises: then no revision is the current one."""
+        rev = self.head()
+        yield rev
+        number = rev.parent
+        while number is not None:
+            try:
+                rev = self.revision(number)
+            except BankVersionError:
+                raise
+            except BankFormatError as e:
+                yield LostRevision(number, str(e).split("; ")[0])  # the message without its advice
+                number = max((n for n in self.revision_numbers() if n < number), default=None)
+                continue
+            yield rev
+            number = rev.parent
+
     def history(self) -> Iterator[Revision]:
         """HEAD's history, newest first: HEAD, its parent, that one's parent ... down to revision 0. Revision
         files not on this chain (an interrupted write, HEAD moved by hand) are not part of it."""
@@ -275,6 +305,17 @@ class Bank:
         if h.hexdigest() != ref.sha256:
             return f"sha256 mismatch (content is {h.hexdigest()[:12]}…): the file is corrupt"
         return None
+
+    def object_quick_problem(self, ref: ObjectRef) -> str | None:
+        """The cheap part of `object_problem`: "missing" or a size mismatch, from one stat (no hashing), for
+        commands that only show a bank (inspect, log) and should still not call a damaged one healthy."""
+        try:
+            size = self.object_path(ref).stat().st_size
+        except FileNotFoundError:
+            return "missing"
+        except OSError as e:
+            return f"unreadable ({e.strerror or e})"
+        return None if size == ref.size else f"size {size} bytes, the revision says {ref.size}"
 
     def read_object_bytes(self, ref: ObjectRef) -> bytes:
         try:

@@ -101,3 +101,37 @@ def test_a_bank_another_learn_created_meanwhile_says_wait_for_its_lock(tmp_path,
         held[0].__exit__(None, None, None)
     assert "another cns command" in line and "wait for it" in line and "remove" not in line, line
     assert Bank.open(root).head().number == 0
+
+
+# -- 4: a revision lost in the middle of the history ----------------------------------------------------------
+
+
+def test_log_lists_a_lost_revision_and_goes_on_below_it(bank):
+    (bank.root / revision_name(1)).unlink()
+    r = cns("--bank", bank.root, "log", "--json")
+    assert r.exit_code == 0, r.stderr
+    entries = json.loads(r.stdout)["revisions"]
+    assert [e["revision"] for e in entries] == [2, 1, 0]
+    assert entries[1]["missing"].startswith("revisions/000001.json is missing") and entries[1]["operation"] is None
+    assert entries[2]["operation"]["kind"] == "init" and entries[0]["missing"] is None
+    r = cns("--bank", bank.root, "log")
+    assert r.exit_code == 0, r.stderr
+    assert "MISSING" in r.stdout and "init" in r.stdout
+    assert "revision 1 is missing" in r.stderr and "cns verify" in r.stderr
+
+
+def test_undo_onto_a_lost_revision_names_the_restore_that_steps_past_it(bank, unchanged):
+    """HEAD 3 = learn concept-2 on revision 2, whose file is lost: undo cannot bring revision 2 back, and says
+    which restore brings the newest intact earlier state (it used to say only that the file is missing)."""
+    bf.learn(bank, "concept-2", seed=3, start=4)
+    (bank.root / revision_name(2)).unlink()
+    check = unchanged(bank.root, healthy=False)
+    line = one_line_error(cns("--bank", bank.root, "undo"))
+    assert "cannot undo revision 3" in line and "revisions/000002.json is missing" in line, line
+    assert "`cns restore 1`" in line, line
+    check()
+    r = cns("--bank", bank.root, "restore", "1")
+    assert r.exit_code == 0, r.stderr
+    r = cns("--bank", bank.root, "undo", "--json")  # after the restore, undo works again: back to revision 3
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["restores"] == 3
