@@ -63,6 +63,11 @@ def render_inspect(doc: dict, neurons: bool) -> None:
     say(f"K/V       {base['kv_layers']} layers, {base['kv_rows']:,} neurons, text width {base['text_dim']}{encoders}")
     cap = doc["capacity"]
     say(f"capacity  {cap['columns_left']} of {cap['basis_columns']} basis columns free")
+    if doc.get("damage"):
+        from .output import warn
+        from rich.markup import escape
+
+        warn(escape(doc["damage"]))
     if not doc["concepts"]:
         con.print("concepts  none yet — teach one with `cns learn NAME ./photos`")
         return

@@ -135,3 +135,28 @@ def test_undo_onto_a_lost_revision_names_the_restore_that_steps_past_it(bank, un
     r = cns("--bank", bank.root, "undo", "--json")  # after the restore, undo works again: back to revision 3
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["restores"] == 3
+
+
+# -- 5: inspect and log flag a missing object ------------------------------------------------------------------
+
+
+def test_inspect_and_log_flag_a_missing_object(bank):
+    hat = bank.head().concepts["concept-1"]
+    bank.object_path(hat.delta).unlink()
+    r = cns("--bank", bank.root, "inspect")
+    assert r.exit_code == 0, r.stderr
+    assert "warning:" in r.stderr and "concept concept-1 are damaged" in r.stderr and "missing" in r.stderr
+    assert "`cns forget concept-1`" in r.stderr
+    r = cns("--bank", bank.root, "inspect", "--json")
+    assert "concept concept-1" in json.loads(r.stdout)["damage"]
+    r = cns("--bank", bank.root, "log", "--json")
+    entries = {e["revision"]: e for e in json.loads(r.stdout)["revisions"]}
+    assert entries[2]["damaged"] == [{"where": hat.delta.path, "problem": "missing"}]
+    assert entries[1]["damaged"] == [] and entries[0]["damaged"] == []
+    r = cns("--bank", bank.root, "log")
+    assert "DAMAGED" in r.stdout and "revision 2 has missing or damaged files" in r.stderr
+
+
+def test_inspect_of_a_healthy_bank_warns_of_nothing(bank):
+    r = cns("--bank", bank.root, "inspect", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["damage"] is None and "warning" not in r.stderr
