@@ -199,12 +199,16 @@ def log(ctx: typer.Context, json_: JsonOpt = False) -> None:
 
 
 @command()
-def verify(ctx: typer.Context, json_: JsonOpt = False) -> None:
-    """Check every revision and object (hashes, sizes, shapes). Exit 1 if something is wrong."""
+def verify(
+    ctx: typer.Context,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 for damage in older revisions too (by default a warning: HEAD, the revision in use, is healthy).")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Check every revision and object (hashes, sizes, shapes). Exit 1 if HEAD (the revision in use) is damaged."""
     from .bank.verify import verify as run_verify
     from .render import render_verify
 
-    report = run_verify(_open(ctx))
+    report = run_verify(_open(ctx), strict=strict)
     output.emit_json(report.to_json()) if json_ else render_verify(report)
     if not report.ok:
         raise typer.Exit(CHECK_FAILED_EXIT)

@@ -170,9 +170,17 @@ def render_verify(report: Report) -> None:
     con = out_console()
     for p in report.problems:
         con.print(f"[red]problem[/red] {p['where']}: {p['problem']}", markup=True)
+    for w in report.warnings:
+        con.print(f"[yellow]warning[/yellow] {w['where']}: {w['warning']}", markup=True)
     for n in report.notes:
         con.print(f"note    {n['where']}: {n['note']}")
-    status = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+    if report.problems:
+        status = f"{len(report.problems)} problem(s)"
+    elif report.warnings:
+        status = (f"{'FAILED (--strict)' if report.strict else 'ok'}: HEAD is healthy; {len(report.warnings)} "
+                  "warning(s) about older revisions, whose states undo and restore cannot bring back")
+    else:
+        status = "ok"
     head = f"HEAD {report.head}" if report.head is not None else "HEAD damaged"
     con.print(f"{status}: {report.revisions_checked} revisions, {report.objects_checked} objects checked ({head})")
 

@@ -160,3 +160,43 @@ def test_inspect_and_log_flag_a_missing_object(bank):
 def test_inspect_of_a_healthy_bank_warns_of_nothing(bank):
     r = cns("--bank", bank.root, "inspect", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["damage"] is None and "warning" not in r.stderr
+
+
+# -- 3: following verify's or generate's advice gives a bank that verifies ------------------------------------
+
+
+def corrupt(bank: Bank, ref) -> None:
+    path = bank.object_path(ref)
+    path.write_bytes(b"x" + path.read_bytes()[1:])
+
+
+def test_after_the_advised_restore_verify_passes_and_warns_of_the_old_damage(bank):
+    hat = bank.head().concepts["concept-1"]
+    corrupt(bank, hat.delta)
+    r = cns("--bank", bank.root, "verify")
+    assert r.exit_code == 1 and "cns restore 1" in r.stdout, r.stdout
+    assert cns("--bank", bank.root, "restore", "1").exit_code == 0
+    r = cns("--bank", bank.root, "verify")
+    assert r.exit_code == 0, r.stdout
+    assert "ok: HEAD is healthy; 1 warning(s)" in r.stdout and f"warning {hat.delta.path}" in r.stdout
+    r = cns("--bank", bank.root, "verify", "--strict", "--json")
+    assert r.exit_code == 1
+    doc = json.loads(r.stdout)
+    assert doc["problems"] == [] and [w["where"] for w in doc["warnings"]] == [hat.delta.path] and not doc["ok"]
+
+
+def test_after_the_advised_forget_verify_passes(bank):
+    hat = bank.head().concepts["concept-1"]
+    bank.object_path(hat.embedding).unlink()
+    assert cns("--bank", bank.root, "forget", "concept-1").exit_code == 0
+    r = cns("--bank", bank.root, "verify", "--json")
+    assert r.exit_code == 0, r.stdout
+    doc = json.loads(r.stdout)
+    assert doc["ok"] and doc["problems"] == [] and len(doc["warnings"]) == 1
+
+
+def test_damage_that_head_uses_still_fails_verify(bank):
+    """concept-0's delta is used by HEAD (2) and by revision 1: a problem, not a warning."""
+    corrupt(bank, bank.head().concepts["concept-0"].delta)
+    r = cns("--bank", bank.root, "verify", "--json")
+    assert r.exit_code == 1 and json.loads(r.stdout)["warnings"] == []
