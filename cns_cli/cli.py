@@ -251,6 +251,22 @@ def restore(
     _result(json_, doc, f"restored revision {doc['restores']}; now at revision {new.number} ({_concepts(doc)})")
 
 
+@command()
+def relocate(
+    ctx: typer.Context,
+    base: Annotated[Optional[str], typer.Argument(metavar="[PATH]", help="The base model's new place: diffusers folder, .safetensors file or hub id.", show_default=False)] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="For a .safetensors base: the diffusers folder (configs and tokenizers) it loads with, if that moved.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Point the bank at its base model's new place (moved folder, file or --config folder); the model must fingerprint to the bank's."""
+    from .relocate import relocate as run_relocate
+
+    rev, old = run_relocate(ctx.obj, base, config, argv=_argv())
+    doc = {"revision": rev.number, "base": rev.base.model_dump(mode="json"), "was": old.model_dump(mode="json")}
+    place = rev.base.location + (f" (configs {rev.base.config})" if rev.base.config else "")
+    _result(json_, doc, f"the bank now points at {place}; now at revision {rev.number}")
+
+
 # -- model commands ----------------------------------------------------------------------------------
 
 

@@ -12,8 +12,11 @@ from .store import Bank
 
 
 def state_of(bank: Bank, rev: Revision) -> Revision:
-    """The revision whose content `rev` holds: undo revisions copy an earlier state (`restores`); every
-    other revision, a restore included, holds its own (so undo after a restore undoes the restore)."""
+    """The revision whose content `rev` holds: undo revisions copy an earlier state (`restores`); a relocate
+    only re-points the base, so it holds its parent's state (undo after it undoes the operation before it);
+    every other revision, a restore included, holds its own (so undo after a restore undoes the restore)."""
+    while rev.operation.kind == "relocate":
+        rev = bank.revision(rev.parent)
     return bank.revision(rev.operation.restores) if rev.operation.kind == "undo" else rev
 
 
@@ -114,3 +117,16 @@ def restore(bank: Bank, rev: int | str, argv: list[str] | None = None, on_broken
         why = tx.head_error.split("; ")[0]  # without any advice to run restore: that is what just happened
         on_broken_head(f"HEAD could not be read ({why}); the new revision's parent is revision {number}")
     return new
+
+
+def with_current_base(bank: Bank, rev: Revision) -> Revision:
+    """`rev` for loading its model: with HEAD's base pointer when both record the same base (fingerprint), since
+    a `cns relocate` after `rev` was written moved the pointer and HEAD says where the model is now. Unchanged
+    when HEAD cannot be read or names another base."""
+    try:
+        head = bank.head()
+    except BankFormatError:
+        return rev
+    if head.number == rev.number or head.base.fingerprint != rev.base.fingerprint:
+        return rev
+    return rev.model_copy(update={"base": head.base})

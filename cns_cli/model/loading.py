@@ -164,7 +164,7 @@ def _cached_json(spec: BaseSpec, name: str) -> dict | None:
 def _single_file_needs_config(spec: BaseSpec, family: str, why: str) -> str:
     return (f"{spec.location} is a single-file checkpoint, and its configs cannot be downloaded "
             f"({why}); pass --config DIR, a diffusers folder of an {families.NAMES[family]} model "
-            "(its weights are not needed)")
+            "(its weights are not needed; `cns relocate --config DIR` records it in an existing bank)")
 
 
 def _hub_model_not_cached(spec: BaseSpec, why: str) -> str:
@@ -340,7 +340,27 @@ def model_dir(spec: BaseSpec) -> Path | None:
 
 def spec_of(pointer: BaseModelPointer, config: str | Path | None = None) -> BaseSpec:
     """What a bank's base pointer says to load; `config` (--config) replaces a single-file base's recorded config
-    folder for one run (the folder moved, or a 1.1 bank recorded none)."""
+    folder for one run (the folder moved, or a 1.1 bank recorded none). A recorded place that is gone is said
+    before anything loads, with the command that re-points the bank (`cns relocate`)."""
+    check_recorded_places(pointer, config_too=config is None)
     if config is None:
         return BaseSpec(pointer.kind, pointer.location, pointer.revision, pointer.config)
     return BaseSpec(pointer.kind, pointer.location, pointer.revision, _config_folder(config))
+
+
+def check_recorded_places(pointer: BaseModelPointer, config_too: bool = True) -> None:
+    """ModelError when the folder or file a bank records for its base (or, with `config_too`, its config folder)
+    is not there any more: moved or deleted. The fix is `cns relocate`, which every bank command can follow
+    (generate and export have no --config of their own)."""
+    where = Path(pointer.location)
+    gone = ((pointer.kind == "local-dir" and not (where / "model_index.json").is_file())
+            or (pointer.kind == "single-file" and not where.is_file()))
+    if gone:
+        what = "folder" if pointer.kind == "local-dir" else ".safetensors file"
+        raise ModelError(f"this bank's base model is not at {pointer.location} any more (moved or deleted?); "
+                         f"`cns relocate NEW_PATH` points the bank at the {what}'s new place (it checks the model's "
+                         "fingerprint)")
+    if config_too and pointer.config and not (Path(pointer.config) / "model_index.json").is_file():
+        raise ModelError(f"the config folder {pointer.config} this bank records for {pointer.location} is gone "
+                         "(moved or deleted?); `cns relocate --config DIR` points the bank at its new place, or at "
+                         f"another diffusers folder of an {families.NAMES[pointer.family_name]} model (weights not needed)")

@@ -200,3 +200,22 @@ def test_damage_that_head_uses_still_fails_verify(bank):
     corrupt(bank, bank.head().concepts["concept-0"].delta)
     r = cns("--bank", bank.root, "verify", "--json")
     assert r.exit_code == 1 and json.loads(r.stdout)["warnings"] == []
+
+
+# -- 6: a relocate revision (format 1.4) only re-points the base -------------------------------------------------
+
+
+def test_undo_after_a_relocate_undoes_the_operation_before_it_and_keeps_the_new_place(bank):
+    from cns_cli.bank import Operation
+
+    with bank.transaction() as tx:
+        moved = tx.parent.base.model_copy(update={"location": "moved-test-model"})
+        tx.commit(Operation(kind="relocate", argv=["cns", "relocate", "moved-test-model"]), base=moved)
+    r = cns("--bank", bank.root, "undo", "--json")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert (doc["undone"], doc["restores"], doc["concepts"]) == (2, 1, ["concept-0"])
+    head = Bank.open(bank.root).head()
+    assert head.base.location == "moved-test-model" and head.format_version == "1.4"
+    r = cns("--bank", bank.root, "verify")
+    assert r.exit_code == 0, r.stdout
