@@ -63,25 +63,26 @@ def undo(bank: Bank, argv: list[str] | None = None) -> Revision:
     """Record a revision whose content is the state before HEAD's operation. Repeated undo steps further
     back; history is never rewritten (every revision stays on disk and in `cns log`)."""
     with bank.transaction() as tx:
-        current = _undo_read(bank, tx.parent, tx.parent.number, lambda: state_of(bank, tx.parent))
+        current = _undo_read(bank, tx.parent, tx.parent.number, lambda: state_of(bank, tx.parent), tx.parent)
         if current.parent is None:
             raise UsageError("nothing to undo: the bank is at its initial state (see `cns log`)")
-        target = _undo_read(bank, current, current.parent, lambda: state_of(bank, bank.revision(current.parent)))
+        target = _undo_read(bank, current, current.parent, lambda: state_of(bank, bank.revision(current.parent)),
+                            tx.parent)
         op = Operation(kind="undo", undone=current.number, restores=target.number, argv=argv or [])
         return tx.commit(op, concepts=target.concepts, basis=target.basis, caches=target.caches)
 
 
-def _undo_read(bank: Bank, rev: Revision, lost_from: int, read):
+def _undo_read(bank: Bank, rev: Revision, lost_from: int, read, head: Revision):
     """`read()` (a revision undo needs to step back from `rev`), or, when its file is lost or invalid, one line
-    saying so and which restore brings back the newest intact revision below `lost_from`. Undo does not skip the
-    lost revision on its own: that would undo two operations at once."""
+    saying so and which restore brings back the newest intact revision below `lost_from` whose state HEAD does not
+    already have. Undo does not skip the lost revision on its own: that would undo two operations at once."""
     try:
         return read()
     except BankFormatError as e:
         why = str(e).split("; ")[0]
-        latest = bank.latest_intact(below=lost_from)
-        fix = (f"`cns restore {latest}` brings back revision {latest}, the newest intact one before it"
-               if latest is not None else "no earlier revision is intact; restore the lost file from a backup")
+        latest = bank.latest_intact(below=lost_from, unlike=head)
+        fix = (f"`cns restore {latest}` brings back revision {latest}, the newest intact earlier state"
+               if latest is not None else "no intact earlier revision holds another state than HEAD's")
         raise BankFormatError(f"cannot undo revision {rev.number}: the state before it is lost ({why}); {fix} "
                               "(`cns log` shows the history)") from None
 

@@ -204,14 +204,16 @@ class Bank:
             return "no revision is intact; restore the damaged files from a backup (`cns verify` lists them)"
         return f"`cns restore N` makes a new HEAD from revision N (latest intact: {latest}; `cns verify` lists all)"
 
-    def latest_intact(self, below: int | None = None) -> int | None:
-        """The newest revision (numbered below `below`, if given) whose file is valid and whose basis and concept
-        objects are intact (what a restore needs; a damaged cache is dropped by the restore). Newest first, so
-        usually only one revision is hashed."""
+    def latest_intact(self, below: int | None = None, unlike: Revision | None = None) -> int | None:
+        """The newest revision (numbered below `below`, and holding other concepts or basis than `unlike`, if
+        given) whose file is valid and whose basis and concept objects are intact (what a restore needs; a
+        damaged cache is dropped by the restore). Newest first, so usually only one revision is hashed."""
         for n in reversed([n for n in self.revision_numbers() if below is None or n < below]):
             try:
                 rev = self.revision(n)
             except BankFormatError:
+                continue
+            if unlike is not None and (rev.concepts, rev.basis) == (unlike.concepts, unlike.basis):
                 continue
             needed = [ref for ref in rev.objects() if ref != rev.caches.general_neurons]
             if all(self.object_problem(ref) is None for ref in needed):

@@ -219,3 +219,15 @@ def test_undo_after_a_relocate_undoes_the_operation_before_it_and_keeps_the_new_
     assert head.base.location == "moved-test-model" and head.format_version == "1.4"
     r = cns("--bank", bank.root, "verify")
     assert r.exit_code == 0, r.stdout
+
+
+def test_undo_onto_a_lost_revision_never_advises_a_restore_of_heads_own_state(bank):
+    """HEAD 3 restores revision 1 over a damaged 2, then 2's file is lost: undo cannot reach 2, and restoring 1
+    would change nothing, so it is not what the message advises."""
+    from cns_cli.bank.history import restore
+
+    restore(bank, 1)
+    (bank.root / revision_name(2)).unlink()
+    line = one_line_error(cns("--bank", bank.root, "undo"))
+    assert "cannot undo revision 3" in line and "cns restore 1" not in line, line
+    assert "`cns restore 0`" in line, line
