@@ -67,7 +67,27 @@ def _handled(fn):
     return wrapper
 
 
-BankHere = Annotated[Optional[Path], typer.Option("--bank", help="The bank folder (also accepted before the command; default .cnsbank or $CNS_BANK).", show_default=False)]
+def _bank_path(text: str | Path) -> Path:
+    """--bank's value as a path. Parsed from the text (typer's Path would turn '' into '.', the current folder,
+    which nobody means as a bank); an empty value is refused, with one line, where the command runs. (The
+    default arrives as a Path already.)"""
+    if isinstance(text, Path):
+        return text
+    return Path(text) if text.strip() else _EMPTY_BANK
+
+
+_EMPTY_BANK = Path("\0empty --bank")  # a marker no real path equals (paths cannot hold NUL)
+
+
+def _check_bank_path(bank: Path) -> Path:
+    from .errors import UsageError
+
+    if bank == _EMPTY_BANK:
+        raise UsageError("--bank is empty; pass the bank folder, e.g. --bank my.cnsbank (default .cnsbank)")
+    return bank
+
+
+BankHere = Annotated[Optional[Path], typer.Option("--bank", parser=_bank_path, metavar="PATH", help="The bank folder (also accepted before the command; default .cnsbank or $CNS_BANK).", show_default=False)]
 
 
 def _bank_option_too(fn):
@@ -80,6 +100,7 @@ def _bank_option_too(fn):
     def wrapper(*args, bank_here: Optional[Path] = None, **kwargs):
         if bank_here is not None:
             kwargs["ctx"].obj = bank_here
+        _check_bank_path(kwargs["ctx"].obj)
         return fn(*args, **kwargs)
 
     wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), extra])
@@ -105,7 +126,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     ctx: typer.Context,
-    bank: Annotated[Path, typer.Option("--bank", envvar="CNS_BANK", help="The bank folder.", show_default=True)] = Path(".cnsbank"),
+    bank: Annotated[Path, typer.Option("--bank", envvar="CNS_BANK", parser=_bank_path, metavar="PATH", help="The bank folder.", show_default=True)] = Path(".cnsbank"),
     version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = None,
 ) -> None:
     ctx.obj = bank
@@ -178,12 +199,16 @@ def log(ctx: typer.Context, json_: JsonOpt = False) -> None:
 
 
 @command()
-def verify(ctx: typer.Context, json_: JsonOpt = False) -> None:
-    """Check every revision and object (hashes, sizes, shapes). Exit 1 if something is wrong."""
+def verify(
+    ctx: typer.Context,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 for damage in older revisions too (by default a warning: HEAD, the revision in use, is healthy).")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Check every revision and object (hashes, sizes, shapes). Exit 1 if HEAD (the revision in use) is damaged."""
     from .bank.verify import verify as run_verify
     from .render import render_verify
 
-    report = run_verify(_open(ctx))
+    report = run_verify(_open(ctx), strict=strict)
     output.emit_json(report.to_json()) if json_ else render_verify(report)
     if not report.ok:
         raise typer.Exit(CHECK_FAILED_EXIT)
@@ -224,6 +249,22 @@ def restore(
     doc = {"revision": new.number, "restores": new.operation.restores, "parent": new.parent,
            "concepts": sorted(new.concepts)}
     _result(json_, doc, f"restored revision {doc['restores']}; now at revision {new.number} ({_concepts(doc)})")
+
+
+@command()
+def relocate(
+    ctx: typer.Context,
+    base: Annotated[Optional[str], typer.Argument(metavar="[PATH]", help="The base model's new place: diffusers folder, .safetensors file or hub id.", show_default=False)] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="For a .safetensors base: the diffusers folder (configs and tokenizers) it loads with, if that moved.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Point the bank at its base model's new place (moved folder, file or --config folder); the model must fingerprint to the bank's."""
+    from .relocate import relocate as run_relocate
+
+    rev, old = run_relocate(ctx.obj, base, config, argv=_argv())
+    doc = {"revision": rev.number, "base": rev.base.model_dump(mode="json"), "was": old.model_dump(mode="json")}
+    place = rev.base.location + (f" (configs {rev.base.config})" if rev.base.config else "")
+    _result(json_, doc, f"the bank now points at {place}; now at revision {rev.number}")
 
 
 # -- model commands ----------------------------------------------------------------------------------

@@ -105,7 +105,7 @@ def select_concepts(rev: Revision, wanted: list[str] | None, where: str = "this 
 def export(bank_path: Path, out: Path, fmt: str = "kohya", concepts: list[str] | None = None,
            merged: bool = False, force: bool = False, revision: int | str | None = None) -> dict:
     """Export concepts of HEAD, or of `revision` (any revision on disk, in HEAD's history or not)."""
-    from .bank.history import parse_revision_number, read_existing_revision
+    from .bank.history import parse_revision_number, read_existing_revision, with_current_base
 
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -116,7 +116,7 @@ def export(bank_path: Path, out: Path, fmt: str = "kohya", concepts: list[str] |
         rev, where = bank.head(), "this bank"
     else:
         number = parse_revision_number(revision, "--revision")
-        rev, where = read_existing_revision(bank, number, "cannot be exported"), f"revision {number}"
+        rev, where = with_current_base(bank, read_existing_revision(bank, number, "cannot be exported")), f"revision {number}"
     names = select_concepts(rev, concepts, where)
     _check_out(out, force)
     # every object needed, before writing anything (or loading a model): embeddings alone need no basis

@@ -100,9 +100,9 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
     if config.revision is None:
         rev = bank.head()
     else:
-        from .bank.history import read_existing_revision
+        from .bank.history import read_existing_revision, with_current_base
 
-        rev = read_existing_revision(bank, config.revision, "cannot be generated from")
+        rev = with_current_base(bank, read_existing_revision(bank, config.revision, "cannot be generated from"))
     classes = {name: c.class_word for name, c in rev.concepts.items()}
     typed = prompts
     prompts, strengths = zip(*[split_strengths(p) for p in typed]) if typed else ((), ())  # "<dog:0.7>" -> "<dog>"

@@ -42,6 +42,15 @@ def _rows(bank: Bank, rev: Revision, name: str) -> dict[str, set[int]]:
     return {layer: set(d.rows.tolist()) for layer, d in read_delta(bank, rev.concepts[name]).items()}
 
 
+def _damage(bank: Bank, rev: Revision) -> str | None:
+    """What is wrong with HEAD's files and the fix, when a concept or basis object is missing or of the wrong size
+    (a stat per file, no hashing: inspect stays fast; `cns verify` hashes); None when nothing is seen."""
+    from .bank.integrity import find_damage
+
+    damage = find_damage(bank, rev, quick=True)
+    return f"{damage.what()}; {damage.fix()}" if damage else None
+
+
 def inspect_bank(bank: Bank, neurons: bool = False) -> dict:
     rev = bank.head()
     names = sorted(rev.concepts)
@@ -59,6 +68,7 @@ def inspect_bank(bank: Bank, neurons: bool = False) -> dict:
         "concepts": [_concept_summary(bank, rev, n) for n in names],
         "capacity": {"basis_columns": dim, "columns_used": min(used_cols, dim),
                      "columns_left": max(dim - used_cols, 0)},
+        "damage": _damage(bank, rev),
         "totals": {"concepts": len(names), "neurons": sum(rev.concepts[n].neurons.total for n in names),
                    "bytes": sum(rev.concepts[n].delta.size + rev.concepts[n].embedding.size for n in names)},
     }

@@ -16,6 +16,7 @@ import numpy as np
 
 from .about import DEFAULT_BASE
 from .bank import Bank, Revision
+from .bank.store import is_bank_folder
 from .bank.names import check_class_word, check_concept_name
 from .errors import ConceptError, UsageError
 from .reporting import NullReporter, Reporter
@@ -138,7 +139,7 @@ def learn(bank_path: Path, name: str, images_dir: Path, *, class_word: str | Non
     load_images(images_dir, 64, warn=False)  # fail fast on the folder, before a model load of many seconds
     root = Path(bank_path)
     job = _Job(name, class_word, images_dir, config, reporter, argv, new_basis)
-    if not (root / "HEAD").exists():
+    if not is_bank_folder(root):
         Bank.check_creatable(root)  # a file or a folder of other things: say so now, not after training
         session = open_session(resolve_base(base or DEFAULT_BASE, base_config), None, None, name, class_word, images_dir,
                                config, reporter)

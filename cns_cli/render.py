@@ -63,6 +63,11 @@ def render_inspect(doc: dict, neurons: bool) -> None:
     say(f"K/V       {base['kv_layers']} layers, {base['kv_rows']:,} neurons, text width {base['text_dim']}{encoders}")
     cap = doc["capacity"]
     say(f"capacity  {cap['columns_left']} of {cap['basis_columns']} basis columns free")
+    if doc.get("damage"):
+        from .output import warn
+        from rich.markup import escape
+
+        warn(escape(doc["damage"]))
     if not doc["concepts"]:
         con.print("concepts  none yet — teach one with `cns learn NAME ./photos`")
         return
@@ -97,11 +102,30 @@ def _describe(op: dict) -> str:
 
 
 def log_entries(bank: Bank) -> list[dict]:
-    return [
-        {"revision": r.number, "parent": r.parent, "created": r.created, "writer": r.writer,
-         "operation": r.operation.model_dump(mode="json"), "concepts": sorted(r.concepts)}
-        for r in bank.history()
-    ]
+    """HEAD's history, newest first, as JSON-ready entries. A revision file of the chain that is missing or invalid
+    is an entry with `missing` (why) and nulls, and the list goes on below it (Bank.history_with_gaps); each
+    entry's `damaged` lists its objects that are missing or of the wrong size (a stat each, no hashing: `cns
+    verify` does the full check)."""
+    from .bank.store import LostRevision
+
+    seen: dict[str, str | None] = {}  # object path -> quick problem, each file looked at once
+
+    def damaged(rev) -> list[dict]:
+        for ref in rev.objects():
+            if ref.path not in seen:
+                seen[ref.path] = bank.object_quick_problem(ref)
+        return [{"where": ref.path, "problem": seen[ref.path]} for ref in rev.objects() if seen[ref.path]]
+
+    entries = []
+    for r in bank.history_with_gaps():
+        if isinstance(r, LostRevision):
+            entries.append({"revision": r.number, "missing": r.why, "parent": None, "created": None, "writer": None,
+                            "operation": None, "concepts": None, "damaged": []})
+        else:
+            entries.append({"revision": r.number, "missing": None, "parent": r.parent, "created": r.created,
+                            "writer": r.writer, "operation": r.operation.model_dump(mode="json"),
+                            "concepts": sorted(r.concepts), "damaged": damaged(r)})
+    return entries
 
 
 def _names(names: list[str], most: int = 4) -> str:
@@ -114,18 +138,49 @@ def _names(names: list[str], most: int = 4) -> str:
 def render_log(entries: list[dict]) -> None:
     t = _table("rev", "time (UTC)", "operation", "concepts after")
     for e in entries:
-        t.add_row(str(e["revision"]), e["created"][:19].replace("T", " "), _describe(e["operation"]),
+        if e["missing"]:
+            t.add_row(str(e["revision"]), "?", "MISSING (its file is lost or invalid)", "?")
+            continue
+        flag = f"  [DAMAGED: {len(e['damaged'])} file(s)]" if e["damaged"] else ""
+        t.add_row(str(e["revision"]), e["created"][:19].replace("T", " "), _describe(e["operation"]) + flag,
                   _names(e["concepts"]))
     _print(t)
+    warn_log_damage(entries)
+
+
+def warn_log_damage(entries: list[dict]) -> None:
+    """One warning line on stderr when the history shown is not whole: lost revisions, damaged files."""
+    from .output import warn
+
+    lost = [e["revision"] for e in entries if e["missing"]]
+    damaged = [e["revision"] for e in entries if e["damaged"]]
+    parts = []
+    if lost:
+        parts.append(f"revision{'s' if len(lost) > 1 else ''} {', '.join(map(str, lost))} "
+                     f"{'are' if len(lost) > 1 else 'is'} missing or invalid (the revisions below "
+                     f"{'them' if len(lost) > 1 else 'it'} are the valid files before {'them' if len(lost) > 1 else 'it'})")
+    if damaged:
+        parts.append(f"revision{'s' if len(damaged) > 1 else ''} {', '.join(map(str, damaged))} "
+                     f"{'have' if len(damaged) > 1 else 'has'} missing or damaged files")
+    if parts:
+        warn("; ".join(parts) + "; `cns verify` lists every problem")
 
 
 def render_verify(report: Report) -> None:
     con = out_console()
     for p in report.problems:
         con.print(f"[red]problem[/red] {p['where']}: {p['problem']}", markup=True)
+    for w in report.warnings:
+        con.print(f"[yellow]warning[/yellow] {w['where']}: {w['warning']}", markup=True)
     for n in report.notes:
         con.print(f"note    {n['where']}: {n['note']}")
-    status = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+    if report.problems:
+        status = f"{len(report.problems)} problem(s)"
+    elif report.warnings:
+        status = (f"{'FAILED (--strict)' if report.strict else 'ok'}: HEAD is healthy; {len(report.warnings)} "
+                  "warning(s) about older revisions, whose states undo and restore cannot bring back")
+    else:
+        status = "ok"
     head = f"HEAD {report.head}" if report.head is not None else "HEAD damaged"
     con.print(f"{status}: {report.revisions_checked} revisions, {report.objects_checked} objects checked ({head})")
 

@@ -167,13 +167,15 @@ def test_a_single_file_bank_keeps_loading_offline_with_its_recorded_config(famil
     r = cns("--bank", path, "learn", "hat", hat_photos, "--class", "hat", *FAST)  # the pointer's config: no flag needed
     assert r.exit_code == 0, r.stderr
     assert sorted(Bank.open(path).head().concepts) == ["dog", "hat"]
-    # the recorded folder moved: say so; --config names the new place for this run (the fingerprint still checks)
+    # the recorded folder moved: say so and name `cns relocate --config DIR` (every bank command can follow it);
+    # learn's --config names the new place for this run (the fingerprint still checks)
     moved = configs.with_name("moved-configs")
     configs.rename(moved)
     try:
         before = tree(path)
         msg = one_line_error(cns("--bank", path, "learn", "cat", hat_photos, *FAST))
-        assert "is gone or not a diffusers folder; pass --config DIR" in msg and tree(path) == before
+        assert f"the config folder {configs} this bank records" in msg and "is gone" in msg, msg
+        assert "`cns relocate --config DIR`" in msg and tree(path) == before
         r = cns("--bank", path, "learn", "cat", hat_photos, "--config", moved, *FAST, "--dry-run")  # loads, plans
         assert r.exit_code == 0, r.stderr
     finally:

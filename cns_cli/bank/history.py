@@ -12,8 +12,11 @@ from .store import Bank
 
 
 def state_of(bank: Bank, rev: Revision) -> Revision:
-    """The revision whose content `rev` holds: undo revisions copy an earlier state (`restores`); every
-    other revision, a restore included, holds its own (so undo after a restore undoes the restore)."""
+    """The revision whose content `rev` holds: undo revisions copy an earlier state (`restores`); a relocate
+    only re-points the base, so it holds its parent's state (undo after it undoes the operation before it);
+    every other revision, a restore included, holds its own (so undo after a restore undoes the restore)."""
+    while rev.operation.kind == "relocate":
+        rev = bank.revision(rev.parent)
     return bank.revision(rev.operation.restores) if rev.operation.kind == "undo" else rev
 
 
@@ -60,12 +63,28 @@ def undo(bank: Bank, argv: list[str] | None = None) -> Revision:
     """Record a revision whose content is the state before HEAD's operation. Repeated undo steps further
     back; history is never rewritten (every revision stays on disk and in `cns log`)."""
     with bank.transaction() as tx:
-        current = state_of(bank, tx.parent)
+        current = _undo_read(bank, tx.parent, tx.parent.number, lambda: state_of(bank, tx.parent), tx.parent)
         if current.parent is None:
             raise UsageError("nothing to undo: the bank is at its initial state (see `cns log`)")
-        target = state_of(bank, bank.revision(current.parent))
+        target = _undo_read(bank, current, current.parent, lambda: state_of(bank, bank.revision(current.parent)),
+                            tx.parent)
         op = Operation(kind="undo", undone=current.number, restores=target.number, argv=argv or [])
         return tx.commit(op, concepts=target.concepts, basis=target.basis, caches=target.caches)
+
+
+def _undo_read(bank: Bank, rev: Revision, lost_from: int, read, head: Revision):
+    """`read()` (a revision undo needs to step back from `rev`), or, when its file is lost or invalid, one line
+    saying so and which restore brings back the newest intact revision below `lost_from` whose state HEAD does not
+    already have. Undo does not skip the lost revision on its own: that would undo two operations at once."""
+    try:
+        return read()
+    except BankFormatError as e:
+        why = str(e).split("; ")[0]
+        latest = bank.latest_intact(below=lost_from, unlike=head)
+        fix = (f"`cns restore {latest}` brings back revision {latest}, the newest intact earlier state"
+               if latest is not None else "no intact earlier revision holds another state than HEAD's")
+        raise BankFormatError(f"cannot undo revision {rev.number}: the state before it is lost ({why}); {fix} "
+                              "(`cns log` shows the history)") from None
 
 
 def restore(bank: Bank, rev: int | str, argv: list[str] | None = None, on_broken_head=None) -> Revision:
@@ -96,6 +115,19 @@ def restore(bank: Bank, rev: int | str, argv: list[str] | None = None, on_broken
         op = Operation(kind="restore", restores=number, argv=argv or [])
         new = tx.commit(op, concepts=target.concepts, basis=target.basis, caches=caches)
     if head is None and on_broken_head is not None:
-        why = tx.head_error.split("; ")[0]  # without the advice to run restore: that is what just happened
+        why = tx.head_error.split("; ")[0]  # without any advice to run restore: that is what just happened
         on_broken_head(f"HEAD could not be read ({why}); the new revision's parent is revision {number}")
     return new
+
+
+def with_current_base(bank: Bank, rev: Revision) -> Revision:
+    """`rev` for loading its model: with HEAD's base pointer when both record the same base (fingerprint), since
+    a `cns relocate` after `rev` was written moved the pointer and HEAD says where the model is now. Unchanged
+    when HEAD cannot be read or names another base."""
+    try:
+        head = bank.head()
+    except BankFormatError:
+        return rev
+    if head.number == rev.number or head.base.fingerprint != rev.base.fingerprint:
+        return rev
+    return rev.model_copy(update={"base": head.base})

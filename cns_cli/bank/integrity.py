@@ -50,16 +50,19 @@ class Damage:
                 f"{VERIFY_HINT}")
 
 
-def find_damage(bank: Bank, rev: Revision, names: list[str] | None = None, basis: bool = True) -> Damage:
+def find_damage(bank: Bank, rev: Revision, names: list[str] | None = None, basis: bool = True,
+                quick: bool = False) -> Damage:
     """Byte-check (size and sha256) the objects of concepts `names` of `rev` (default: all) and, if
-    `basis` and some concept is checked, the basis object they are cut from."""
+    `basis` and some concept is checked, the basis object they are cut from. `quick`: existence and size only
+    (a stat per file), for commands that show a bank without using its tensors."""
     names = sorted(rev.concepts) if names is None else sorted(names)
     damage = Damage()
     seen: dict[str, str | None] = {}
+    problem = bank.object_quick_problem if quick else bank.object_problem
 
     def why(ref: ObjectRef) -> str | None:
         if ref.path not in seen:
-            seen[ref.path] = bank.object_problem(ref)
+            seen[ref.path] = problem(ref)
         return seen[ref.path]
 
     if basis and names and rev.basis is not None and (w := why(rev.basis.object)):

@@ -75,6 +75,27 @@ class WriterLock:
             self.fd = None
 
 
+def lock_is_held(root: Path) -> bool:
+    """Whether some process holds the bank's writer lock now (probed without waiting, released at once)."""
+    if sys.platform == "win32":  # pragma: no cover
+        return False
+    import fcntl
+
+    try:
+        fd = os.open(root / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return False  # no lock file: nobody has written yet
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing releases a flock we got
+
+
 def _read_holder(fd: int) -> dict | None:
     try:
         raw = os.pread(fd, 4096, 0)

@@ -18,7 +18,8 @@ FORMAT_MAJOR = 1
 # 1.1: history is the parent chain from HEAD (numbers may skip), and `restore`.
 # 1.2: the base's model family, prediction type, single-file config folder and per-encoder embedding widths.
 # 1.3: a concept may have its own basis (slice.start null; the delta object holds the tensor `basis`).
-FORMAT_MINOR = 3
+# 1.4: operation kind `relocate` (the base pointer re-pointed at the same model, found elsewhere).
+FORMAT_MINOR = 4
 FORMAT_VERSION = f"{FORMAT_MAJOR}.{FORMAT_MINOR}"
 
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
@@ -156,9 +157,10 @@ class Concept(_Strict):
 
 class Operation(_Strict):
     """What made this revision. `undo` restores the state of `restores`, reverting `undone`; `restore`
-    (format 1.1) copies the state of revision `restores`."""
+    (format 1.1) copies the state of revision `restores`; `relocate` (format 1.4) re-points `base` at the same model
+    in another place (a moved folder or file, another config folder), checked by its fingerprint."""
 
-    kind: Literal["init", "learn", "forget", "undo", "restore"]
+    kind: Literal["init", "learn", "forget", "undo", "restore", "relocate"]
     concept: str | None = Field(default=None, pattern=NAME_PATTERN)
     undone: Count | None = None
     restores: Count | None = None
@@ -217,6 +219,8 @@ class Revision(_Strict):
                 raise ValueError(f"revision {self.number} (format 1.0) must have parent {self.number - 1}, not {self.parent}")
             if self.operation.kind == "restore":
                 raise ValueError("restore operations need format 1.1 or later")
+        if self.operation.kind == "relocate" and int(self.format_version.split(".")[1]) < 4:
+            raise ValueError("relocate operations need format 1.4 or later")
         if int(self.format_version.split(".")[1]) < 2:
             for name in BASE_FIELDS_1_2:
                 if getattr(self.base, name) is not None:

@@ -17,6 +17,7 @@ import shutil
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +29,7 @@ from ..errors import (
     BankExistsError, BankFormatError, BankNotFoundError, BankVersionError, CommitError, IntegrityError,
 )
 from .atomic import atomic_write, create_exclusive, fsync_dir
-from .lock import WriterLock
+from .lock import WriterLock, lock_is_held
 from .models import FORMAT_MAJOR, FORMAT_MINOR, FORMAT_VERSION, ObjectRef, Operation, Revision
 from .revision_io import HEAD_NAME, RECOVER_HINT, dump_revision, parse_head, parse_revision, revision_name
 
@@ -70,6 +71,39 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class LostRevision:
+    """A revision of HEAD's history whose file is missing or invalid (`why`), as `history_with_gaps` shows it."""
+
+    number: int
+    why: str
+
+
+class BrokenHeadError(BankFormatError):
+    """HEAD cannot be used. `why` says what is wrong with it; the message adds the restore that recovers."""
+
+    def __init__(self, why: str, hint: str):
+        super().__init__(f"{why}; {hint}")
+        self.why = why
+
+
+def is_bank_folder(root: Path) -> bool:
+    """A bank folder: `revisions/` holding at least one revision file. HEAD is not required, so a bank whose HEAD
+    was lost is still recognised (and `cns restore N` can bring it back); a folder of other things is not."""
+    revisions = root / "revisions"
+    if not root.is_dir() or not revisions.is_dir():
+        return False
+    if (root / HEAD_NAME).is_file():
+        return True
+    return any(re.fullmatch(r"[0-9]{6,}\.json", p.name) for p in revisions.iterdir())
+
+
+def created_meanwhile(root: Path) -> str:
+    """The message for a bank that another cns command created (and is still writing) while this one prepared."""
+    return (f"another cns command has just created a bank at {root} and is working on it (it holds the bank's "
+            "lock); wait for it to finish, then run this command again: it will use that bank")
+
+
 class Bank:
     """A `.cnsbank` directory. Reading needs no lock; writing goes through `transaction()`.
 
@@ -83,10 +117,12 @@ class Bank:
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> Bank:
+        """The bank at `path`. A folder is a bank when it has `revisions/` with at least one revision file: HEAD
+        may be missing or damaged (commands that read it then say how `cns restore` recovers it)."""
         root = Path(path)
         if not root.exists():
             raise BankNotFoundError(f"no bank at {root}; create one with `cns init --base MODEL` or pass --bank PATH")
-        if not root.is_dir() or not (root / HEAD_NAME).is_file() or not (root / "revisions").is_dir():
+        if not is_bank_folder(root):
             raise BankNotFoundError(
                 f"{root} is not a cns bank (no HEAD or revisions/); pass the bank folder with --bank PATH"
             )
@@ -94,19 +130,27 @@ class Bank:
 
     @staticmethod
     def check_creatable(root: Path) -> None:
-        """Raise BankExistsError unless a new bank may be made at `root` (absent or an empty folder)."""
+        """Raise BankExistsError unless a new bank may be made at `root` (absent or an empty folder). Never
+        advises deleting anything: the folder may hold the user's data."""
         if root.exists() and not root.is_dir():
             raise BankExistsError(f"--bank {root} is a file, not a folder; pass a new folder for the bank")
         if root.exists() and any(root.iterdir()):
-            what = "a bank" if (root / HEAD_NAME).exists() else "other files and is not a cns bank"
-            raise BankExistsError(f"{root} already holds {what}; choose another --bank path or remove it first")
+            if is_bank_folder(root):
+                raise BankExistsError(f"{root} already holds a bank; use it, or pass another --bank path for a new one")
+            raise BankExistsError(f"{root} already holds other files and is not a cns bank; pass a new or empty "
+                                  "folder with --bank PATH")
 
     @classmethod
     def create(cls, path: str | os.PathLike, base, argv: list[str] | None = None, annotations=None) -> Bank:
         """Create a bank holding revision 0 (no concepts). Built in a sibling temp folder and renamed into
         place, so a crash never leaves a half-made bank behind."""
         root = Path(path)
-        cls.check_creatable(root)
+        try:
+            cls.check_creatable(root)
+        except BankExistsError:
+            if is_bank_folder(root) and lock_is_held(root):
+                raise BankExistsError(created_meanwhile(root)) from None
+            raise
         root.parent.mkdir(parents=True, exist_ok=True)
         tmp = root.parent / f".{root.name}.tmp-{secrets.token_hex(4)}"
         try:
@@ -125,6 +169,8 @@ class Bank:
             fsync_dir(root.parent)
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
+            if is_bank_folder(root):  # another process made a bank there after check_creatable
+                raise BankExistsError(created_meanwhile(root)) from None
             raise CommitError(f"could not create the bank at {root}: {e.strerror or e}") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -134,14 +180,58 @@ class Bank:
     # -- reading ------------------------------------------------------------------------------------
 
     def head_number(self) -> int:
+        """HEAD's revision number, or BrokenHeadError (missing, unreadable, malformed, naming a lost file) whose
+        message ends with the restore that recovers the bank."""
+        path = self.root / HEAD_NAME
+        if not path.exists():
+            raise BrokenHeadError("HEAD is missing", self.recover_hint())
         try:
-            raw = (self.root / HEAD_NAME).read_bytes()
+            raw = path.read_bytes()
         except OSError as e:
-            raise BankFormatError(f"cannot read {self.root / HEAD_NAME}: {e.strerror}; {RECOVER_HINT}") from None
-        n = parse_head(raw)
+            raise BrokenHeadError(f"cannot read {path}: {e.strerror}", self.recover_hint()) from None
+        try:
+            n = parse_head(raw)
+        except BankFormatError as e:
+            raise BrokenHeadError(str(e).replace(f"; {RECOVER_HINT}", ""), self.recover_hint()) from None
         if not (self.root / revision_name(n)).is_file():
-            raise BankFormatError(f"HEAD names revision {n} but {revision_name(n)} is missing; {RECOVER_HINT}")
+            raise BrokenHeadError(f"HEAD names revision {n} but {revision_name(n)} is missing", self.recover_hint())
         return n
+
+    def recover_hint(self) -> str:
+        """What brings a bank with a broken HEAD back: a restore of its newest intact revision."""
+        latest = self.latest_intact()
+        if latest is None:
+            return "no revision is intact; restore the damaged files from a backup (`cns verify` lists them)"
+        return f"`cns restore N` makes a new HEAD from revision N (latest intact: {latest}; `cns verify` lists all)"
+
+    def latest_intact(self, below: int | None = None, unlike: Revision | None = None) -> int | None:
+        """The newest revision (numbered below `below`, and holding other concepts or basis than `unlike`, if
+        given) whose file is valid and whose basis and concept objects are intact (what a restore needs; a
+        damaged cache is dropped by the restore). Newest first, so usually only one revision is hashed."""
+        for n in reversed([n for n in self.revision_numbers() if below is None or n < below]):
+            try:
+                rev = self.revision(n)
+            except BankFormatError:
+                continue
+            if unlike is not None and (rev.concepts, rev.basis) == (unlike.concepts, unlike.basis):
+                continue
+            needed = [ref for ref in rev.objects() if ref != rev.caches.general_neurons]
+            if all(self.object_problem(ref) is None for ref in needed):
+                return n
+        return None
+
+    def highest_number_used(self) -> int:
+        """The highest revision number the bank has used: its revision files and HEAD, even a HEAD whose file
+        was lost. (Every number a revision records, its parent, what it undid or restored, where its concepts
+        were learned, is at most its own, so the files cover those.) A new revision is numbered past it, so no
+        number ever names two states: images named `r2-…` and exports stamped with revision 2 keep pointing
+        at what revision 2 was. -1 when there is no number at all."""
+        used = self.revision_numbers()
+        try:
+            used.append(parse_head((self.root / HEAD_NAME).read_bytes()))
+        except (OSError, BankFormatError):
+            pass  # no readable HEAD number to respect
+        return max(used, default=-1)
 
     def revision_numbers(self) -> list[int]:
         """The numbers of every revision file on disk (in or out of HEAD's history), ascending."""
@@ -165,6 +255,26 @@ class Bank:
 
     def head(self) -> Revision:
         return self.revision(self.head_number())
+
+    def history_with_gaps(self) -> Iterator[Revision | LostRevision]:
+        """HEAD's history like `history`, for showing it: a revision file of the chain that is missing or invalid
+        is yielded as a LostRevision, and the listing goes on with the newest valid revision file below it (the
+        lost file held the next link; numbers only decrease along the chain, and the nearest file below is the
+        usual parent). A broken HEAD still raises: then no revision is the current one."""
+        rev = self.head()
+        yield rev
+        number = rev.parent
+        while number is not None:
+            try:
+                rev = self.revision(number)
+            except BankVersionError:
+                raise
+            except BankFormatError as e:
+                yield LostRevision(number, str(e).split("; ")[0])  # the message without its advice
+                number = max((n for n in self.revision_numbers() if n < number), default=None)
+                continue
+            yield rev
+            number = rev.parent
 
     def history(self) -> Iterator[Revision]:
         """HEAD's history, newest first: HEAD, its parent, that one's parent ... down to revision 0. Revision
@@ -197,6 +307,17 @@ class Bank:
         if h.hexdigest() != ref.sha256:
             return f"sha256 mismatch (content is {h.hexdigest()[:12]}…): the file is corrupt"
         return None
+
+    def object_quick_problem(self, ref: ObjectRef) -> str | None:
+        """The cheap part of `object_problem`: "missing" or a size mismatch, from one stat (no hashing), for
+        commands that only show a bank (inspect, log) and should still not call a damaged one healthy."""
+        try:
+            size = self.object_path(ref).stat().st_size
+        except FileNotFoundError:
+            return "missing"
+        except OSError as e:
+            return f"unreadable ({e.strerror or e})"
+        return None if size == ref.size else f"size {size} bytes, the revision says {ref.size}"
 
     def read_object_bytes(self, ref: ObjectRef) -> bytes:
         try:
@@ -271,14 +392,13 @@ class Transaction:
             self.parent = bank.head()  # re-read under the lock: another writer may have committed meanwhile
         except BankVersionError:
             raise
-        except BankFormatError as e:
+        except BankFormatError as e:  # HEAD, or the revision file it names, is broken
             if not allow_broken_head:
                 raise
-            self.parent, self.head_error = None, str(e)
+            self.parent, self.head_error = None, e.why if isinstance(e, BrokenHeadError) else str(e)
         if self.parent is not None:
             check_writable(self.parent)
-        on_disk = bank.revision_numbers()
-        self.number = max([*on_disk, self.parent.number if self.parent else -1]) + 1
+        self.number = max(bank.highest_number_used(), self.parent.number if self.parent else -1) + 1
         self.committed: Revision | None = None
 
     def put(self, tensors: dict[str, np.ndarray], kind: str, metadata: dict[str, str] | None = None) -> ObjectRef:

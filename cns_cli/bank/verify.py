@@ -16,8 +16,8 @@ from ..errors import BankFormatError
 from . import layout
 from .atomic import TMP_PREFIX
 from .models import ObjectRef, Revision
-from .revision_io import RECOVER_HINT, number_ranges, revision_name
-from .store import Bank
+from .revision_io import number_ranges, revision_name
+from .store import Bank, BrokenHeadError
 
 
 @dataclass
@@ -26,18 +26,24 @@ class Report:
     revisions_checked: int = 0  # revision files on disk that parse and validate
     objects_checked: int = 0
     problems: list[dict] = field(default_factory=list)  # {"where": path, "problem": text}
+    # {"where": path, "warning": text}: damage in older revisions of HEAD's history only. The revision in use is
+    # healthy, so verify passes (exit 0) and warns; `cns verify --strict` counts them as problems.
+    warnings: list[dict] = field(default_factory=list)
     notes: list[dict] = field(default_factory=list)  # {"where": path, "note": text}
     history: list[int] = field(default_factory=list)  # HEAD's chain as far as it could be followed, newest first
     intact: list[int] = field(default_factory=list)  # revisions whose file and objects are intact, ascending
 
+    strict: bool = False  # warnings fail the check too (`cns verify --strict`)
+
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and not (self.strict and self.warnings)
 
     def to_json(self) -> dict:
         return {
-            "ok": self.ok, "head": self.head, "revisions_checked": self.revisions_checked,
-            "objects_checked": self.objects_checked, "problems": self.problems, "notes": self.notes,
+            "ok": self.ok, "strict": self.strict, "head": self.head, "revisions_checked": self.revisions_checked,
+            "objects_checked": self.objects_checked, "problems": self.problems, "warnings": self.warnings,
+            "notes": self.notes,
             "history": self.history, "intact": self.intact,
         }
 
@@ -65,8 +71,11 @@ def _check_contents(bank: Bank, rev: Revision) -> list[dict]:
     return out
 
 
-def verify(bank: Bank) -> Report:
-    report = Report()
+def verify(bank: Bank, strict: bool = False) -> Report:
+    """Problems: what breaks the revision in use (HEAD, its file, its objects and their tensors). Warnings: damage
+    that only older revisions of HEAD's history have (a lost or invalid revision file, an object no newer revision
+    uses): HEAD is healthy, but undo or restore cannot reach those states. `strict` fails on warnings too."""
+    report = Report(strict=strict)
     numbers = bank.revision_numbers()
     revs: dict[int, Revision] = {}
     unreadable: dict[int, str] = {}
@@ -87,8 +96,8 @@ def verify(bank: Bank) -> Report:
     # HEAD and its history
     try:
         head: int | None = bank.head_number()
-    except BankFormatError as e:  # the advice to run verify and restore is given by the note below
-        report.problems.append({"where": "HEAD", "problem": str(e).replace(f"; {RECOVER_HINT}", "")})
+    except BrokenHeadError as e:  # the advice to restore is given by the note below
+        report.problems.append({"where": "HEAD", "problem": e.why})
         head = None
     report.head = head
     chain: list[int] = []
@@ -97,7 +106,7 @@ def verify(bank: Bank) -> Report:
     while n is not None:
         if n in unreadable or n not in revs:
             why = unreadable.get(n) or f"missing (revision {child} names it as its parent)"
-            report.problems.append({"where": revision_name(n), "problem": why})
+            _add(report, n == head, revision_name(n), why)
             complete = False
             break
         chain.append(n)
@@ -110,7 +119,7 @@ def verify(bank: Bank) -> Report:
         for ref in revs[n].objects():
             if ref.path not in reported and (why := damaged(ref)):
                 reported.add(ref.path)
-                report.problems.append({"where": ref.path, "problem": f"{why} (referenced by {revision_name(n)})"})
+                _add(report, n == head, ref.path, f"{why} (referenced by {revision_name(n)})")
         if n == head:
             # Tensor contents are checked against HEAD, the revision every command uses; older revisions
             # get the byte-level check above (their objects are immutable and were checked when written).
@@ -123,7 +132,7 @@ def verify(bank: Bank) -> Report:
     on_chain = set(chain)
     for n in numbers:
         where = revision_name(n)
-        if n in on_chain or (n in unreadable and any(p["where"] == where for p in report.problems)):
+        if n in on_chain or (n in unreadable and any(p["where"] == where for p in report.problems + report.warnings)):
             continue
         if n in unreadable:
             report.notes.append({"where": where, "note": f"not in HEAD's history, and unreadable: {unreadable[n]}"})
@@ -142,7 +151,7 @@ def verify(bank: Bank) -> Report:
     report.intact = [n for n in sorted(revs) if not any(damaged(ref) for ref in revs[n].objects())
                      and not (n == head and any(ref.path in content_bad for ref in revs[n].objects()))]
     report.objects_checked = len(bytes_ok)
-    if report.problems:
+    if report.problems or report.warnings:
         report.notes.append({"where": "revisions/", "note": _intact_note(report.intact, chain, head)})
 
     # leftovers of interrupted writers
@@ -163,6 +172,14 @@ def verify(bank: Bank) -> Report:
         elif rel not in referenced:
             report.notes.append({"where": rel, "note": f"not referenced by any revision {scope}"})
     return report
+
+
+def _add(report: Report, in_head: bool, where: str, why: str) -> None:
+    """A problem when HEAD, the revision in use, is hit; else a warning about an older revision of its history."""
+    if in_head:
+        report.problems.append({"where": where, "problem": why})
+    else:
+        report.warnings.append({"where": where, "warning": why})
 
 
 def _intact_note(intact: list[int], chain: list[int], head: int | None) -> str:

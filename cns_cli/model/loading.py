@@ -11,6 +11,7 @@ attempted only when the hub is not switched off (HF_HUB_OFFLINE), and failure sa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -99,8 +100,11 @@ def quiet_libraries() -> None:
     import diffusers
     import transformers
 
+    import huggingface_hub
+
     diffusers.utils.logging.set_verbosity_error()
     diffusers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.logging.set_verbosity_error()  # its "Retrying in 8s [Retry 4/5]" lines: cns says it once
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
 
@@ -114,10 +118,9 @@ def detect_family(spec: BaseSpec) -> str | None:
     if spec.kind == "single-file":
         found = families.family_of_checkpoint(Path(spec.location))
         if spec.config is None:
-            if _offline():
-                raise ModelError(f"{spec.location} is a single-file checkpoint, and its configs cannot be downloaded "
-                                 f"offline; pass --config DIR, a diffusers folder of an {families.NAMES[found]} model "
-                                 "(its weights are not needed)")
+            why = "offline" if _offline() else hub_unreachable()
+            if why:
+                raise ModelError(_single_file_needs_config(spec, found, why))
             return found
         if not (Path(spec.config) / "model_index.json").is_file():  # a recorded folder that moved or was deleted
             raise ModelError(f"the config folder {spec.config} of {spec.location} is gone or not a diffusers folder; "
@@ -130,6 +133,8 @@ def detect_family(spec: BaseSpec) -> str | None:
         return found
     index = _cached_json(spec, "model_index.json")
     if index is None and not _offline():
+        if why := hub_unreachable():  # one quick look instead of five retries per file over half a minute
+            raise ModelError(_hub_model_not_cached(spec, why))
         try:  # the one small file that says what the model is, before gigabytes of weights
             from diffusers import DiffusionPipeline
 
@@ -154,6 +159,63 @@ def _cached_json(spec: BaseSpec, name: str) -> dict | None:
     except Exception:  # a malformed id or revision, or an unreadable file: the loader will say so
         return None
     return doc if isinstance(doc, dict) else None
+
+
+def _single_file_needs_config(spec: BaseSpec, family: str, why: str) -> str:
+    return (f"{spec.location} is a single-file checkpoint, and its configs cannot be downloaded "
+            f"({why}); pass --config DIR, a diffusers folder of an {families.NAMES[family]} model "
+            "(its weights are not needed; `cns relocate --config DIR` records it in an existing bank)")
+
+
+def _hub_model_not_cached(spec: BaseSpec, why: str) -> str:
+    return (f"cannot download {spec.location}: the Hugging Face Hub cannot be reached ({why}) and the model is not "
+            f"in the local cache; connect to the internet and run again (or `hf download {spec.location}` where there "
+            "is one), or pass a local folder or .safetensors file with --base")
+
+
+def _connection_error_types() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "no connection" in the HTTP stacks huggingface_hub and diffusers use: httpx2
+    (huggingface_hub 1.x-2.x, named httpx in some versions) and requests (older ones), plus the socket level."""
+    import importlib
+    import socket
+
+    found: list[type[BaseException]] = [ConnectionError, TimeoutError, socket.gaierror]
+    for module, names in (("httpx2", ("TransportError",)), ("httpx", ("TransportError",)),
+                          ("requests.exceptions", ("ConnectionError", "Timeout"))):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        found += [getattr(mod, n) for n in names if isinstance(getattr(mod, n, None), type)]
+    return tuple(found)
+
+
+def connection_error(e: BaseException) -> BaseException | None:
+    """The connection failure in `e`'s chain (libraries wrap it in OSError or their own errors), or None."""
+    types = _connection_error_types()
+    seen = 0
+    while e is not None and seen < 16:
+        if isinstance(e, types):
+            return e
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face Hub cannot be reached, from one quick request (5 s, no retries) through
+    huggingface_hub's own HTTP session (its proxies and endpoint); None when it answers at all. Asked before
+    the first download of a run, so an offline machine gets one line at once instead of huggingface_hub's
+    retries (five per file, 33 s)."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=5)
+    except Exception as e:  # noqa: BLE001 - only a connection failure is an answer; anything else: try the download
+        lost = connection_error(e)
+        return None if lost is None else f"{type(lost).__name__}: {lost}"[:200]
+    return None
 
 
 def load_pipeline(spec: BaseSpec):
@@ -188,6 +250,11 @@ def load_pipeline(spec: BaseSpec):
         raise
     except Exception as e:  # diffusers raises OSError/ValueError/EnvironmentError with long texts
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        if (lost := connection_error(e)) is not None:  # the hub answered the first look, then the download failed
+            why = f"{type(lost).__name__}: {lost}"[:200]
+            if spec.kind == "single-file":
+                raise ModelError(_single_file_needs_config(spec, families.family_of_checkpoint(Path(spec.location)), why)) from None
+            raise ModelError(_hub_model_not_cached(spec, why)) from None
         if spec.kind == "hub":
             raise ModelError(
                 f"cannot load {spec.location} offline: it is not in the local Hugging Face cache ({first}); "
@@ -273,7 +340,27 @@ def model_dir(spec: BaseSpec) -> Path | None:
 
 def spec_of(pointer: BaseModelPointer, config: str | Path | None = None) -> BaseSpec:
     """What a bank's base pointer says to load; `config` (--config) replaces a single-file base's recorded config
-    folder for one run (the folder moved, or a 1.1 bank recorded none)."""
+    folder for one run (the folder moved, or a 1.1 bank recorded none). A recorded place that is gone is said
+    before anything loads, with the command that re-points the bank (`cns relocate`)."""
+    check_recorded_places(pointer, config_too=config is None)
     if config is None:
         return BaseSpec(pointer.kind, pointer.location, pointer.revision, pointer.config)
     return BaseSpec(pointer.kind, pointer.location, pointer.revision, _config_folder(config))
+
+
+def check_recorded_places(pointer: BaseModelPointer, config_too: bool = True) -> None:
+    """ModelError when the folder or file a bank records for its base (or, with `config_too`, its config folder)
+    is not there any more: moved or deleted. The fix is `cns relocate`, which every bank command can follow
+    (generate and export have no --config of their own)."""
+    where = Path(pointer.location)
+    gone = ((pointer.kind == "local-dir" and not (where / "model_index.json").is_file())
+            or (pointer.kind == "single-file" and not where.is_file()))
+    if gone:
+        what = "folder" if pointer.kind == "local-dir" else ".safetensors file"
+        raise ModelError(f"this bank's base model is not at {pointer.location} any more (moved or deleted?); "
+                         f"`cns relocate NEW_PATH` points the bank at the {what}'s new place (it checks the model's "
+                         "fingerprint)")
+    if config_too and pointer.config and not (Path(pointer.config) / "model_index.json").is_file():
+        raise ModelError(f"the config folder {pointer.config} this bank records for {pointer.location} is gone "
+                         "(moved or deleted?); `cns relocate --config DIR` points the bank at its new place, or at "
+                         f"another diffusers folder of an {families.NAMES[pointer.family_name]} model (weights not needed)")

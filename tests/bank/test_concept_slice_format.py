@@ -9,6 +9,7 @@ import bankfactory as bf
 import numpy as np
 import pytest
 
+from cns_cli.bank import FORMAT_VERSION
 from cns_cli.bank.delta import encode_delta
 from cns_cli.bank.revision_io import dump_revision, parse_revision
 from cns_cli.bank.verify import verify
@@ -29,7 +30,7 @@ def _own_basis(rank: int = 2) -> np.ndarray:
 
 def test_a_concept_with_its_own_basis_verifies_and_round_trips(bank):
     rev = bf.learn(bank, "own", delta=_delta(_own_basis()), own=True)
-    assert rev.format_version == "1.3" and rev.concepts["own"].slice.start is None
+    assert rev.format_version == FORMAT_VERSION and rev.concepts["own"].slice.start is None
     assert verify(bank).ok
     assert parse_revision(dump_revision(rev), "again") == rev
 

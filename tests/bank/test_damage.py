@@ -171,16 +171,19 @@ def test_intact_head_gets_no_restore_advice(bank):
     ref = bank.revision(1).concepts["concept-0"].delta
     forget(bank, "concept-0")
     corrupt(bank, ref)  # only revisions 1 and 2 use it
-    report = verify(bank)
-    assert [p["where"] for p in report.problems] == [ref.path]
+    report = verify(bank)  # HEAD (3) is healthy: the damage of older revisions is a warning
+    assert report.ok and report.problems == [] and [w["where"] for w in report.warnings] == [ref.path]
     assert report.intact == [0, 3]
     assert report.notes == [{"where": "revisions/", "note": "intact revisions: 0, 3"}]
+    assert not verify(bank, strict=True).ok
 
 
 def test_a_missing_parent_breaks_the_history(bank):
     (bank.root / revision_name(1)).unlink()
-    report = verify(Bank.open(bank.root))
-    assert report.problems == [{"where": "revisions/000001.json", "problem": "missing (revision 2 names it as its parent)"}]
+    report = verify(Bank.open(bank.root))  # HEAD (2) is healthy: its lost parent is a warning
+    assert report.ok and report.problems == []
+    assert report.warnings == [{"where": "revisions/000001.json", "warning": "missing (revision 2 names it as its parent)"}]
+    assert not verify(Bank.open(bank.root), strict=True).ok
     assert report.history == [2] and report.intact == [0, 2]
     # revision 0 may or may not be in HEAD's history: it is only counted as intact, not called a leftover
     assert [n["where"] for n in report.notes] == ["revisions/"]

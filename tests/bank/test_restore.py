@@ -165,21 +165,23 @@ def test_restore_an_undo_revision_and_revision_zero(bank):
 
 @pytest.mark.parametrize(
     "head",
-    [b"garbage\n", b"7\n", b""],
+    [(b"garbage\n", 3), (b"7\n", 8), (b"", 3)],
     ids=["garbage", "missing-revision", "empty"],
 )
 def test_restore_on_a_broken_head(bank, head):
+    """The new revision is numbered past HEAD's number too (7, whose file is gone, may have named images)."""
+    head, number = head
     (bank.root / "HEAD").write_bytes(head)
     with pytest.raises(BankFormatError):
         bank.head()
     told = []
     rev = restore(bank, 2, on_broken_head=told.append)
-    assert (rev.number, rev.parent, rev.operation.restores) == (3, 2, 2)  # parent: the restored revision
-    assert (bank.root / "HEAD").read_bytes() == b"3\n"
+    assert (rev.number, rev.parent, rev.operation.restores) == (number, 2, 2)  # parent: the restored revision
+    assert (bank.root / "HEAD").read_bytes() == f"{number}\n".encode()
     assert rev.concepts == bank.revision(2).concepts
     assert len(told) == 1 and "HEAD could not be read" in told[0] and "parent is revision 2" in told[0]
     report = verify(Bank.open(bank.root))
-    assert report.ok and report.notes == [] and report.history == [3, 2, 1, 0]
+    assert report.ok and report.notes == [] and report.history == [number, 2, 1, 0]
 
 
 def test_restore_when_heads_revision_is_corrupt(bank):

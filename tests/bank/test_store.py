@@ -138,7 +138,7 @@ def test_commit_moves_head_and_copies_parent(bank):
     with bank.transaction() as tx:
         rev = tx.commit(Operation(kind="forget", concept="concept-1"), concepts={"concept-0": before.concepts["concept-0"]})
     assert (bank.root / "HEAD").read_bytes() == b"3\n"
-    assert rev.number == 3 and rev.parent == 2 and rev.format_version == FORMAT_VERSION == "1.3" and rev.writer.startswith("cns ")
+    assert rev.number == 3 and rev.parent == 2 and rev.format_version == FORMAT_VERSION == "1.4" and rev.writer.startswith("cns ")
     assert rev.base == before.base and rev.basis == before.basis and rev.caches == before.caches
     assert Bank.open(bank.root).head() == rev
     assert (bank.root / revision_name(3)).read_bytes() == dump_revision(rev)
