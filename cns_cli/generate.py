@@ -19,7 +19,6 @@ import errno
 import hashlib
 import io
 import json
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,6 +30,11 @@ from .checks import ModelFacts, check_out_dir, check_seeds, check_size, check_st
 from .errors import CnsError, UsageError
 from .regions import RegionPlan, RegionRequest
 from .reporting import SamplingProgress
+
+
+# The largest --guidance: ComfyUI's KSampler allows cfg up to 100 (A1111's slider stops at 30). Far beyond it the
+# guided noise overflows float arithmetic and the image is NaN (black); values close to it are already useless.
+MAX_GUIDANCE = 100.0
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,9 @@ class GenerateConfig:
         check_seeds(self.seed, self.n)
         if self.steps < 1:
             raise UsageError(f"--steps must be at least 1, got {self.steps}")
-        if not math.isfinite(self.guidance) or self.guidance < 0:
-            raise UsageError(f"--guidance must be a finite number ≥ 0, got {self.guidance}")
+        if not (0 <= self.guidance <= MAX_GUIDANCE):  # also false for NaN
+            raise UsageError(f"--guidance must be a number from 0 to {MAX_GUIDANCE:g}, got {self.guidance} "
+                             "(7.5 is typical; far larger values overflow to a black image)")
         for flag, v in (("width", self.width), ("height", self.height)):
             if v is not None and (v < 8 or v % 8):
                 raise UsageError(f"--{flag} must be a positive multiple of 8, got {v}")
@@ -295,23 +300,45 @@ def _sample(pipe, text: str, plan: RegionPlan | None, config: GenerateConfig, se
     """One call, one image per seed: the plain diffusers call, or the regional one (the context text, each box
     its own text). One seed is the exact call of earlier versions (a single generator, not a list of one).
     Diffusers' step callback reports progress; it hands the step's tensors back unchanged."""
+    import numpy as np
     import torch
 
     def on_step(pipe, i, t, tensors):
+        if not torch.isfinite(tensors["latents"]).all():  # stop at once: every later step stays NaN
+            raise _non_finite(config, pipe.unet.dtype, f"the latents at step {i + 1}")
         progress.step(i + 1, pipe.num_timesteps)  # num_timesteps: Heun-like samplers take more than --steps
         return tensors
 
     generators = [torch.Generator().manual_seed(s) for s in seeds]
+    # output_type="np": the pixels as floats, so that NaN can be seen before diffusers' own numpy_to_pil (used
+    # below, the same conversion as output_type="pil") would cast it to black; the pixels are the same.
     kwargs = dict(num_inference_steps=config.steps, guidance_scale=config.guidance, width=config.width,
                   height=config.height, generator=generators[0] if len(seeds) == 1 else generators,
-                  callback_on_step_end=on_step)
+                  callback_on_step_end=on_step, output_type="np")
     if config.negative is not None:
         kwargs["negative_prompt"] = config.negative  # the unconditional half: regions leave it untouched
     if plan is None:
-        return pipe(text if len(seeds) == 1 else [text] * len(seeds), **kwargs).images
-    from .model.regional import generate_plans
+        images = pipe(text if len(seeds) == 1 else [text] * len(seeds), **kwargs).images
+    else:
+        from .model.regional import generate_plans
 
-    return generate_plans(pipe, [plan] * len(seeds), **kwargs).images
+        images = generate_plans(pipe, [plan] * len(seeds), **kwargs).images
+    if not np.isfinite(images).all():  # (batch, height, width, 3) floats in [0, 1]
+        raise _non_finite(config, pipe.vae.dtype, "the decoded image")
+    return pipe.numpy_to_pil(images)
+
+
+def _non_finite(config: GenerateConfig, dtype, what: str) -> CnsError:
+    """The one-line error for NaN/inf during sampling (no image is written), naming the flag to change: half
+    precision overflows (the SD 1.x VAE in fp16 is the usual case), and so does a very large guidance."""
+    import torch
+
+    if dtype in (torch.float16, torch.bfloat16):
+        fix = "use --precision fp32"
+    else:
+        fix = f"lower --guidance (now {config.guidance:g}; 7.5 is typical)"
+    return CnsError(f"{what} became NaN/inf (numbers too large for {str(dtype).removeprefix('torch.')}); "
+                    f"no image was written: {fix}")
 
 
 def _a1111_quote(value) -> str:
