@@ -10,13 +10,15 @@ second, not an internal error (or a ten-minute run) after a full model load:
   loading weights: a diffusers folder or the bundled model from its folder, a hub id from the local Hugging Face
   cache only; a field is None where it cannot be read (a single .safetensors file, a hub id not cached), and the
   caller checks right after the load instead (`facts_from_configs` on the loaded pipeline's configs);
-- `check_steps(steps, facts)` and `check_size(width, height, facts, force)`: the limits those facts imply.
+- `check_steps(steps, facts)` and `check_size(width, height, facts, force)`: the limits those facts imply;
+- `check_text(text, what)`: a prompt-like text (prompt, --negative, --region-prompt) is one line of valid UTF-8.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,3 +151,26 @@ def check_size(width: int | None, height: int | None, facts: ModelFacts, force: 
                          f"itself at that size; stay within {SIZE_REFUSE_AREA}x the native area (e.g. {side}x{side}) "
                          "or add --force")
     return f"{what}; expect slow sampling and repeated or broken content (the model was trained at {n}x{n})"
+
+
+# Unicode categories a prompt may not hold: control characters (NUL truncates a PNG text chunk, a newline forges
+# A1111 "parameters" fields, ESC moves a terminal's cursor), line and paragraph separators (str.splitlines splits
+# there), and lone surrogates (how Python hands over command-line bytes that are not UTF-8: surrogateescape).
+_REFUSED_CATEGORIES = {"Cc": "control character", "Zl": "line separator", "Zp": "paragraph separator",
+                       "Cs": "byte that is not UTF-8"}
+
+
+def check_text(text: str, what: str) -> str:
+    """`text` with each tab read as a space, or a one-line UsageError naming the first character that a prompt may
+    not hold (see _REFUSED_CATEGORIES) and where it is. `what` names the text in the message ("--negative")."""
+    text = text.replace("\t", " ")  # the text encoder reads a tab as a space anyway; the records then agree
+    for i, ch in enumerate(text):
+        kind = _REFUSED_CATEGORIES.get(unicodedata.category(ch))
+        if kind is None:
+            continue
+        escaped = 0xDC80 <= ord(ch) <= 0xDCFF  # surrogateescape's stand-in for the byte ord(ch) - 0xDC00
+        shown = f"byte 0x{ord(ch) - 0xDC00:02x}" if escaped else f"U+{ord(ch):04X}"
+        fix = ("save it as UTF-8 or set a UTF-8 locale" if kind.startswith("byte")
+               else "give one line per prompt (cns generate - reads several from stdin)")
+        raise UsageError(f"{what} holds a {kind} ({shown}) at character {i + 1}; {fix}")
+    return text

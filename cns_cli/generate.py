@@ -26,7 +26,8 @@ from typing import NamedTuple
 from pathlib import Path
 
 from .bank import Bank
-from .checks import ModelFacts, check_out_dir, check_seeds, check_size, check_steps, facts_from_configs, model_facts
+from .checks import (ModelFacts, check_out_dir, check_seeds, check_size, check_steps, check_text, facts_from_configs,
+                     model_facts)
 from .errors import CnsError, UsageError
 from .regions import RegionPlan, RegionRequest
 from .reporting import SamplingProgress
@@ -69,6 +70,10 @@ class GenerateConfig:
         for flag, v in (("width", self.width), ("height", self.height)):
             if v is not None and (v < 8 or v % 8):
                 raise UsageError(f"--{flag} must be a positive multiple of 8, got {v}")
+        if self.negative is not None:  # frozen: the checked text (tabs read as spaces) replaces the typed one
+            object.__setattr__(self, "negative", check_text(self.negative, "--negative"))
+        for name, text in (self.regions.texts if self.regions else {}).items():
+            check_text(text, f"the --region-prompt of <{name}>")
         if self.scheduler is not None:
             from .schedulers import canonical
 
@@ -101,6 +106,7 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
     from .prompts import expand_prompt, split_strengths
     from .regions import plan_regions
 
+    prompts = [check_text(p, f"the prompt {_shown(p)}") for p in prompts]  # before the bank: bad input first
     bank = Bank.open(bank_path)
     if config.revision is None:
         rev = bank.head()
@@ -158,6 +164,11 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
     finally:
         progress.stop()
     return results
+
+
+def _shown(prompt: str, limit: int = 40) -> str:
+    """A prompt in a message: quoted with its control characters escaped (repr), cut to `limit` characters."""
+    return repr(prompt if len(prompt) <= limit else prompt[:limit] + "…")
 
 
 class _Run(NamedTuple):

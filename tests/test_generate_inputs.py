@@ -43,3 +43,46 @@ def test_nan_during_sampling_is_one_line_and_writes_no_image(dog_bank_readonly, 
     assert where in line and "NaN" in line and "--guidance" in line and "no image was written" in line, line
     assert "RuntimeWarning" not in r.stderr
     assert _files(out) == []
+
+
+# -- prompt texts: one line of UTF-8 (a NUL cut the PNG's recorded prompt, a newline in --negative forged A1111 fields)
+
+
+@pytest.mark.parametrize("args, stdin, words", [
+    (["a <dog>\x00 on a beach"], None, ["the prompt", "control character", "U+0000", "character 8"]),
+    (["a <dog>\x1b[2J"], None, ["control character", "U+001B"]),
+    (["-"], "a <dog>\x07 on a beach\n", ["control character", "U+0007"]),
+    (["a <dog>\u2028Steps: 99"], None, ["line separator", "U+2028"]),
+    (["<dog>", "--negative", "blurry\nSteps: 99, Seed: 1"], None, ["--negative", "control character", "U+000A"]),
+    (["<dog>", "--layout", "auto", "--region-prompt", "<dog>=a\x00dog"], None, ["--region-prompt of <dog>", "U+0000"]),
+    (["a <dog> caf\udce9"], None, ["the prompt", "byte 0xe9", "UTF-8"]),  # argv bytes b"caf\xe9" (Latin-1 "café")
+    (["<dog>", "--negative", "caf\udce9"], None, ["--negative", "byte 0xe9", "UTF-8"]),
+    (["-"], b"a <dog> caf\xe9\n", ["stdin is not UTF-8", "0xe9"]),
+])
+def test_prompt_texts_are_one_line_of_utf8(dog_bank_readonly, tmp_path, no_model_load, args, stdin, words):
+    out = tmp_path / "out"
+    r = cns("--bank", dog_bank_readonly, "generate", *args, "--steps", "1", "--out", out, input=stdin)
+    line = one_line_error(r)
+    assert all(w in line for w in words), line
+    assert _files(out) == []
+
+
+def test_a_tab_in_a_prompt_or_negative_reads_as_a_space_everywhere(dog_bank_readonly, tmp_path):
+    import json
+
+    from PIL import Image
+
+    r = cns("--bank", dog_bank_readonly, "generate", "<dog>\ton a beach", "--negative", "blurry,\tdark", "--steps", "1",
+            "--out", tmp_path, "--json")
+    assert r.exit_code == 0, r.stderr
+    rec = json.loads(r.stdout)
+    assert (rec["prompt"], rec["text"], rec["negative"]) == ("<dog> on a beach", "<dog> dog on a beach", "blurry, dark")
+    chunks = Image.open(rec["path"]).text
+    assert chunks["cns:prompt"] == "<dog> on a beach" and chunks["cns:negative"] == "blurry, dark"
+    assert "\t" not in chunks["parameters"]
+
+
+def test_layout_given_empty_is_refused_with_the_layouts(dog_bank_readonly, tmp_path, no_model_load):
+    r = cns("--bank", dog_bank_readonly, "generate", "<dog>", "--layout", "", "--steps", "1", "--out", tmp_path / "out")
+    line = one_line_error(r)
+    assert "--layout ''" in line and "layouts: auto" in line, line
