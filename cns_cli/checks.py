@@ -65,6 +65,7 @@ class ModelFacts:
     max_steps: int | None = None  # the most sampling steps its scheduler can take
     train_steps: int | None = None  # the scheduler's num_train_timesteps
     native: int | None = None  # pixels per side it was trained at (unet sample_size × VAE scale factor)
+    min_steps: int | None = None  # the fewest sampling steps its own scheduler takes, when more than 1 (PNDM: 4)
 
 
 def facts_from_configs(scheduler: dict | None, unet: dict | None, vae: dict | None) -> ModelFacts:
@@ -75,8 +76,11 @@ def facts_from_configs(scheduler: dict | None, unet: dict | None, vae: dict | No
     the schedule (an IndexError in DDIM, PNDM and DDPM), so the limit there is num_train_timesteps - steps_offset.
     native: unet sample_size × 2^(len(vae block_out_channels) - 1), as StableDiffusionPipeline computes it (None
     without both configs)."""
-    max_steps = train_steps = native = None
+    max_steps = train_steps = native = least = None
     if scheduler is not None:
+        from .schedulers import min_steps
+
+        least = min_steps(scheduler.get("_class_name", ""), scheduler)
         t = scheduler.get("num_train_timesteps", 1000)
         if isinstance(t, int) and t > 0:
             train_steps = max_steps = t
@@ -88,7 +92,7 @@ def facts_from_configs(scheduler: dict | None, unet: dict | None, vae: dict | No
         blocks = vae.get("block_out_channels")
         if isinstance(size, int) and size > 0 and isinstance(blocks, (list, tuple)) and blocks:
             native = size * 2 ** (len(blocks) - 1)
-    return ModelFacts(max_steps, train_steps, native)
+    return ModelFacts(max_steps, train_steps, native, least)
 
 
 def _read_json(path) -> dict | None:
@@ -128,6 +132,9 @@ def model_facts(spec) -> ModelFacts:
 
 
 def check_steps(steps: int, facts: ModelFacts) -> None:
+    if facts.min_steps is not None and steps < facts.min_steps:  # the model's own scheduler (no --scheduler)
+        raise UsageError(f"--steps {steps} is fewer than this model's own scheduler takes (at least {facts.min_steps}: "
+                         f"PNDM's Runge-Kutta warm-up); use --steps {facts.min_steps} or more, or --scheduler PLMS")
     if facts.max_steps is not None and steps > facts.max_steps:
         why = (f"its scheduler was trained with {facts.train_steps} timesteps" if facts.max_steps == facts.train_steps
                else f"{facts.train_steps} training timesteps, less its steps_offset")

@@ -21,7 +21,7 @@ import io
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 from pathlib import Path
 
@@ -75,9 +75,10 @@ class GenerateConfig:
         for name, text in (self.regions.texts if self.regions else {}).items():
             check_text(text, f"the --region-prompt of <{name}>")
         if self.scheduler is not None:
-            from .schedulers import canonical
+            from .schedulers import canonical, check_min_steps
 
             object.__setattr__(self, "scheduler", canonical(self.scheduler))  # frozen: normalise the spelling once
+            check_min_steps(self.scheduler, self.steps)
         if self.revision is not None:
             from .bank.history import parse_revision_number
 
@@ -131,7 +132,8 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
     pipe = build_pipeline(bank, rev, device, dtype)  # a damaged concept is named before the model loads
     loaded = pipeline_facts(pipe)  # the limits not readable before the load (a single file, a hub id not cached)
     _check_limits(ModelFacts(loaded.max_steps if early.max_steps is None else None, loaded.train_steps,
-                             loaded.native if early.native is None else None), config)
+                             loaded.native if early.native is None else None,
+                             loaded.min_steps if early.min_steps is None else None), config)
     if config.regions:
         _warn_small_boxes(pipe, plans, config)
     if config.scheduler:
@@ -227,6 +229,8 @@ def _strengths(pipe, bank: Bank, rev, strengths: dict[str, float]):
 def _check_limits(facts: ModelFacts, config: GenerateConfig) -> None:
     from . import output
 
+    if config.scheduler:  # --scheduler replaces the model's own, whose fewest steps then do not matter
+        facts = replace(facts, min_steps=None)
     check_steps(config.steps, facts)
     warning = check_size(config.width, config.height, facts, config.force)
     if warning:

@@ -86,3 +86,45 @@ def test_layout_given_empty_is_refused_with_the_layouts(dog_bank_readonly, tmp_p
     r = cns("--bank", dog_bank_readonly, "generate", "<dog>", "--layout", "", "--steps", "1", "--out", tmp_path / "out")
     line = one_line_error(r)
     assert "--layout ''" in line and "layouts: auto" in line, line
+
+
+# -- sampling steps below what a scheduler takes
+
+
+def test_pndm_with_fewer_steps_than_its_warm_up_is_refused_before_the_model_loads(dog_bank_readonly, tmp_path,
+                                                                                    no_model_load):
+    out = tmp_path / "out"
+    r = cns("--bank", dog_bank_readonly, "generate", "<dog>", "--scheduler", "pndm", "--steps", "3", "--out", out)
+    line = one_line_error(r)
+    assert "--scheduler PNDM needs --steps 4 or more" in line and "PLMS" in line, line
+    assert _files(out) == []
+
+
+@pytest.mark.parametrize("scheduler", ["PNDM", "PLMS"])
+def test_the_fewest_steps_allowed_sample(dog_bank_readonly, tmp_path, scheduler):
+    """The boundary is diffusers' own: PNDM samples at 4 steps (and failed with a numpy error at 3), PLMS at 1."""
+    steps = "4" if scheduler == "PNDM" else "1"
+    r = cns("--bank", dog_bank_readonly, "generate", "<dog>", "--scheduler", scheduler, "--steps", steps, "--out", tmp_path)
+    assert r.exit_code == 0, r.stderr
+    assert len(_files(tmp_path)) == 1
+
+
+def test_a_model_whose_own_scheduler_is_pndm_refuses_too_few_steps(tiny_base, tmp_path, request):
+    """No --scheduler: the model's own scheduler config (read from its folder, no weights loaded) sets the minimum."""
+    import json
+    import shutil
+
+    base = tmp_path / "pndm-sd"
+    shutil.copytree(tiny_base, base)
+    config_path = base / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_path.read_text())
+    config.update(_class_name="PNDMScheduler", skip_prk_steps=False)
+    config_path.write_text(json.dumps(config))
+    bank = tmp_path / "pndm.cnsbank"
+    assert cns("--bank", bank, "init", "--base", base).exit_code == 0
+    request.getfixturevalue("no_model_load")  # from here on
+    r = cns("--bank", bank, "generate", "a dog", "--steps", "2", "--out", tmp_path / "out")
+    line = one_line_error(r)
+    assert "--steps 2 is fewer than this model's own scheduler takes (at least 4" in line, line
+    r = cns("--bank", bank, "generate", "a dog", "--steps", "2", "--scheduler", "DDIM", "--out", tmp_path / "out")
+    assert "at least 4" not in r.stderr  # --scheduler replaces the model's own (then the model load is refused here)
