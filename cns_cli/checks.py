@@ -35,6 +35,8 @@ def check_seeds(seed: int, n: int, flag: str = "--seed") -> None:
         raise UsageError(f"{flag} must be 0 or more, got {seed}")
     if seed >= SEED_LIMIT:
         raise UsageError(f"{flag} must be below 2^64 ({SEED_LIMIT}), got {seed}")
+    if n > SEED_LIMIT:  # not even --seed 0 gives that many seeds: the count is what to change
+        raise UsageError(f"-n {n} is more images than there are seeds (2^64 = {SEED_LIMIT}); use a smaller -n")
     if seed + n - 1 >= SEED_LIMIT:
         raise UsageError(f"{flag} {seed} with -n {n} would use seeds up to {seed + n - 1}, past 2^64 - 1; "
                          f"use {flag} {SEED_LIMIT - n} or lower")

@@ -28,7 +28,7 @@ from pathlib import Path
 from .bank import Bank
 from .checks import (ModelFacts, check_out_dir, check_seeds, check_size, check_steps, check_text, facts_from_configs,
                      model_facts)
-from .errors import CnsError, UsageError
+from .errors import CnsError, ConceptError, UsageError
 from .regions import RegionPlan, RegionRequest
 from .reporting import SamplingProgress
 
@@ -61,6 +61,9 @@ class GenerateConfig:
             raise UsageError(f"-n must be at least 1, got {self.n}")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
+        # A batch never holds more than one prompt's -n images, so a larger --batch-size draws exactly what -n does
+        # (and records and names its images alike); frozen, so set once here.
+        object.__setattr__(self, "batch_size", min(self.batch_size, self.n))
         check_seeds(self.seed, self.n)
         if self.steps < 1:
             raise UsageError(f"--steps must be at least 1, got {self.steps}")
@@ -115,6 +118,7 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
         from .bank.history import read_existing_revision
 
         rev = read_existing_revision(bank, config.revision, "cannot be generated from")
+        _check_concepts_at(bank, rev, prompts)
     classes = {name: c.class_word for name, c in rev.concepts.items()}
     typed = prompts
     prompts, strengths = zip(*[split_strengths(p) for p in typed]) if typed else ((), ())  # "<dog:0.7>" -> "<dog>"
@@ -166,6 +170,34 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
     finally:
         progress.stop()
     return results
+
+
+def _check_concepts_at(bank: Bank, rev, prompts: list[str]) -> None:
+    """With --revision: a concept of the prompts that this revision does not hold but another one does is one line
+    naming where it is (expand_prompt's own message would say no concept was ever learned)."""
+    from .prompts import concepts_in, split_strengths
+
+    missing = [n for p in prompts for n in concepts_in(split_strengths(p)[0]) if n not in rev.concepts]
+    if not missing:
+        return
+    name = missing[0]
+    holding = [n for n in bank.revision_numbers() if name in _concepts_of(bank, n)]
+    has = ", ".join(f"<{n}>" for n in sorted(rev.concepts)) or "no concepts"
+    if not holding:
+        raise ConceptError(f"revision {rev.number} has {has}, and no revision of the bank has <{name}>; "
+                           "see `cns log`")
+    head = bank.head_number()
+    where = (f"drop --revision to draw from HEAD, revision {head}" if head in holding
+             else f"pass --revision {holding[-1]}")
+    raise ConceptError(f"revision {rev.number} has {has}; <{name}> was learned in revision {holding[0]} ({where})")
+
+
+def _concepts_of(bank: Bank, number: int) -> dict:
+    """The concepts of revision `number`; none for a revision that cannot be read (`cns verify` reports those)."""
+    try:
+        return bank.revision(number).concepts
+    except CnsError:
+        return {}
 
 
 def _shown(prompt: str, limit: int = 40) -> str:

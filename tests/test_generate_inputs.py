@@ -128,3 +128,47 @@ def test_a_model_whose_own_scheduler_is_pndm_refuses_too_few_steps(tiny_base, tm
     assert "--steps 2 is fewer than this model's own scheduler takes (at least 4" in line, line
     r = cns("--bank", bank, "generate", "a dog", "--steps", "2", "--scheduler", "DDIM", "--out", tmp_path / "out")
     assert "at least 4" not in r.stderr  # --scheduler replaces the model's own (then the model load is refused here)
+
+
+# -- papercuts: the flag blamed, what a flag changes, what a message says
+
+
+def test_a_count_of_images_past_every_seed_blames_n_not_seed(dog_bank_readonly, tmp_path, no_model_load):
+    line = one_line_error(cns("--bank", dog_bank_readonly, "generate", "<dog>", "-n", str(10**23), "--out", tmp_path))
+    assert line.startswith(f"error: -n {10**23} is more images than there are seeds") and "--seed" not in line, line
+
+
+def test_a_batch_larger_than_n_draws_and_names_exactly_what_n_does(dog_bank_readonly, tmp_path):
+    import json
+
+    def run(*flags):
+        r = cns("--bank", dog_bank_readonly, "generate", "<dog>", "-n", "2", "--steps", "1", "--out", tmp_path / "out",
+                "--json", *flags)
+        assert r.exit_code == 0, r.stderr
+        return [json.loads(line) for line in r.stdout.splitlines()]
+
+    exact, huge = run("--batch-size", "2"), run("--batch-size", str(10**23))
+    assert [r["batch_size"] for r in huge] == [2, 2]
+    # the same settings hash: the second run's names are the first's with "-2" (never overwritten)
+    assert [r["path"].removesuffix("-2.png") for r in huge] == [r["path"].removesuffix(".png") for r in exact]
+
+
+def test_revision_without_the_concept_says_where_it_is(dog_hat_bank_readonly, tmp_path, no_model_load):
+    def line(prompt, revision):
+        return one_line_error(cns("--bank", dog_hat_bank_readonly, "generate", prompt, "--revision", revision,
+                                  "--out", tmp_path))
+
+    assert line("<dog> on a beach", "0") == ("error: revision 0 has no concepts; <dog> was learned in revision 1 "
+                                             "(drop --revision to draw from HEAD, revision 2)")
+    assert "revision 1 has <dog>; <hat> was learned in revision 2" in line("<dog> and <hat:0.5>", "1")
+    assert "no revision of the bank has <cat>" in line("<cat>", "1")
+
+
+def test_the_grid_is_named_after_the_prompt_its_images_are(dog_bank_readonly, tmp_path):
+    """`<dog:0.5>` is drawn as `<dog>` at strength 0.5: the images say dog-on-a-beach, so does the grid."""
+    from pathlib import Path
+
+    r = cns("--bank", dog_bank_readonly, "generate", "<dog:0.5> on a beach", "--steps", "1", "--grid", "--out", tmp_path)
+    assert r.exit_code == 0, r.stderr
+    image, grid = (Path(p).name for p in r.stdout.splitlines())
+    assert image.startswith("r1-000-dog-on-a-beach-s0-") and grid.startswith("r1-grid-dog-on-a-beach-s0-"), (image, grid)
