@@ -369,7 +369,7 @@ class ExportFormat(str, Enum):
 def learn(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Concept name; the prompt token is <name>.")],
-    images: Annotated[Path, typer.Argument(help="Folder of jpg/png/webp/bmp images (+ optional same-named .txt captions).")],
+    images: Annotated[Path, typer.Argument(help="Folder of images in any format Pillow reads (jpg, png, webp, gif, tiff, ...; the first frame of an animation) + optional same-named .txt captions.")],
     class_word: Annotated[Optional[str], typer.Option("--class", help="What the concept is, in a word the model knows (dog, hat, person): the token starts there and prompts say it. Default: NAME, with a warning.")] = None,
     base: Annotated[Optional[str], typer.Option("--base", help=f"Base model of a new bank (default {DEFAULT_BASE}); for an existing bank it must be the bank's own base.")] = None,
     base_config: Annotated[Optional[Path], typer.Option("--config", help="For a .safetensors base: a diffusers folder of the same family (configs and tokenizers; no weights needed), so it loads offline; on an existing bank it replaces the recorded folder for this run.")] = None,
