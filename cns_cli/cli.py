@@ -504,7 +504,10 @@ def demo(
     from .demo.run import DemoConfig, run_demo
     from .reporting import for_stderr
 
-    doc = run_demo(out, DemoConfig(base=base, steps=steps, device=device.value), for_stderr())
+    from .reporting import sampling_progress_for_stderr
+
+    doc = run_demo(out, DemoConfig(base=base, steps=steps, device=device.value), for_stderr(),
+                   sampling_progress_for_stderr())
     if json_:
         output.emit_json(doc)
         return
