@@ -172,3 +172,13 @@ def test_the_grid_is_named_after_the_prompt_its_images_are(dog_bank_readonly, tm
     assert r.exit_code == 0, r.stderr
     image, grid = (Path(p).name for p in r.stdout.splitlines())
     assert image.startswith("r1-000-dog-on-a-beach-s0-") and grid.startswith("r1-grid-dog-on-a-beach-s0-"), (image, grid)
+
+
+@pytest.mark.parametrize("base", ["tiny_base", "tiny_sdxl"])
+def test_pndm_below_its_warm_up_is_refused_on_sd1_and_sdxl(base, tmp_path, request):
+    """The issue's two families: both failed with exit 101 inside diffusers at --steps 3."""
+    bank = tmp_path / "b.cnsbank"
+    assert cns("--bank", bank, "init", "--base", request.getfixturevalue(base)).exit_code == 0
+    request.getfixturevalue("no_model_load")
+    r = cns("--bank", bank, "generate", "a dog", "--scheduler", "PNDM", "--steps", "3", "--out", tmp_path / "out")
+    assert "--scheduler PNDM needs --steps 4 or more" in one_line_error(r)
