@@ -179,7 +179,7 @@ def check_text(text: str, what: str) -> str:
             continue
         escaped = 0xDC80 <= ord(ch) <= 0xDCFF  # surrogateescape's stand-in for the byte ord(ch) - 0xDC00
         shown = f"byte 0x{ord(ch) - 0xDC00:02x}" if escaped else f"U+{ord(ch):04X}"
-        fix = ("save it as UTF-8 or set a UTF-8 locale" if kind.startswith("byte")
+        fix = ("write it in UTF-8 (the encoding of your terminal or file)" if kind.startswith("byte")
                else "give one line per prompt (cns generate - reads several from stdin)")
         raise UsageError(f"{what} holds a {kind} ({shown}) at character {i + 1}; {fix}")
     return text

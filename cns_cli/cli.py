@@ -328,7 +328,7 @@ def generate(
     n: Annotated[int, typer.Option("-n", help="Images per prompt.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the first image; image i uses seed+i.")] = 0,
     steps: Annotated[int, typer.Option(help="Sampling steps.")] = 30,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.5,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale, 0 to 100.")] = 7.5,
     width: Annotated[Optional[int], typer.Option(help="Width in pixels (default: the model's).")] = None,
     height: Annotated[Optional[int], typer.Option(help="Height in pixels (default: the model's).")] = None,
     out: Annotated[Path, typer.Option(help="Folder for the PNGs.")] = Path("cns-out"),
