@@ -10,13 +10,15 @@ second, not an internal error (or a ten-minute run) after a full model load:
   loading weights: a diffusers folder or the bundled model from its folder, a hub id from the local Hugging Face
   cache only; a field is None where it cannot be read (a single .safetensors file, a hub id not cached), and the
   caller checks right after the load instead (`facts_from_configs` on the loaded pipeline's configs);
-- `check_steps(steps, facts)` and `check_size(width, height, facts, force)`: the limits those facts imply.
+- `check_steps(steps, facts)` and `check_size(width, height, facts, force)`: the limits those facts imply;
+- `check_text(text, what)`: a prompt-like text (prompt, --negative, --region-prompt) is one line of valid UTF-8.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,8 @@ def check_seeds(seed: int, n: int, flag: str = "--seed") -> None:
         raise UsageError(f"{flag} must be 0 or more, got {seed}")
     if seed >= SEED_LIMIT:
         raise UsageError(f"{flag} must be below 2^64 ({SEED_LIMIT}), got {seed}")
+    if n > SEED_LIMIT:  # not even --seed 0 gives that many seeds: the count is what to change
+        raise UsageError(f"-n {n} is more images than there are seeds (2^64 = {SEED_LIMIT}); use a smaller -n")
     if seed + n - 1 >= SEED_LIMIT:
         raise UsageError(f"{flag} {seed} with -n {n} would use seeds up to {seed + n - 1}, past 2^64 - 1; "
                          f"use {flag} {SEED_LIMIT - n} or lower")
@@ -63,6 +67,7 @@ class ModelFacts:
     max_steps: int | None = None  # the most sampling steps its scheduler can take
     train_steps: int | None = None  # the scheduler's num_train_timesteps
     native: int | None = None  # pixels per side it was trained at (unet sample_size × VAE scale factor)
+    min_steps: int | None = None  # the fewest sampling steps its own scheduler takes, when more than 1 (PNDM: 4)
 
 
 def facts_from_configs(scheduler: dict | None, unet: dict | None, vae: dict | None) -> ModelFacts:
@@ -73,8 +78,11 @@ def facts_from_configs(scheduler: dict | None, unet: dict | None, vae: dict | No
     the schedule (an IndexError in DDIM, PNDM and DDPM), so the limit there is num_train_timesteps - steps_offset.
     native: unet sample_size × 2^(len(vae block_out_channels) - 1), as StableDiffusionPipeline computes it (None
     without both configs)."""
-    max_steps = train_steps = native = None
+    max_steps = train_steps = native = least = None
     if scheduler is not None:
+        from .schedulers import min_steps
+
+        least = min_steps(scheduler.get("_class_name", ""), scheduler)
         t = scheduler.get("num_train_timesteps", 1000)
         if isinstance(t, int) and t > 0:
             train_steps = max_steps = t
@@ -86,7 +94,7 @@ def facts_from_configs(scheduler: dict | None, unet: dict | None, vae: dict | No
         blocks = vae.get("block_out_channels")
         if isinstance(size, int) and size > 0 and isinstance(blocks, (list, tuple)) and blocks:
             native = size * 2 ** (len(blocks) - 1)
-    return ModelFacts(max_steps, train_steps, native)
+    return ModelFacts(max_steps, train_steps, native, least)
 
 
 def _read_json(path) -> dict | None:
@@ -126,6 +134,9 @@ def model_facts(spec) -> ModelFacts:
 
 
 def check_steps(steps: int, facts: ModelFacts) -> None:
+    if facts.min_steps is not None and steps < facts.min_steps:  # the model's own scheduler (no --scheduler)
+        raise UsageError(f"--steps {steps} is fewer than this model's own scheduler takes (at least {facts.min_steps}: "
+                         f"PNDM's Runge-Kutta warm-up); use --steps {facts.min_steps} or more, or --scheduler PLMS")
     if facts.max_steps is not None and steps > facts.max_steps:
         why = (f"its scheduler was trained with {facts.train_steps} timesteps" if facts.max_steps == facts.train_steps
                else f"{facts.train_steps} training timesteps, less its steps_offset")
@@ -149,3 +160,26 @@ def check_size(width: int | None, height: int | None, facts: ModelFacts, force: 
                          f"itself at that size; stay within {SIZE_REFUSE_AREA}x the native area (e.g. {side}x{side}) "
                          "or add --force")
     return f"{what}; expect slow sampling and repeated or broken content (the model was trained at {n}x{n})"
+
+
+# Unicode categories a prompt may not hold: control characters (NUL truncates a PNG text chunk, a newline forges
+# A1111 "parameters" fields, ESC moves a terminal's cursor), line and paragraph separators (str.splitlines splits
+# there), and lone surrogates (how Python hands over command-line bytes that are not UTF-8: surrogateescape).
+_REFUSED_CATEGORIES = {"Cc": "control character", "Zl": "line separator", "Zp": "paragraph separator",
+                       "Cs": "byte that is not UTF-8"}
+
+
+def check_text(text: str, what: str) -> str:
+    """`text` with each tab read as a space, or a one-line UsageError naming the first character that a prompt may
+    not hold (see _REFUSED_CATEGORIES) and where it is. `what` names the text in the message ("--negative")."""
+    text = text.replace("\t", " ")  # the text encoder reads a tab as a space anyway; the records then agree
+    for i, ch in enumerate(text):
+        kind = _REFUSED_CATEGORIES.get(unicodedata.category(ch))
+        if kind is None:
+            continue
+        escaped = 0xDC80 <= ord(ch) <= 0xDCFF  # surrogateescape's stand-in for the byte ord(ch) - 0xDC00
+        shown = f"byte 0x{ord(ch) - 0xDC00:02x}" if escaped else f"U+{ord(ch):04X}"
+        fix = ("write it in UTF-8 (the encoding of your terminal or file)" if kind.startswith("byte")
+               else "give one line per prompt (cns generate - reads several from stdin)")
+        raise UsageError(f"{what} holds a {kind} ({shown}) at character {i + 1}; {fix}")
+    return text

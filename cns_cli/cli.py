@@ -23,8 +23,10 @@ import typer
 from . import output
 from .about import DEFAULT_BASE, __version__
 from .errors import CHECK_FAILED_EXIT, INTERNAL_ERROR_EXIT, CnsError
+from .usage import CnsCommand, CnsGroup
 
 app = typer.Typer(
+    cls=CnsGroup,  # click's usage errors: one line, exit 2 (usage.py)
     name="cns",
     help="Teach one Stable Diffusion model your own concepts, one at a time, and keep them all.\n\n"
     "Example: cns learn dog ./photos && cns generate '<dog> on a beach' --seed 7",
@@ -112,7 +114,7 @@ def command(*args, bank: bool = True, **kwargs):
     """`@app.command` with error handling applied and, for commands on a bank, `--bank` after the command."""
 
     def register(fn):
-        return app.command(*args, **kwargs)(_handled(_bank_option_too(fn) if bank else fn))
+        return app.command(*args, cls=CnsCommand, **kwargs)(_handled(_bank_option_too(fn) if bank else fn))
 
     return register
 
@@ -305,7 +307,7 @@ class ExportFormat(str, Enum):
 def learn(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Concept name; the prompt token is <name>.")],
-    images: Annotated[Path, typer.Argument(help="Folder of jpg/png/webp/bmp images (+ optional same-named .txt captions).")],
+    images: Annotated[Path, typer.Argument(help="Folder of images in any format Pillow reads (jpg, png, webp, gif, tiff, ...; the first frame of an animation) + optional same-named .txt captions.")],
     class_word: Annotated[Optional[str], typer.Option("--class", help="What the concept is, in a word the model knows (dog, hat, person): the token starts there and prompts say it. Default: NAME, with a warning.")] = None,
     base: Annotated[Optional[str], typer.Option("--base", help=f"Base model of a new bank (default {DEFAULT_BASE}); for an existing bank it must be the bank's own base.")] = None,
     base_config: Annotated[Optional[Path], typer.Option("--config", help="For a .safetensors base: a diffusers folder of the same family (configs and tokenizers; no weights needed), so it loads offline; on an existing bank it replaces the recorded folder for this run.")] = None,
@@ -367,16 +369,16 @@ def generate(
     n: Annotated[int, typer.Option("-n", help="Images per prompt.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the first image; image i uses seed+i.")] = 0,
     steps: Annotated[int, typer.Option(help="Sampling steps.")] = 30,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.5,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale, 0 to 100.")] = 7.5,
     width: Annotated[Optional[int], typer.Option(help="Width in pixels (default: the model's).")] = None,
     height: Annotated[Optional[int], typer.Option(help="Height in pixels (default: the model's).")] = None,
     out: Annotated[Path, typer.Option(help="Folder for the PNGs.")] = Path("cns-out"),
     expand: Annotated[bool, typer.Option("--expand/--no-expand", help="Expand <name> to '<name> class'.")] = True,
     device: Annotated[Device, typer.Option(help="Where to run.")] = Device.auto,
     precision: Annotated[Precision, typer.Option(help="auto = bf16/fp16 on a GPU, fp32 on CPU (bit-exact).")] = Precision.auto,
-    region: Annotated[Optional[list[str]], typer.Option("--region", help="A concept's box: '<name>=x0,y0,x1,y1' as fractions, origin top left (repeatable).")] = None,
+    region: Annotated[Optional[list[str]], typer.Option("--region", metavar="BOX", help="A concept's box: '<name>=x0,y0,x1,y1' as fractions, origin top left (repeatable).")] = None,
     layout: Annotated[Optional[str], typer.Option("--layout", help="auto: one equal column per concept, left to right in order of mention.")] = None,
-    region_prompt: Annotated[Optional[list[str]], typer.Option("--region-prompt", help="'<name>=TEXT': what the concept's box reads instead of 'a <name> class' + the prompt's closing words (repeatable).")] = None,
+    region_prompt: Annotated[Optional[list[str]], typer.Option("--region-prompt", metavar="TEXT", help="'<name>=TEXT': what the concept's box reads instead of 'a <name> class' + the prompt's closing words (repeatable).")] = None,
     region_strength: Annotated[Optional[float], typer.Option("--region-strength", help="0..1: how fully a box's own text replaces the whole prompt inside it (default 1).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Allow a size over 16x the model's native area (4x per side); slow and memory-hungry.")] = False,
     negative: Annotated[Optional[str], typer.Option("--negative", help="Negative prompt of every image (also for prompts read from stdin).")] = None,
@@ -414,7 +416,7 @@ def export(
     ctx: typer.Context,
     out: Annotated[Path, typer.Argument(help="Output folder.")],
     format: Annotated[ExportFormat, typer.Option("--format", help="kohya / diffusers LoRA, embedding, or a merged pipeline.")] = ExportFormat.kohya,
-    concept: Annotated[Optional[list[str]], typer.Option("--concept", help="Only these concepts (repeatable).")] = None,
+    concept: Annotated[Optional[list[str]], typer.Option("--concept", metavar="NAME", help="Only these concepts (repeatable).")] = None,
     merged: Annotated[bool, typer.Option("--merged", help="One LoRA file for all concepts (kohya, diffusers).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Write into a non-empty OUT.")] = False,
     revision: Annotated[Optional[str], typer.Option("--revision", metavar="N", help="Export the state of revision N instead of HEAD (see `cns log`).")] = None,
@@ -440,7 +442,10 @@ def demo(
     from .demo.run import DemoConfig, run_demo
     from .reporting import for_stderr
 
-    doc = run_demo(out, DemoConfig(base=base, steps=steps, device=device.value), for_stderr())
+    from .reporting import sampling_progress_for_stderr
+
+    doc = run_demo(out, DemoConfig(base=base, steps=steps, device=device.value), for_stderr(),
+                   sampling_progress_for_stderr())
     if json_:
         output.emit_json(doc)
         return

@@ -19,18 +19,23 @@ import errno
 import hashlib
 import io
 import json
-import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 from pathlib import Path
 
 from .bank import Bank
-from .checks import ModelFacts, check_out_dir, check_seeds, check_size, check_steps, facts_from_configs, model_facts
-from .errors import CnsError, UsageError
+from .checks import (ModelFacts, check_out_dir, check_seeds, check_size, check_steps, check_text, facts_from_configs,
+                     model_facts)
+from .errors import CnsError, ConceptError, UsageError
 from .regions import RegionPlan, RegionRequest
 from .reporting import SamplingProgress
+
+
+# The largest --guidance: ComfyUI's KSampler allows cfg up to 100 (A1111's slider stops at 30). Far beyond it the
+# guided noise overflows float arithmetic and the image is NaN (black); values close to it are already useless.
+MAX_GUIDANCE = 100.0
 
 
 @dataclass(frozen=True)
@@ -56,18 +61,27 @@ class GenerateConfig:
             raise UsageError(f"-n must be at least 1, got {self.n}")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
+        # A batch never holds more than one prompt's -n images, so a larger --batch-size draws exactly what -n does
+        # (and records and names its images alike); frozen, so set once here.
+        object.__setattr__(self, "batch_size", min(self.batch_size, self.n))
         check_seeds(self.seed, self.n)
         if self.steps < 1:
             raise UsageError(f"--steps must be at least 1, got {self.steps}")
-        if not math.isfinite(self.guidance) or self.guidance < 0:
-            raise UsageError(f"--guidance must be a finite number ≥ 0, got {self.guidance}")
+        if not (0 <= self.guidance <= MAX_GUIDANCE):  # also false for NaN
+            raise UsageError(f"--guidance must be a number from 0 to {MAX_GUIDANCE:g}, got {self.guidance} "
+                             "(7.5 is typical; far larger values overflow to a black image)")
         for flag, v in (("width", self.width), ("height", self.height)):
             if v is not None and (v < 8 or v % 8):
                 raise UsageError(f"--{flag} must be a positive multiple of 8, got {v}")
+        if self.negative is not None:  # frozen: the checked text (tabs read as spaces) replaces the typed one
+            object.__setattr__(self, "negative", check_text(self.negative, "--negative"))
+        for name, text in (self.regions.texts if self.regions else {}).items():
+            check_text(text, f"the --region-prompt of <{name}>")
         if self.scheduler is not None:
-            from .schedulers import canonical
+            from .schedulers import canonical, check_min_steps
 
             object.__setattr__(self, "scheduler", canonical(self.scheduler))  # frozen: normalise the spelling once
+            check_min_steps(self.scheduler, self.steps)
         if self.revision is not None:
             from .bank.history import parse_revision_number
 
@@ -96,6 +110,7 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
     from .prompts import expand_prompt, split_strengths
     from .regions import plan_regions
 
+    prompts = [check_text(p, f"the prompt {_shown(p)}") for p in prompts]  # before the bank: bad input first
     bank = Bank.open(bank_path)
     if config.revision is None:
         rev = bank.head()
@@ -103,6 +118,7 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
         from .bank.history import read_existing_revision, with_current_base
 
         rev = with_current_base(bank, read_existing_revision(bank, config.revision, "cannot be generated from"))
+        _check_concepts_at(bank, rev, prompts)
     classes = {name: c.class_word for name, c in rev.concepts.items()}
     typed = prompts
     prompts, strengths = zip(*[split_strengths(p) for p in typed]) if typed else ((), ())  # "<dog:0.7>" -> "<dog>"
@@ -120,7 +136,8 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
     pipe = build_pipeline(bank, rev, device, dtype)  # a damaged concept is named before the model loads
     loaded = pipeline_facts(pipe)  # the limits not readable before the load (a single file, a hub id not cached)
     _check_limits(ModelFacts(loaded.max_steps if early.max_steps is None else None, loaded.train_steps,
-                             loaded.native if early.native is None else None), config)
+                             loaded.native if early.native is None else None,
+                             loaded.min_steps if early.min_steps is None else None), config)
     if config.regions:
         _warn_small_boxes(pipe, plans, config)
     if config.scheduler:
@@ -153,6 +170,39 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
     finally:
         progress.stop()
     return results
+
+
+def _check_concepts_at(bank: Bank, rev, prompts: list[str]) -> None:
+    """With --revision: a concept of the prompts that this revision does not hold but another one does is one line
+    naming where it is (expand_prompt's own message would say no concept was ever learned)."""
+    from .prompts import concepts_in, split_strengths
+
+    missing = [n for p in prompts for n in concepts_in(split_strengths(p)[0]) if n not in rev.concepts]
+    if not missing:
+        return
+    name = missing[0]
+    holding = [n for n in bank.revision_numbers() if name in _concepts_of(bank, n)]
+    has = ", ".join(f"<{n}>" for n in sorted(rev.concepts)) or "no concepts"
+    if not holding:
+        raise ConceptError(f"revision {rev.number} has {has}, and no revision of the bank has <{name}>; "
+                           "see `cns log`")
+    head = bank.head_number()
+    where = (f"drop --revision to draw from HEAD, revision {head}" if head in holding
+             else f"pass --revision {holding[-1]}")
+    raise ConceptError(f"revision {rev.number} has {has}; <{name}> was learned in revision {holding[0]} ({where})")
+
+
+def _concepts_of(bank: Bank, number: int) -> dict:
+    """The concepts of revision `number`; none for a revision that cannot be read (`cns verify` reports those)."""
+    try:
+        return bank.revision(number).concepts
+    except CnsError:
+        return {}
+
+
+def _shown(prompt: str, limit: int = 40) -> str:
+    """A prompt in a message: quoted with its control characters escaped (repr), cut to `limit` characters."""
+    return repr(prompt if len(prompt) <= limit else prompt[:limit] + "…")
 
 
 class _Run(NamedTuple):
@@ -211,6 +261,8 @@ def _strengths(pipe, bank: Bank, rev, strengths: dict[str, float]):
 def _check_limits(facts: ModelFacts, config: GenerateConfig) -> None:
     from . import output
 
+    if config.scheduler:  # --scheduler replaces the model's own, whose fewest steps then do not matter
+        facts = replace(facts, min_steps=None)
     check_steps(config.steps, facts)
     warning = check_size(config.width, config.height, facts, config.force)
     if warning:
@@ -295,23 +347,45 @@ def _sample(pipe, text: str, plan: RegionPlan | None, config: GenerateConfig, se
     """One call, one image per seed: the plain diffusers call, or the regional one (the context text, each box
     its own text). One seed is the exact call of earlier versions (a single generator, not a list of one).
     Diffusers' step callback reports progress; it hands the step's tensors back unchanged."""
+    import numpy as np
     import torch
 
     def on_step(pipe, i, t, tensors):
+        if not torch.isfinite(tensors["latents"]).all():  # stop at once: every later step stays NaN
+            raise _non_finite(config, pipe.unet.dtype, f"the latents at step {i + 1}")
         progress.step(i + 1, pipe.num_timesteps)  # num_timesteps: Heun-like samplers take more than --steps
         return tensors
 
     generators = [torch.Generator().manual_seed(s) for s in seeds]
+    # output_type="np": the pixels as floats, so that NaN can be seen before diffusers' own numpy_to_pil (used
+    # below, the same conversion as output_type="pil") would cast it to black; the pixels are the same.
     kwargs = dict(num_inference_steps=config.steps, guidance_scale=config.guidance, width=config.width,
                   height=config.height, generator=generators[0] if len(seeds) == 1 else generators,
-                  callback_on_step_end=on_step)
+                  callback_on_step_end=on_step, output_type="np")
     if config.negative is not None:
         kwargs["negative_prompt"] = config.negative  # the unconditional half: regions leave it untouched
     if plan is None:
-        return pipe(text if len(seeds) == 1 else [text] * len(seeds), **kwargs).images
-    from .model.regional import generate_plans
+        images = pipe(text if len(seeds) == 1 else [text] * len(seeds), **kwargs).images
+    else:
+        from .model.regional import generate_plans
 
-    return generate_plans(pipe, [plan] * len(seeds), **kwargs).images
+        images = generate_plans(pipe, [plan] * len(seeds), **kwargs).images
+    if not np.isfinite(images).all():  # (batch, height, width, 3) floats in [0, 1]
+        raise _non_finite(config, pipe.vae.dtype, "the decoded image")
+    return pipe.numpy_to_pil(images)
+
+
+def _non_finite(config: GenerateConfig, dtype, what: str) -> CnsError:
+    """The one-line error for NaN/inf during sampling (no image is written), naming the flag to change: half
+    precision overflows (the SD 1.x VAE in fp16 is the usual case), and so does a very large guidance."""
+    import torch
+
+    if dtype in (torch.float16, torch.bfloat16):
+        fix = "use --precision fp32"
+    else:
+        fix = f"lower --guidance (now {config.guidance:g}; 7.5 is typical)"
+    return CnsError(f"{what} became NaN/inf (numbers too large for {str(dtype).removeprefix('torch.')}); "
+                    f"no image was written: {fix}")
 
 
 def _a1111_quote(value) -> str:

@@ -23,6 +23,7 @@ def write_grid(records: list[dict], per_prompt: int, out_dir: Path) -> Path:
     from PIL.PngImagePlugin import PngInfo
 
     from .generate import slug, write_new_file
+    from .prompts import split_strengths
     from .sheet import contact_sheet
 
     rows = [records[i : i + per_prompt] for i in range(0, len(records), per_prompt)]
@@ -37,7 +38,8 @@ def write_grid(records: list[dict], per_prompt: int, out_dir: Path) -> Path:
     buf = io.BytesIO()
     sheet.save(buf, format="png", pnginfo=info)
     digest = hashlib.sha256(json.dumps(names).encode("utf-8")).hexdigest()[:8]
-    stem = f"r{first['revision']}-grid-{slug(first['prompt'])}-s{first['seed']}-{digest}"
+    plain = split_strengths(first["prompt"])[0]  # "<dog:0.7> ..." -> "<dog> ...": the slug of the images' names
+    stem = f"r{first['revision']}-grid-{slug(plain)}-s{first['seed']}-{digest}"
     return write_new_file(Path(out_dir), stem, ".png", buf.getvalue())
 
 

@@ -1,7 +1,10 @@
 """Loading the photos of one concept from a folder into a training array (numpy + PIL only, no torch).
 
-Every image is EXIF-rotated, turned into plain RGB (transparency composited on white), fully decoded,
-resized so its shorter side equals the training resolution and centre-cropped to a square. A stray broken
+An image is any file whose extension Pillow registers a reader for (JPEG, PNG, WebP, BMP, GIF, TIFF, ...; an
+animated GIF or WebP, or a multi-page TIFF, gives its first frame). Every image is EXIF-rotated, turned into plain
+RGB (transparency composited on white), fully decoded, resized so its shorter side equals the training resolution
+and centre-cropped to a square. One over Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS, 89 Mpx) is read
+with one `warning:` line; one over twice that is skipped, as Pillow refuses to decode it. A stray broken
 file among good ones is skipped with a warning rather than failing the run; the skipped files are also
 returned so `--dry-run` / `--json` can report them. Captions follow the kohya convention: `001.txt` next to
 `001.png`.
@@ -9,7 +12,9 @@ returned so `--dry-run` / `--json` can report them. Captions follow the kohya co
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +23,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from . import output
 from .errors import UsageError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 CAPTION_EXTENSION = ".txt"
 _MAX_LISTED = 8  # skipped files named in the "no usable image" error before "and N more"
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
@@ -52,10 +56,13 @@ def load_images(folder: Path, resolution: int, min_side: int = 64, warn: bool = 
     arrays, files, texts = [], [], []
     for path in images:
         try:
-            arrays.append(_read_image(path, resolution, min_side))
+            array, note = _read_image(path, resolution, min_side)
         except _Skip as e:
             skipped.append((path, str(e)))
             continue
+        if note and warn:
+            output.warn(_escape(f"{path.name}: {note}"))
+        arrays.append(array)
         files.append(path)
         texts.append(_read_caption(captions.get(path.stem)))
     skipped.sort(key=lambda item: item[0].name)
@@ -84,9 +91,18 @@ def _list_folder(folder: Path) -> list[Path]:
     return files
 
 
+@lru_cache(maxsize=1)
+def image_extensions() -> frozenset[str]:
+    """The extensions (".gif") of every format this Pillow can open: its own registry, so a plugin (pillow-heif, say)
+    adds its formats. Image.init() loads all of Pillow's format plugins first (open() alone loads only a few)."""
+    Image.init()
+    return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
+
+
 def _classify(files: list[Path]) -> tuple[list[Path], dict[str, Path], list[tuple[Path, str]]]:
     """Split into images, captions by stem, and files that are neither (with the reason)."""
-    images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+    image_exts = image_extensions()
+    images = [p for p in files if p.suffix.lower() in image_exts and p.suffix.lower() != CAPTION_EXTENSION]
     stems = {p.stem for p in images}
     captions: dict[str, Path] = {}
     skipped: list[tuple[Path, str]] = []
@@ -97,7 +113,7 @@ def _classify(files: list[Path]) -> tuple[list[Path], dict[str, Path], list[tupl
                 captions[p.stem] = p
             else:
                 skipped.append((p, "caption without image"))
-        elif ext not in IMAGE_EXTENSIONS:
+        elif ext not in image_exts:
             skipped.append((p, f"not an image ({ext or 'no extension'})"))
     return images, captions, skipped
 
@@ -115,11 +131,12 @@ def _read_caption(path: Path | None) -> str | None:
     return text or None
 
 
-def _read_image(path: Path, resolution: int, min_side: int) -> np.ndarray:
-    """One file as float32 [3, R, R] in [-1, 1], or _Skip with the reason."""
+def _read_image(path: Path, resolution: int, min_side: int) -> tuple[np.ndarray, str | None]:
+    """One file as float32 [3, R, R] in [-1, 1] and a note for a warning (or None), or _Skip with the reason."""
     try:
-        with Image.open(path) as img:
-            img.load()  # decode everything now so a truncated file fails here, not half-way through
+        with warnings.catch_warnings(record=True) as caught, Image.open(path) as img:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)  # said once below, not raw on stderr
+            img.load()  # decode everything now (the first frame of an animation) so a truncated file fails here
             img = ImageOps.exif_transpose(img)  # phones store portrait shots sideways plus a rotation tag
             rgb = _to_rgb(img)
     except _Skip:
@@ -135,7 +152,11 @@ def _read_image(path: Path, resolution: int, min_side: int) -> np.ndarray:
     w, h = rgb.size
     if min(w, h) < min_side:
         raise _Skip(f"only {w}x{h} px; needs at least {min_side} px on the shorter side")
-    return _to_array(_center_crop(_resize_short_side(rgb, resolution), resolution))
+    note = None
+    if any(issubclass(c.category, Image.DecompressionBombWarning) for c in caught):
+        note = (f"{w}x{h} px is over Pillow's {Image.MAX_IMAGE_PIXELS / 1e6:.3g} Mpx decompression-bomb limit; read "
+                "anyway, but a few megapixels are plenty: downscale it to save time and memory")
+    return _to_array(_center_crop(_resize_short_side(rgb, resolution), resolution)), note
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -187,8 +208,8 @@ def _no_usable_message(folder: Path, skipped: list[tuple[Path, str]], min_side: 
     if more > 0:
         listed += f", and {more} more"
     return (
-        f"no usable image in {folder}: {listed}; add JPEG, PNG, WebP or BMP photos of at least "
-        f"{min_side} px"
+        f"no usable image in {folder}: {listed}; add photos Pillow reads (JPEG, PNG, WebP, BMP, GIF, TIFF, ...) "
+        f"of at least {min_side} px"
     )
 
 

@@ -115,7 +115,11 @@ def read_prompts(args: Iterable[str], stdin: IO[str] | None) -> list[str]:
 def _stdin_prompts(stdin: IO[str] | None) -> list[str]:
     if stdin is None:
         return []
-    lines = (line.strip() for line in stdin)
+    try:
+        lines = [line.strip() for line in stdin]
+    except UnicodeDecodeError as e:  # a strict UTF-8 stdin (any locale but C/POSIX, where bytes arrive escaped)
+        raise UsageError(f"stdin is not UTF-8 text (it holds the byte 0x{e.object[e.start]:02x}); "
+                         "save the prompts as UTF-8") from None
     return [line for line in lines if line and not line.startswith("#")]
 
 

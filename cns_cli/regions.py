@@ -120,10 +120,11 @@ class RegionRequest:
                    strength: float | None) -> RegionRequest | None:
         """None when no region flag is given (plain generation); UsageError for any malformed flag."""
         regions, region_prompts = list(regions or []), list(region_prompts or [])
-        if not (regions or layout or region_prompts or strength is not None):
+        if not (regions or layout is not None or region_prompts or strength is not None):  # --layout '' is given
             return None
         if layout is not None and layout not in LAYOUTS:
-            raise UsageError(f"--layout {layout!r} is not known; use --layout auto or give --region boxes")
+            raise UsageError(f"--layout {layout!r} is not known; layouts: {', '.join(LAYOUTS)} "
+                             "(or give --region boxes)")
         boxes = _one_per_concept(map(parse_region, regions), "--region boxes")
         texts = _one_per_concept(map(parse_region_prompt, region_prompts), "--region-prompt texts")
         return cls(boxes=boxes, auto=layout == "auto", texts=texts, strength=1.0 if strength is None else strength)

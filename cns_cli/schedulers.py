@@ -24,6 +24,27 @@ SCHEDULERS: dict[str, tuple[str, dict]] = {
 }
 
 
+# PNDM's Runge-Kutta warm-up reads the last 4 timesteps of the schedule (diffusers' PNDMScheduler.pndm_order, fixed
+# at 4), so fewer steps fail inside diffusers (a numpy broadcast error); PLMS (skip_prk_steps) has no warm-up.
+PNDM_MIN_STEPS = 4
+
+
+def min_steps(class_name: str, config) -> int | None:
+    """The fewest sampling steps a scheduler (diffusers class name, config mapping) takes; None: 1 is enough."""
+    if class_name == "PNDMScheduler" and not config.get("skip_prk_steps", False):
+        return PNDM_MIN_STEPS
+    return None
+
+
+def check_min_steps(name: str, steps: int) -> None:
+    """--scheduler `name` (canonical) with --steps `steps`: a one-line UsageError below its minimum."""
+    least = min_steps(*SCHEDULERS[name])
+    if least is not None and steps < least:
+        raise UsageError(f"--scheduler {name} needs --steps {least} or more (its Runge-Kutta warm-up alone takes "
+                         f"{least}), got --steps {steps}; raise --steps or use --scheduler PLMS, the same sampler "
+                         "without the warm-up")
+
+
 def canonical(name: str) -> str:
     """The known name `name` means (case and spacing ignored), or a one-line UsageError listing them."""
     key = " ".join(name.split()).lower()

@@ -61,7 +61,7 @@ def test_revision_generates_from_an_earlier_state(dog_hat_bank_readonly, tmp_pat
     head = _generate(dog_hat_bank_readonly, tmp_path, "<dog> on a beach")
     assert not np.array_equal(_pixels(rec["path"]), _pixels(head["path"]))  # <hat>'s rows change the model too
     line = one_line_error(cns("--bank", dog_hat_bank_readonly, "generate", "<hat>", "--revision", "1", "--out", tmp_path))
-    assert "unknown concept <hat>" in line  # revision 1 has no <hat>
+    assert "revision 1 has <dog>; <hat> was learned in revision 2" in line  # says where <hat> is
 
 
 def test_a_revision_that_does_not_exist(dog_bank_readonly, tmp_path, no_model_load):

@@ -218,7 +218,7 @@ def test_small_image_is_skipped(tmp_path, warnings):
 
 def test_only_broken_or_unsupported_files_is_one_error_listing_them(tmp_path, warnings):
     (tmp_path / "a.txt").write_text("a caption")
-    solid(tmp_path / "b.gif", RED)
+    (tmp_path / "b.svg").write_text("<svg/>")
     (tmp_path / "c.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     solid(tmp_path / "d.jpg", RED, (40, 30))
     (tmp_path / "README").write_text("x")
@@ -227,7 +227,7 @@ def test_only_broken_or_unsupported_files_is_one_error_listing_them(tmp_path, wa
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith(f"no usable image in {tmp_path}: ")
     assert "a.txt (caption without image)" in msg
-    assert "b.gif (not an image (.gif))" in msg
+    assert "b.svg (not an image (.svg))" in msg
     assert "c.png (corrupt: " in msg
     assert "d.jpg (only 40x30 px; needs at least 64 px on the shorter side)" in msg
     assert "README (not an image (no extension))" in msg
@@ -297,4 +297,4 @@ def test_warning_with_brackets_in_file_name_is_escaped(tmp_path, warnings):
     solid(tmp_path / "a.png", RED)
     (tmp_path / "dog [red].gif").write_bytes(b"GIF89a")
     load_images(tmp_path, 64)
-    assert warnings == ["skipping dog \\[red].gif: not an image (.gif)"]
+    assert warnings == ["skipping dog \\[red].gif: corrupt: not a readable image"]  # a GIF header, nothing more

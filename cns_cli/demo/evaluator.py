@@ -163,10 +163,11 @@ class Evaluator:
         """ModelError (a one-line CLI error) unless this evaluator measures `world` (a model's, `world.model_world`)."""
         from ..errors import ModelError
 
-        if world != self.world:
-            raise ModelError(f"the evaluator measures demo world {self.world}, but the model was trained on world "
-                             f"{world}; load an evaluator trained on it (python tools/train_evaluator.py train "
-                             f"--world {world})")
+        if world != self.world:  # tools/ is in a clone of the repository only: pip does not install it
+            raise ModelError(f"the bundled evaluator scores demo world {self.world}, but the --base model is of world "
+                             f"{world} (a model without a demo-world record in its training.json counts as world 1): "
+                             "the demo and the benchmark run only on a model of the demo world, so leave out --base "
+                             "to use the bundled one (to try your own model, use cns learn and cns generate)")
 
     # ---- construction / IO
 

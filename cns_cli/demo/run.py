@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..regions import RegionRequest
-from ..reporting import NullReporter, Reporter
+from ..reporting import NullReporter, Reporter, SamplingProgress
 from ..sheet import labelled_sheet
 from .outputs import claim_folder
 
@@ -52,7 +52,10 @@ def _together_prompts() -> list[tuple[str, str]]:
     return [(f"a <{PAIR[0]}> and a <{PAIR[1]}> {SCENE_PHRASES[s]}", s) for s in SHOWN_SCENES]
 
 
-def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = NullReporter()) -> dict:
+def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = NullReporter(),
+             sampling: SamplingProgress | None = None) -> dict:
+    """Run the demo into `out`; `reporter` hears of every phase and training step, `sampling` of every image drawn
+    (reporting.py; the CLI passes its stderr bar or lines)."""
     from ..bank import Bank
     from ..bank.history import forget
     from ..generate import GenerateConfig, build_pipeline, generate
@@ -64,6 +67,9 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
 
     out = Path(out)
     bank_path = out / "demo.cnsbank"
+    # The settings first: a bad --steps is one line before any photo is rendered or the folder is claimed.
+    learn_cfg = LearnConfig(steps=config.steps, seed=config.seed, device=config.device)
+    gen_cfg = GenerateConfig(seed=config.seed, steps=config.sample_steps, device=config.device)
     world = base_world(config.base)  # the demo world the base model was trained on: its photos and individuals
     ev = Evaluator.load()
     ev.check_world(world)
@@ -74,26 +80,29 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
         reporter.phase(f"rendering {config.photos} photos of {name} ({people[name].description or people[name].cls})")
         photos[name] = render_photos(name, out / "photos" / name, n=config.photos, seed=config.seed, captions=True,
                                      world=world)
-    gen_cfg = GenerateConfig(seed=config.seed, steps=config.sample_steps, device=config.device)
     prompts = {name: _prompts(name) for name in PAIR}
     together = _together_prompts()
     alone = None
     for name in PAIR:
         learn(bank_path, name, out / "photos" / name, class_word=people[name].cls, base=config.base,
-              config=LearnConfig(steps=config.steps, seed=config.seed, device=config.device), reporter=reporter)
+              config=learn_cfg, reporter=reporter)
         if alone is None:  # the first concept on its own: what forgetting the second must give back exactly
-            alone = generate(bank_path, [p for p, _ in prompts[PAIR[0]]], out / "images-first-alone", gen_cfg)
-    reporter.phase("generating")
+            reporter.phase(f"generating <{name}> alone (what forgetting {PAIR[1]} must give back exactly)")
+            alone = generate(bank_path, [p for p, _ in prompts[PAIR[0]]], out / "images-first-alone", gen_cfg,
+                             progress=sampling)
+    reporter.phase("generating each concept, then both together")
     texts = [p for name in PAIR for p, _ in prompts[name]] + [p for p, _ in together]
-    records = generate(bank_path, texts, out / "images", gen_cfg)  # one pipeline load for every prompt
+    records = generate(bank_path, texts, out / "images", gen_cfg, progress=sampling)  # one pipeline load for all
     per = len(SHOWN_SCENES)
     learned = {name: records[i * per : (i + 1) * per] for i, name in enumerate(PAIR)}
     both = records[len(PAIR) * per :]
     # The same prompts and seeds with `--layout auto`: each concept in its own half.
+    reporter.phase("generating both together with --layout auto")
     both_regions = generate(bank_path, [p for p, _ in together], out / "images",
-                            replace(gen_cfg, regions=RegionRequest(auto=True)))
+                            replace(gen_cfg, regions=RegionRequest(auto=True)), progress=sampling)
 
     # The base model drawing the plain class in the same scenes: what identity similarity is compared to.
+    reporter.phase("generating the base model's plain classes (what identity is compared to)")
     bank = Bank.open(bank_path)
     base_pipe = build_pipeline(bank, bank.revision(0))
     base_images = {}
@@ -105,9 +114,11 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
 
     reporter.phase(f"forgetting {PAIR[1]}")
     forget(Bank.open(bank_path), PAIR[1])
-    after = generate(bank_path, [p for p, _ in prompts[PAIR[0]]], out / "images-after-forget", gen_cfg)
+    after = generate(bank_path, [p for p, _ in prompts[PAIR[0]]], out / "images-after-forget", gen_cfg,
+                     progress=sampling)
     kept_identical = all(np.array_equal(_pixels(a["path"]), _pixels(b["path"])) for a, b in zip(alone, after))
 
+    reporter.phase("scoring the images with the demo evaluator")
     scores = {}
     for name in PAIR:
         imgs = [_pixels(r["path"]) for r in learned[name]]

@@ -33,7 +33,9 @@ def test_a_model_of_another_world_than_the_evaluator_is_refused_first(command, o
     out = tmp_path / "out"
     r = cns(command, "--base", other_world_model, "--out", out)
     assert r.exit_code == 2, r.stderr
-    assert f"evaluator measures demo world {BUNDLED}" in one_line_error(r) and f"--world {OTHER}" in one_line_error(r)
+    line = one_line_error(r)
+    assert f"evaluator scores demo world {BUNDLED}, but the --base model is of world {OTHER}" in line, line
+    assert "leave out --base" in line and "tools/" not in line  # pip installs no tools/ (issue 35)
     assert not out.exists()
 
 
