@@ -143,3 +143,19 @@ def test_generate_regions_needs_the_bank_applied(dog_hat_bank_readonly, tiny_bas
         cns_cli.generate_regions(pipe, dog_hat_bank_readonly, "a <dog> on the beach", {"dog": (0, 0, 1, 1)})
     with pytest.raises(UsageError, match="layout 'grid' is not known"):
         cns_cli.generate_regions(pipe, dog_hat_bank_readonly, "a <dog> on the beach", layout="grid")
+
+
+def test_apply_bank_prints_nothing_of_its_own(dog_bank_readonly, tiny_base):
+    """transformers logs a notice about mean-initialised rows on every resize_token_embeddings that grows the table;
+    cns sets the new rows itself, so a user's apply_bank prints nothing (run in a fresh process with transformers'
+    default verbosity: the notice is logged once per process)."""
+    import os
+
+    code = ("import sys, cns_cli; from diffusers import StableDiffusionPipeline; "
+            "pipe = StableDiffusionPipeline.from_pretrained(sys.argv[1], safety_checker=None); "
+            "pipe.set_progress_bar_config(disable=True); cns_cli.apply_bank(pipe, sys.argv[2])")
+    env = {k: v for k, v in os.environ.items() if k != "TRANSFORMERS_VERBOSITY"}
+    out = subprocess.run([sys.executable, "-c", code, tiny_base, str(dog_bank_readonly)], capture_output=True,
+                         text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "resiz" not in out.stderr.lower(), out.stderr
