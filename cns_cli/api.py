@@ -96,11 +96,17 @@ def remove_bank(pipe) -> None:
 def expand_prompt(bank: PathLike | Bank, prompt: str, revision: int | None = None, expand: bool = True) -> str:
     """The exact text `cns generate` hands the pipeline for `prompt` (each `<name>` followed by its class word
     unless `expand` is False; a multi-vector `<name>` is read as its k tokens by the pipeline's encode_prompt, so
-    pass this text as it is); unknown concepts raise ConceptError, as in the CLI."""
+    pass this text as it is); unknown concepts raise ConceptError, as in the CLI.
+
+    A strength, `<dog:0.7>`, is not text: `cns generate` sends `<dog> dog` to the encoder and draws that image
+    with dog's delta scaled by 0.7 (W0 + 0.7·ΔW). So the text returned here has `<dog>`; to draw at that
+    strength with your own pipeline, apply the bank with `apply_bank(pipe, bank, scales={"dog": 0.7})`."""
     from .prompts import expand_prompt as expand_text
+    from .prompts import split_strengths
 
     rev = _revision(_bank(bank), revision)
-    return expand_text(prompt, {n: c.class_word for n, c in rev.concepts.items()}, expand)
+    text, _ = split_strengths(prompt)  # "<dog:0.7>" -> "<dog>", exactly as generate reads it
+    return expand_text(text, {n: c.class_word for n, c in rev.concepts.items()}, expand)
 
 
 def generate_regions(pipe, bank: PathLike | Bank, prompt: str, regions: Mapping[str, Sequence[float]] | None = None, *,
@@ -121,6 +127,7 @@ def generate_regions(pipe, bank: PathLike | Bank, prompt: str, regions: Mapping[
     if layout not in (None, "auto"):
         raise UsageError(f"layout {layout!r} is not known; use layout='auto' or give regions")
     rev = _revision(_bank(bank), revision)
+    _refuse_strengths([prompt, *(region_prompts or {}).values()])
     request = RegionRequest(boxes={n: Box(*map(float, b)) for n, b in (regions or {}).items()},
                             auto=layout == "auto", texts=dict(region_prompts or {}), strength=float(strength))
     plan = plan_regions(prompt, request, {n: c.class_word for n, c in rev.concepts.items()}, expand)
@@ -130,6 +137,20 @@ def generate_regions(pipe, bank: PathLike | Bank, prompt: str, regions: Mapping[
         raise UsageError(f"<{missing[0]}> is not applied to this pipeline; load it with cns_cli.load_pipeline or "
                          "cns_cli.apply_bank first")
     return generate_plans(pipe, [plan], **call_kwargs)
+
+
+def _refuse_strengths(texts: list[str]) -> None:
+    """`<dog:0.7>` scales dog's delta for one `cns generate` call; a pipeline you hold has its concepts at the
+    scales `apply_bank` gave them, so here a strength is refused, pointing there, instead of reaching the text
+    encoder as words."""
+    from .prompts import split_strengths
+
+    for text in texts:
+        strengths = split_strengths(text)[1]
+        if strengths:
+            name, w = next(iter(strengths.items()))
+            raise UsageError(f"<{name}:{w:g}> sets a strength, which generate_regions cannot change on your pipeline; "
+                             f"write <{name}> and apply the bank with scales={{{name!r}: {w:g}}} instead")
 
 
 def _apply(pipe, bank: Bank, rev: Revision, names, scales):

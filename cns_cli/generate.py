@@ -106,6 +106,10 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
     classes = {name: c.class_word for name, c in rev.concepts.items()}
     typed = prompts
     prompts, strengths = zip(*[split_strengths(p) for p in typed]) if typed else ((), ())  # "<dog:0.7>" -> "<dog>"
+    if config.regions and config.regions.strengths:  # "--region-prompt '<dog>=a <dog:0.5>'": one strength per image
+        from .regions import merged_strengths
+
+        strengths = [merged_strengths(s, config.regions.strengths, "the prompt and a --region-prompt") for s in strengths]
     texts = [expand_prompt(p, classes, config.expand) for p in prompts]  # unknown concepts fail before loading
     _warn_unclosed(prompts)
     plans = [plan_regions(p, config.regions, classes, config.expand) if config.regions else None for p in prompts]
@@ -121,6 +125,7 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
     loaded = pipeline_facts(pipe)  # the limits not readable before the load (a single file, a hub id not cached)
     _check_limits(ModelFacts(loaded.max_steps if early.max_steps is None else None, loaded.train_steps,
                              loaded.native if early.native is None else None), config)
+    _warn_truncated(pipe.tokenizer, [*texts, *([config.negative] if config.negative else [])])
     if config.regions:
         _warn_small_boxes(pipe, plans, config)
     if config.scheduler:
@@ -390,12 +395,12 @@ def _write_error(folder: Path, e: OSError) -> CnsError:
 def _warn_unclosed(prompts: list[str]) -> None:
     """`<dog on a beach` passes as text (the encoder reads "<dog" as plain words); the user meant `<dog>`."""
     from . import output
-    from .prompts import unclosed_references
+    from .prompts import excerpt, unclosed_references
 
     for prompt in prompts:
         for name in unclosed_references(prompt):
-            output.warn(f"<{name} in {prompt!r} has no closing '>', so it is plain text, not a concept; "
-                        f"write <{name}> to use the concept")
+            output.warn(f"<{name} in {excerpt(prompt, prompt.find('<' + name))} has no closing '>', so it is plain "
+                        f"text, not a concept; write <{name.lower()}> to use the concept")
 
 
 def _warn_small_boxes(pipe, plans: list[RegionPlan], config: GenerateConfig) -> None:
@@ -411,3 +416,21 @@ def _warn_small_boxes(pipe, plans: list[RegionPlan], config: GenerateConfig) -> 
         if boxes_below_one_cell([box], lh, lw):
             output.warn(f"the box of <{concept}> ({box.text()}) is smaller than one latent cell "
                         f"({lw}x{lh} cells at this size); it will be drawn in the nearest cell")
+
+
+def _warn_truncated(tokenizer, texts: list[str]) -> None:
+    """The text encoder reads model_max_length tokens (77 for CLIP, the start and end tokens included) and the
+    pipeline cuts the rest off; diffusers logs that, but cns silences diffusers' logging, so it is said here,
+    once per distinct text. Counted as the pipeline tokenizes: multi-vector tokens expanded first."""
+    from . import output
+    from .model.tokens import expand_vectors
+    from .prompts import excerpt
+
+    limit = tokenizer.model_max_length
+    for text in dict.fromkeys(texts):
+        ids = tokenizer(expand_vectors(text, tokenizer), truncation=False).input_ids  # with start and end tokens
+        if len(ids) > limit:
+            dropped = ids[limit - 1 : -1]  # the pipeline keeps the first limit - 1 and puts the end token last
+            output.warn(f"{excerpt(text)} is {len(ids) - 2} tokens; the text encoder reads {limit - 2}, so the "
+                        f"last {len(dropped)} ({excerpt(tokenizer.decode(dropped))}) are dropped; shorten it")
+
