@@ -22,7 +22,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 from .bank import Bank, Revision
-from .errors import CnsError, ModelError, UsageError
+from .errors import CnsError, ModelError, ModelMismatchError, UsageError
 
 PathLike = str | os.PathLike
 
@@ -70,6 +70,7 @@ def apply_bank(pipe, bank: PathLike | Bank = ".cnsbank", revision: int | None = 
 
     from .model import loading
 
+    _check_pipeline(pipe)
     b = _bank(bank)
     rev = _revision(b, revision)
     names = _concepts(rev, concepts)
@@ -77,15 +78,70 @@ def apply_bank(pipe, bank: PathLike | Bank = ".cnsbank", revision: int | None = 
     if pipe.unet.dtype != torch.float32:
         raise ModelError(f"apply_bank needs the pipeline in float32 (it is {pipe.unet.dtype}): the bank's fingerprint is "
                          "of the float32 weights; load it with torch_dtype=torch.float32, apply, then pipe.to(dtype)")
-    loading.check_matches(rev.base, pipe)
+    if loading.fingerprint(pipe.unet) != rev.base.fingerprint.digest:
+        raise ModelMismatchError(_why_not_the_base(pipe, rev))
     return _apply(pipe, b, rev, names, scales).names
+
+
+def _why_not_the_base(pipe, rev: Revision) -> str:
+    """Why `pipe`'s K/V weights do not fingerprint to the bank's base, most specific first: the bank (or an export
+    of it) is in the pipeline already, it is another family or architecture, a LoRA was fused into it, or it is
+    other weights. The base on disk is not in question: the pipeline in memory is."""
+    from .model.bank_apply import applied_to
+    from .model.family import NAMES, family_of_pipeline
+    from .model.loading import kv_layers
+
+    base = rev.base
+    base_family = base.family or "sd1"  # banks before format 1.2 were all SD 1.x
+    load = f"load the bank's base ({base.location}) with from_pretrained in float32, then apply the bank"
+    if applied_to(pipe):
+        applied = ", ".join(n for handle in applied_to(pipe) for n in handle.names) or "none"
+        return (f"this pipeline has a bank applied already (concepts: {applied}); call cns_cli.remove_bank(pipe) "
+                "before applying one again")
+    vocab = pipe.tokenizer.get_vocab()
+    carried = [c.token for c in rev.concepts.values() if c.token in vocab]
+    if carried:
+        return (f"this pipeline carries the bank's {carried[0]} already (a `cns export --format pipeline` folder, or "
+                f"its embedding loaded with load_textual_inversion): use it as it is, or {load}")
+    family = family_of_pipeline(pipe)
+    if family != base_family:
+        return (f"this pipeline is an {NAMES[family]} model and the bank was built on an {NAMES[base_family]} base "
+                f"({base.location}); {load}")
+    shapes = {name: layer.out_features for name, layer in kv_layers(pipe.unet).items()}
+    if shapes != base.kv_layers:
+        return (f"this pipeline's UNet has other cross-attention layers than the bank's base ({base.location}), "
+                f"an {NAMES[family]} model of another size; {load}")
+    if _lora_fused(pipe):
+        return (f"a LoRA is fused into this pipeline (fuse_lora), so its weights are not the bank's base; {load}, "
+                "and load and fuse LoRAs after that")
+    return (f"this pipeline's weights are not those of the bank's base ({base.location}): another checkpoint, a "
+            f"LoRA fused and unfused again, or weights edited in place; {load}")
+
+
+def _lora_fused(pipe) -> bool:
+    """A LoRA fused into the UNet and still loaded (diffusers counts them) or merged by PEFT directly."""
+    if getattr(pipe, "num_fused_loras", 0):
+        return True
+    return any(getattr(m, "merged", False) is True for m in pipe.unet.modules())
+
+
+def _check_pipeline(pipe, function: str = "apply_bank") -> None:
+    """A diffusers Stable Diffusion pipeline (a UNet, a tokenizer and a text encoder), else UsageError."""
+    if not all(getattr(pipe, part, None) is not None for part in ("unet", "tokenizer", "text_encoder")):
+        raise UsageError(f"{function} needs a diffusers Stable Diffusion pipeline (StableDiffusionPipeline or "
+                         f"StableDiffusionXLPipeline), got {type(pipe).__name__}")
 
 
 def remove_bank(pipe) -> None:
     """Take out every concept `apply_bank` / `load_pipeline` put into `pipe`, latest first: its K/V weights, its
-    tokenizer and its token embeddings are bit for bit what they were before."""
+    tokenizer and its token embeddings are bit for bit what they were before. Like PEFT's unmerge, it takes out
+    exactly what it added and nothing else: a LoRA loaded with diffusers' load_lora_weights since stays (unfused:
+    its layers are seen through; fused: the bank's delta is subtracted from the weights that hold the LoRA, which
+    is exact within float32 rounding). Tokens added to the tokenizer after the bank's are refused (ModelError:
+    unload them first), as is a pipeline whose layers were replaced; nothing changes then."""
     from .model.bank_apply import applied_to
 
+    _check_pipeline(pipe, "remove_bank")
     stack = applied_to(pipe)
     if not stack:
         raise UsageError("this pipeline has no bank applied (cns_cli.apply_bank or cns_cli.load_pipeline adds one)")
