@@ -80,7 +80,22 @@ def apply_bank(pipe, bank: PathLike | Bank = ".cnsbank", revision: int | None = 
                          "of the float32 weights; load it with torch_dtype=torch.float32, apply, then pipe.to(dtype)")
     if loading.fingerprint(pipe.unet) != rev.base.fingerprint.digest:
         raise ModelMismatchError(_why_not_the_base(pipe, rev))
+    _refuse_tokens_present(pipe, rev, names)
     return _apply(pipe, b, rev, names, scales).names
+
+
+def _refuse_tokens_present(pipe, rev: Revision, names: list[str] | None) -> None:
+    """The base's weights, but a concept's token already in a tokenizer (its exported embedding loaded with
+    load_textual_inversion): say so, instead of the tokenizer clash message meant for a base's own vocabulary."""
+    from .model.text import text_pairs
+
+    tokens = [rev.concepts[n].token for n in (rev.concepts if names is None else names)]
+    for tokenizer, _ in text_pairs(pipe):
+        present = [t for t in tokens if t in tokenizer.get_vocab()]
+        if present:
+            raise ModelError(f"this pipeline has {present[0]} in its tokenizer already (an embedding loaded with "
+                             f"load_textual_inversion?); unload it first (pipe.unload_textual_inversion("
+                             f"{present[0]!r})), then apply the bank")
 
 
 def _why_not_the_base(pipe, rev: Revision) -> str:

@@ -84,7 +84,8 @@ def parse_region_prompt(text: str) -> tuple[str, str]:
 def _split(text: str, flag: str, example: str) -> tuple[str, str]:
     m = _REGION.match(text)
     if not m:
-        raise UsageError(f"{flag} {excerpt(text)} is not NAME=VALUE with a lower-case concept name; write e.g. {example}")
+        raise UsageError(f"{flag} {excerpt(text)} is not NAME=VALUE with a lower-case concept name; "
+                         f"write e.g. {example}")
     return m.group(1), m.group(2)
 
 
@@ -253,7 +254,8 @@ def plan_regions(prompt: str, request: RegionRequest, classes: dict[str, str], e
                              "every prompt of a run gets the same regions")
         missing = [n for n in mentioned if n not in request.boxes]
         if missing:
-            raise UsageError(f"prompt {excerpt(prompt, prompt.find(f'<{missing[0]}>'))} mentions <{missing[0]}> but no --region gives it a box; "
+            shown = excerpt(prompt, prompt.find(f"<{missing[0]}>"))
+            raise UsageError(f"prompt {shown} mentions <{missing[0]}> but no --region gives it a box; "
                              "add one per concept, or use --layout auto")
         names, boxes = mentioned, [request.boxes[n] for n in mentioned]
     stray = [n for n in request.texts if n not in names]

@@ -277,3 +277,14 @@ def test_generate_regions_refuses_a_strength_it_cannot_apply(dog_hat_bank_readon
     with pytest.raises(UsageError, match="scales="):
         cns_cli.generate_regions(pipe, dog_hat_bank_readonly, "<dog> on the beach", {"dog": (0, 0, 1, 1)},
                                  region_prompts={"dog": "a <dog:0.5> dog"})
+
+
+def test_apply_bank_on_a_pipeline_with_the_concepts_token_loaded_says_so(dog_bank_readonly, tiny_base, hat_lora):
+    from cns_cli.errors import ModelError
+
+    pipe = load_pipeline(resolve_base(tiny_base))
+    pipe.load_textual_inversion({"<dog>": torch.ones(token_embedding(pipe.text_encoder).weight.shape[1])})
+    loaded = _state(pipe)
+    with pytest.raises(ModelError, match=r"has <dog> in its tokenizer already .*unload_textual_inversion\('<dog>'\)"):
+        cns_cli.apply_bank(pipe, dog_bank_readonly)
+    assert _same(_state(pipe), loaded)

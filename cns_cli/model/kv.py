@@ -64,8 +64,8 @@ def restore_rows(unet, saved: SavedRows) -> list[str]:
     subtraction. A row that still holds exactly what apply_deltas wrote gets its saved weights back (bit-identical
     to before, on the device and in the dtype it had then; float addition does not round-trip, so subtracting
     would not be); a row changed since (a LoRA fused into the pipeline afterwards) gets current - delta in
-    float32, which keeps that later change (within float rounding). Every layer is checked before any is written: a layer gone or reshaped is refused
-    (ModelError) with the UNet untouched."""
+    float32, which keeps that later change (within float rounding). Every layer is checked before any is
+    written: a layer gone or reshaped is refused (ModelError) with the UNet untouched."""
     layers = _layers_to_restore(unet, saved)
     subtracted = []
     for name, (rows, before, delta) in saved.items():
