@@ -28,7 +28,16 @@ PathLike = str | os.PathLike
 
 
 def _bank(bank: PathLike | Bank) -> Bank:
+    if not isinstance(bank, (Bank, str, os.PathLike)):
+        raise UsageError(f"bank must be a path or a cns_cli.bank.Bank, got {type(bank).__name__}")
     return bank if isinstance(bank, Bank) else Bank.open(bank)
+
+
+def _text(value, what: str) -> str:
+    """A prompt argument: a str, else UsageError (not a TypeError from deep inside the prompt parser)."""
+    if not isinstance(value, str):
+        raise UsageError(f"{what} must be a str, got {type(value).__name__}")
+    return value
 
 
 def _revision(bank: Bank, revision: int | None) -> Revision:
@@ -176,7 +185,7 @@ def expand_prompt(bank: PathLike | Bank, prompt: str, revision: int | None = Non
     from .prompts import split_strengths
 
     rev = _revision(_bank(bank), revision)
-    text, _ = split_strengths(prompt)  # "<dog:0.7>" -> "<dog>", exactly as generate reads it
+    text, _ = split_strengths(_text(prompt, "prompt"))  # "<dog:0.7>" -> "<dog>", exactly as generate reads it
     return expand_text(text, {n: c.class_word for n, c in rev.concepts.items()}, expand)
 
 
@@ -198,7 +207,7 @@ def generate_regions(pipe, bank: PathLike | Bank, prompt: str, regions: Mapping[
     if layout not in (None, "auto"):
         raise UsageError(f"layout {layout!r} is not known; use layout='auto' or give regions")
     rev = _revision(_bank(bank), revision)
-    _refuse_strengths([prompt, *(region_prompts or {}).values()])
+    _refuse_strengths([_text(prompt, "prompt"), *(_text(t, "a region prompt") for t in (region_prompts or {}).values())])
     request = RegionRequest(boxes={n: Box(*map(float, b)) for n, b in (regions or {}).items()},
                             auto=layout == "auto", texts=dict(region_prompts or {}), strength=float(strength))
     plan = plan_regions(prompt, request, {n: c.class_word for n, c in rev.concepts.items()}, expand)

@@ -288,3 +288,13 @@ def test_apply_bank_on_a_pipeline_with_the_concepts_token_loaded_says_so(dog_ban
     with pytest.raises(ModelError, match=r"has <dog> in its tokenizer already .*unload_textual_inversion\('<dog>'\)"):
         cns_cli.apply_bank(pipe, dog_bank_readonly)
     assert _same(_state(pipe), loaded)
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda bank: cns_cli.expand_prompt(bank, None), "prompt must be a str, got NoneType"),
+    (lambda bank: cns_cli.expand_prompt(5, "<dog>"), "bank must be a path or a cns_cli.bank.Bank, got int"),
+    (lambda bank: cns_cli.apply_bank(object(), bank), "apply_bank needs a diffusers Stable Diffusion pipeline"),
+])
+def test_arguments_of_the_wrong_type_are_one_usage_error(dog_bank_readonly, call, words):
+    with pytest.raises(UsageError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        call(dog_bank_readonly)
