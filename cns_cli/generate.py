@@ -111,6 +111,7 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
 
         strengths = [merged_strengths(s, config.regions.strengths, "the prompt and a --region-prompt") for s in strengths]
     texts = [expand_prompt(p, classes, config.expand) for p in prompts]  # unknown concepts fail before loading
+    _refuse_negative_strengths(config.negative)
     _warn_unclosed(prompts)
     plans = [plan_regions(p, config.regions, classes, config.expand) if config.regions else None for p in prompts]
     out_dir = Path(out_dir)
@@ -390,6 +391,19 @@ def _write_error(folder: Path, e: OSError) -> CnsError:
     if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
         return CnsError(f"disk full while writing images to {folder}; free some space and run the command again")
     return CnsError(f"could not write images to {folder}: {e.strerror or e}; check the permissions and free space")
+
+
+def _refuse_negative_strengths(negative: str | None) -> None:
+    """`--negative '<dog:0.5>'` would reach the encoder as words: a strength scales the concept's delta, which the
+    negative and the positive half share, so it has no meaning there (prompts.split_strengths also answers
+    A1111's <lora:…> tag)."""
+    from .prompts import split_strengths
+
+    strengths = split_strengths(negative)[1] if negative else {}
+    if strengths:
+        name, w = next(iter(strengths.items()))
+        raise UsageError(f"--negative cannot give <{name}> a strength ({w:g}): a strength scales the concept in the "
+                         f"whole image; write <{name}> in --negative, and the strength in the prompt")
 
 
 def _warn_unclosed(prompts: list[str]) -> None:

@@ -106,3 +106,12 @@ def test_two_strengths_for_one_concept_across_prompt_and_region_prompt_are_refus
 def test_an_accented_name_gets_a_suggestion_without_accents(bank, dog_photos, no_model_load):
     line = one_line_error(cns("--bank", bank, "learn", "été", dog_photos, "--class", "summer"))
     assert "use something like 'ete'" in line
+
+
+def test_a_strength_in_the_negative_prompt_is_refused_not_read_as_words(bank, tmp_path, no_model_load):
+    line = one_line_error(cns("--bank", bank, "generate", "<hat> on a beach", "--negative", "<dog:0.5>", *STEP,
+                              "--out", tmp_path))
+    assert "--negative cannot give <dog> a strength (0.5)" in line
+    line = one_line_error(cns("--bank", bank, "generate", "<hat> on a beach", "--negative", "<lora:dog:0.5>", *STEP,
+                              "--out", tmp_path))
+    assert "cns writes <dog:0.5>" in line
