@@ -445,6 +445,6 @@ def _warn_truncated(tokenizer, texts: list[str]) -> None:
         ids = tokenizer(expand_vectors(text, tokenizer), truncation=False).input_ids  # with start and end tokens
         if len(ids) > limit:
             dropped = ids[limit - 1 : -1]  # the pipeline keeps the first limit - 1 and puts the end token last
-            output.warn(f"{excerpt(text)} is {len(ids) - 2} tokens; the text encoder reads {limit - 2}, so the "
+            output.warn(f"the text {excerpt(text)} is {len(ids) - 2} tokens; the text encoder reads {limit - 2}, so the "
                         f"last {len(dropped)} ({excerpt(tokenizer.decode(dropped))}) are dropped; shorten it")
 
