@@ -22,13 +22,22 @@ import os
 from collections.abc import Mapping, Sequence
 
 from .bank import Bank, Revision
-from .errors import CnsError, ModelError, UsageError
+from .errors import CnsError, ModelError, ModelMismatchError, UsageError
 
 PathLike = str | os.PathLike
 
 
 def _bank(bank: PathLike | Bank) -> Bank:
+    if not isinstance(bank, (Bank, str, os.PathLike)):
+        raise UsageError(f"bank must be a path or a cns_cli.bank.Bank, got {type(bank).__name__}")
     return bank if isinstance(bank, Bank) else Bank.open(bank)
+
+
+def _text(value, what: str) -> str:
+    """A prompt argument: a str, else UsageError (not a TypeError from deep inside the prompt parser)."""
+    if not isinstance(value, str):
+        raise UsageError(f"{what} must be a str, got {type(value).__name__}")
+    return value
 
 
 def _revision(bank: Bank, revision: int | None) -> Revision:
@@ -70,6 +79,7 @@ def apply_bank(pipe, bank: PathLike | Bank = ".cnsbank", revision: int | None = 
 
     from .model import loading
 
+    _check_pipeline(pipe)
     b = _bank(bank)
     rev = _revision(b, revision)
     names = _concepts(rev, concepts)
@@ -77,15 +87,85 @@ def apply_bank(pipe, bank: PathLike | Bank = ".cnsbank", revision: int | None = 
     if pipe.unet.dtype != torch.float32:
         raise ModelError(f"apply_bank needs the pipeline in float32 (it is {pipe.unet.dtype}): the bank's fingerprint is "
                          "of the float32 weights; load it with torch_dtype=torch.float32, apply, then pipe.to(dtype)")
-    loading.check_matches(rev.base, pipe)
+    if loading.fingerprint(pipe.unet) != rev.base.fingerprint.digest:
+        raise ModelMismatchError(_why_not_the_base(pipe, rev))
+    _refuse_tokens_present(pipe, rev, names)
     return _apply(pipe, b, rev, names, scales).names
+
+
+def _refuse_tokens_present(pipe, rev: Revision, names: list[str] | None) -> None:
+    """The base's weights, but a concept's token already in a tokenizer (its exported embedding loaded with
+    load_textual_inversion): say so, instead of the tokenizer clash message meant for a base's own vocabulary."""
+    from .model.text import text_pairs
+
+    tokens = [rev.concepts[n].token for n in (rev.concepts if names is None else names)]
+    for tokenizer, _ in text_pairs(pipe):
+        present = [t for t in tokens if t in tokenizer.get_vocab()]
+        if present:
+            raise ModelError(f"this pipeline has {present[0]} in its tokenizer already (an embedding loaded with "
+                             f"load_textual_inversion?); unload it first (pipe.unload_textual_inversion("
+                             f"{present[0]!r})), then apply the bank")
+
+
+def _why_not_the_base(pipe, rev: Revision) -> str:
+    """Why `pipe`'s K/V weights do not fingerprint to the bank's base, most specific first: the bank (or an export
+    of it) is in the pipeline already, it is another family or architecture, a LoRA was fused into it, or it is
+    other weights. The base on disk is not in question: the pipeline in memory is."""
+    from .model.bank_apply import applied_to
+    from .model.family import NAMES, family_of_pipeline
+    from .model.loading import kv_layers
+
+    base = rev.base
+    base_family = base.family or "sd1"  # banks before format 1.2 were all SD 1.x
+    load = f"load the bank's base ({base.location}) with from_pretrained in float32, then apply the bank"
+    if applied_to(pipe):
+        applied = ", ".join(n for handle in applied_to(pipe) for n in handle.names) or "none"
+        return (f"this pipeline has a bank applied already (concepts: {applied}); call cns_cli.remove_bank(pipe) "
+                "before applying one again")
+    vocab = pipe.tokenizer.get_vocab()
+    carried = [c.token for c in rev.concepts.values() if c.token in vocab]
+    if carried:
+        return (f"this pipeline carries the bank's {carried[0]} already (a `cns export --format pipeline` folder, or "
+                f"its embedding loaded with load_textual_inversion): use it as it is, or {load}")
+    family = family_of_pipeline(pipe)
+    if family != base_family:
+        return (f"this pipeline is an {NAMES[family]} model and the bank was built on an {NAMES[base_family]} base "
+                f"({base.location}); {load}")
+    shapes = {name: layer.out_features for name, layer in kv_layers(pipe.unet).items()}
+    if shapes != base.kv_layers:
+        return (f"this pipeline's UNet has other cross-attention layers than the bank's base ({base.location}), "
+                f"an {NAMES[family]} model of another size; {load}")
+    if _lora_fused(pipe):
+        return (f"a LoRA is fused into this pipeline (fuse_lora), so its weights are not the bank's base; {load}, "
+                "and load and fuse LoRAs after that")
+    return (f"this pipeline's weights are not those of the bank's base ({base.location}): another checkpoint, a "
+            f"LoRA fused and unfused again, or weights edited in place; {load}")
+
+
+def _lora_fused(pipe) -> bool:
+    """A LoRA fused into the UNet and still loaded (diffusers counts them) or merged by PEFT directly."""
+    if getattr(pipe, "num_fused_loras", 0):
+        return True
+    return any(getattr(m, "merged", False) is True for m in pipe.unet.modules())
+
+
+def _check_pipeline(pipe, function: str = "apply_bank") -> None:
+    """A diffusers Stable Diffusion pipeline (a UNet, a tokenizer and a text encoder), else UsageError."""
+    if not all(getattr(pipe, part, None) is not None for part in ("unet", "tokenizer", "text_encoder")):
+        raise UsageError(f"{function} needs a diffusers Stable Diffusion pipeline (StableDiffusionPipeline or "
+                         f"StableDiffusionXLPipeline), got {type(pipe).__name__}")
 
 
 def remove_bank(pipe) -> None:
     """Take out every concept `apply_bank` / `load_pipeline` put into `pipe`, latest first: its K/V weights, its
-    tokenizer and its token embeddings are bit for bit what they were before."""
+    tokenizer and its token embeddings are bit for bit what they were before. Like PEFT's unmerge, it takes out
+    exactly what it added and nothing else: a LoRA loaded with diffusers' load_lora_weights since stays (unfused:
+    its layers are seen through; fused: the bank's delta is subtracted from the weights that hold the LoRA, which
+    is exact within float32 rounding). Tokens added to the tokenizer after the bank's are refused (ModelError:
+    unload them first), as is a pipeline whose layers were replaced; nothing changes then."""
     from .model.bank_apply import applied_to
 
+    _check_pipeline(pipe, "remove_bank")
     stack = applied_to(pipe)
     if not stack:
         raise UsageError("this pipeline has no bank applied (cns_cli.apply_bank or cns_cli.load_pipeline adds one)")
@@ -96,11 +176,17 @@ def remove_bank(pipe) -> None:
 def expand_prompt(bank: PathLike | Bank, prompt: str, revision: int | None = None, expand: bool = True) -> str:
     """The exact text `cns generate` hands the pipeline for `prompt` (each `<name>` followed by its class word
     unless `expand` is False; a multi-vector `<name>` is read as its k tokens by the pipeline's encode_prompt, so
-    pass this text as it is); unknown concepts raise ConceptError, as in the CLI."""
+    pass this text as it is); unknown concepts raise ConceptError, as in the CLI.
+
+    A strength, `<dog:0.7>`, is not text: `cns generate` sends `<dog> dog` to the encoder and draws that image
+    with dog's delta scaled by 0.7 (W0 + 0.7·ΔW). So the text returned here has `<dog>`; to draw at that
+    strength with your own pipeline, apply the bank with `apply_bank(pipe, bank, scales={"dog": 0.7})`."""
     from .prompts import expand_prompt as expand_text
+    from .prompts import split_strengths
 
     rev = _revision(_bank(bank), revision)
-    return expand_text(prompt, {n: c.class_word for n, c in rev.concepts.items()}, expand)
+    text, _ = split_strengths(_text(prompt, "prompt"))  # "<dog:0.7>" -> "<dog>", exactly as generate reads it
+    return expand_text(text, {n: c.class_word for n, c in rev.concepts.items()}, expand)
 
 
 def generate_regions(pipe, bank: PathLike | Bank, prompt: str, regions: Mapping[str, Sequence[float]] | None = None, *,
@@ -121,6 +207,7 @@ def generate_regions(pipe, bank: PathLike | Bank, prompt: str, regions: Mapping[
     if layout not in (None, "auto"):
         raise UsageError(f"layout {layout!r} is not known; use layout='auto' or give regions")
     rev = _revision(_bank(bank), revision)
+    _refuse_strengths([_text(prompt, "prompt"), *(_text(t, "a region prompt") for t in (region_prompts or {}).values())])
     request = RegionRequest(boxes={n: Box(*map(float, b)) for n, b in (regions or {}).items()},
                             auto=layout == "auto", texts=dict(region_prompts or {}), strength=float(strength))
     plan = plan_regions(prompt, request, {n: c.class_word for n, c in rev.concepts.items()}, expand)
@@ -130,6 +217,20 @@ def generate_regions(pipe, bank: PathLike | Bank, prompt: str, regions: Mapping[
         raise UsageError(f"<{missing[0]}> is not applied to this pipeline; load it with cns_cli.load_pipeline or "
                          "cns_cli.apply_bank first")
     return generate_plans(pipe, [plan], **call_kwargs)
+
+
+def _refuse_strengths(texts: list[str]) -> None:
+    """`<dog:0.7>` scales dog's delta for one `cns generate` call; a pipeline you hold has its concepts at the
+    scales `apply_bank` gave them, so here a strength is refused, pointing there, instead of reaching the text
+    encoder as words."""
+    from .prompts import split_strengths
+
+    for text in texts:
+        strengths = split_strengths(text)[1]
+        if strengths:
+            name, w = next(iter(strengths.items()))
+            raise UsageError(f"<{name}:{w:g}> sets a strength, which generate_regions cannot change on your pipeline; "
+                             f"write <{name}> and apply the bank with scales={{{name!r}: {w:g}}} instead")
 
 
 def _apply(pipe, bank: Bank, rev: Revision, names, scales):

@@ -122,7 +122,12 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
     classes = {name: c.class_word for name, c in rev.concepts.items()}
     typed = prompts
     prompts, strengths = zip(*[split_strengths(p) for p in typed]) if typed else ((), ())  # "<dog:0.7>" -> "<dog>"
+    if config.regions and config.regions.strengths:  # "--region-prompt '<dog>=a <dog:0.5>'": one strength per image
+        from .regions import merged_strengths
+
+        strengths = [merged_strengths(s, config.regions.strengths, "the prompt and a --region-prompt") for s in strengths]
     texts = [expand_prompt(p, classes, config.expand) for p in prompts]  # unknown concepts fail before loading
+    _refuse_negative_strengths(config.negative)
     _warn_unclosed(prompts)
     plans = [plan_regions(p, config.regions, classes, config.expand) if config.regions else None for p in prompts]
     out_dir = Path(out_dir)
@@ -138,6 +143,7 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
     _check_limits(ModelFacts(loaded.max_steps if early.max_steps is None else None, loaded.train_steps,
                              loaded.native if early.native is None else None,
                              loaded.min_steps if early.min_steps is None else None), config)
+    _warn_truncated(pipe.tokenizer, [*texts, *([config.negative] if config.negative else [])])
     if config.regions:
         _warn_small_boxes(pipe, plans, config)
     if config.scheduler:
@@ -461,15 +467,28 @@ def _write_error(folder: Path, e: OSError) -> CnsError:
     return CnsError(f"could not write images to {folder}: {e.strerror or e}; check the permissions and free space")
 
 
+def _refuse_negative_strengths(negative: str | None) -> None:
+    """`--negative '<dog:0.5>'` would reach the encoder as words: a strength scales the concept's delta, which the
+    negative and the positive half share, so it has no meaning there (prompts.split_strengths also answers
+    A1111's <lora:…> tag)."""
+    from .prompts import split_strengths
+
+    strengths = split_strengths(negative)[1] if negative else {}
+    if strengths:
+        name, w = next(iter(strengths.items()))
+        raise UsageError(f"--negative cannot give <{name}> a strength ({w:g}): a strength scales the concept in the "
+                         f"whole image; write <{name}> in --negative, and the strength in the prompt")
+
+
 def _warn_unclosed(prompts: list[str]) -> None:
     """`<dog on a beach` passes as text (the encoder reads "<dog" as plain words); the user meant `<dog>`."""
     from . import output
-    from .prompts import unclosed_references
+    from .prompts import excerpt, unclosed_references
 
     for prompt in prompts:
         for name in unclosed_references(prompt):
-            output.warn(f"<{name} in {prompt!r} has no closing '>', so it is plain text, not a concept; "
-                        f"write <{name}> to use the concept")
+            output.warn(f"<{name} in {excerpt(prompt, prompt.find('<' + name))} has no closing '>', so it is plain "
+                        f"text, not a concept; write <{name.lower()}> to use the concept")
 
 
 def _warn_small_boxes(pipe, plans: list[RegionPlan], config: GenerateConfig) -> None:
@@ -485,3 +504,21 @@ def _warn_small_boxes(pipe, plans: list[RegionPlan], config: GenerateConfig) -> 
         if boxes_below_one_cell([box], lh, lw):
             output.warn(f"the box of <{concept}> ({box.text()}) is smaller than one latent cell "
                         f"({lw}x{lh} cells at this size); it will be drawn in the nearest cell")
+
+
+def _warn_truncated(tokenizer, texts: list[str]) -> None:
+    """The text encoder reads model_max_length tokens (77 for CLIP, the start and end tokens included) and the
+    pipeline cuts the rest off; diffusers logs that, but cns silences diffusers' logging, so it is said here,
+    once per distinct text. Counted as the pipeline tokenizes: multi-vector tokens expanded first."""
+    from . import output
+    from .model.tokens import expand_vectors
+    from .prompts import excerpt
+
+    limit = tokenizer.model_max_length
+    for text in dict.fromkeys(texts):
+        ids = tokenizer(expand_vectors(text, tokenizer), truncation=False).input_ids  # with start and end tokens
+        if len(ids) > limit:
+            dropped = ids[limit - 1 : -1]  # the pipeline keeps the first limit - 1 and puts the end token last
+            output.warn(f"the text {excerpt(text)} is {len(ids) - 2} tokens; the text encoder reads {limit - 2}, so the "
+                        f"last {len(dropped)} ({excerpt(tokenizer.decode(dropped))}) are dropped; shorten it")
+

@@ -62,7 +62,9 @@ def info(msg: str) -> None:
 
 
 def warn(msg: str) -> None:
-    err_console().print(f"[yellow]warning:[/yellow] {msg}")
+    from rich.markup import escape  # a warning quotes the user's text, which may hold "[/b]": print it as it is
+
+    err_console().print(f"[yellow]warning:[/yellow] {escape(msg)}")
 
 
 def error(msg: str) -> None:

@@ -30,31 +30,73 @@ def concepts_in(prompt: str) -> list[str]:
 _UNCLOSED_REF = re.compile(r"<([A-Za-z0-9][A-Za-z0-9_-]{0,63})(?![A-Za-z0-9_>-])")
 
 
-# "<dog:0.7>": a concept at a strength (A1111 writes a LoRA's weight as <lora:name:w>)
-_WEIGHTED_REF = re.compile(r"<([a-z0-9][a-z0-9_-]{0,63}):([^<>\s]*)>")
+# "<dog:0.7>": a concept at a strength (A1111 writes a LoRA's weight as <lora:name:w>). Any case and spaces around
+# the number are matched too ("<Dog:0.7>", "<dog: 0.7>"), so that they get an answer instead of passing as text.
+_WEIGHTED_REF = re.compile(r"<([A-Za-z0-9][A-Za-z0-9_-]{0,63})\s*:\s*([^<>\s]*)\s*>")
 MAX_STRENGTH = 2.0
+# A1111's extra-network tags: <lora:dog:0.7> there is <dog:0.7> here
+_A1111_NETWORKS = ("lora", "lyco", "hypernet")
 
 
 def split_strengths(prompt: str) -> tuple[str, dict[str, float]]:
     """`<name:w>` -> `<name>` and {name: w}: the prompt as the encoder reads it, and each weighted concept's
-    strength (its delta is scaled by w; `<name>` is 1). w must be a finite number in [0, 2], one per concept."""
+    strength (its delta is scaled by w; `<name>` is 1). w must be a finite number in [0, 2], one per concept.
+    A1111's `<lora:name:w>` and an upper-case name are refused with the spelling cns reads."""
     strengths: dict[str, float] = {}
 
     def take(m: re.Match) -> str:
         name, raw = m.group(1), m.group(2)
+        _refuse_foreign_spelling(name, raw)
         try:
             w = float(raw)
         except ValueError:
             w = float("nan")
         if not (0.0 <= w <= MAX_STRENGTH):  # also false for NaN
-            raise UsageError(f"the strength of <{name}> must be a number in [0, {MAX_STRENGTH:g}], got {raw!r} "
-                             f"(write <{name}:0.7>)")
+            raise UsageError(f"the strength of <{name}> must be a number in [0, {MAX_STRENGTH:g}], got "
+                             f"{_shown(raw)} (write <{name}:0.7>)")
         if strengths.get(name, w) != w:
             raise UsageError(f"<{name}> has two strengths in one prompt ({strengths[name]:g} and {w:g}); give it one")
         strengths[name] = w
         return f"<{name}>"
 
     return _WEIGHTED_REF.sub(take, prompt), strengths
+
+
+def _refuse_foreign_spelling(name: str, raw: str) -> None:
+    """`<lora:dog:0.7>` (A1111's tag) and `<Dog:0.7>` (concept names are lower case) name a concept in a way
+    cns does not read: say how cns writes it."""
+    if name.lower() in _A1111_NETWORKS and raw and not _is_number(raw):
+        inner, _, weight = raw.partition(":")
+        ours = f"<{inner.lower()}:{weight}>" if weight else f"<{inner.lower()}>"
+        raise UsageError(f"<{name}:{_shown(raw, quote=False)}> is A1111's LoRA tag; cns writes {ours} "
+                         "(a concept at a strength, without 'lora:')")
+    if name != name.lower():
+        raise ConceptError(f"concept names are lower case: write <{name.lower()}:{_shown(raw, quote=False)}> "
+                           f"instead of <{name}:{_shown(raw, quote=False)}>")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _shown(text: str, most: int = 24, quote: bool = True) -> str:
+    """A user's fragment in a message, cut to `most` characters: a 10,000-character one is not echoed whole."""
+    cut = text if len(text) <= most else f"{text[:most]}…"
+    return repr(cut) if quote else cut
+
+
+def excerpt(prompt: str, at: int = 0, width: int = 60) -> str:
+    """`prompt` quoted for a message: whole when short, else about `width` characters around position `at`
+    (where the reference in question starts) with '…' where text was left out."""
+    if len(prompt) <= width:
+        return repr(prompt)
+    start = max(0, min(at - width // 3, len(prompt) - width))
+    part = prompt[start : start + width]
+    return ("…" if start else "") + repr(part) + ("…" if start + width < len(prompt) else "")
 
 
 def unclosed_references(prompt: str) -> list[str]:

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import UsageError
-from .prompts import CONCEPT_REF, concepts_in, expand_prompt
+from .prompts import CONCEPT_REF, concepts_in, excerpt, expand_prompt, split_strengths
 
 LAYOUTS = ("auto",)
 # How a region's default text is made (see `region_text`). "scene" was chosen by benchmarks/region_variants.py:
@@ -84,7 +84,8 @@ def parse_region_prompt(text: str) -> tuple[str, str]:
 def _split(text: str, flag: str, example: str) -> tuple[str, str]:
     m = _REGION.match(text)
     if not m:
-        raise UsageError(f"{flag} {text!r} is not NAME=VALUE with a lower-case concept name; write e.g. {example}")
+        raise UsageError(f"{flag} {excerpt(text)} is not NAME=VALUE with a lower-case concept name; "
+                         f"write e.g. {example}")
     return m.group(1), m.group(2)
 
 
@@ -94,7 +95,8 @@ class RegionRequest:
 
     boxes: dict[str, Box] = field(default_factory=dict)  # --region (layout "manual")
     auto: bool = False  # --layout auto
-    texts: dict[str, str] = field(default_factory=dict)  # --region-prompt, not yet expanded
+    texts: dict[str, str] = field(default_factory=dict)  # --region-prompt, not yet expanded, `<name:w>` as `<name>`
+    strengths: dict[str, float] = field(default_factory=dict)  # the `<name:w>` of the --region-prompt texts
     strength: float = 1.0
     text_style: str = DEFAULT_REGION_TEXT  # the default region text (benchmarks compare the styles)
     uncond: str = "keep"  # "keep": the unconditional half is untouched; "class": it reads the box's plain class
@@ -126,8 +128,31 @@ class RegionRequest:
             raise UsageError(f"--layout {layout!r} is not known; layouts: {', '.join(LAYOUTS)} "
                              "(or give --region boxes)")
         boxes = _one_per_concept(map(parse_region, regions), "--region boxes")
-        texts = _one_per_concept(map(parse_region_prompt, region_prompts), "--region-prompt texts")
-        return cls(boxes=boxes, auto=layout == "auto", texts=texts, strength=1.0 if strength is None else strength)
+        texts, strengths = _split_region_strengths(
+            _one_per_concept(map(parse_region_prompt, region_prompts), "--region-prompt texts"))
+        return cls(boxes=boxes, auto=layout == "auto", texts=texts, strengths=strengths,
+                   strength=1.0 if strength is None else strength)
+
+
+def _split_region_strengths(texts: dict[str, str]) -> tuple[dict[str, str], dict[str, float]]:
+    """`<name:w>` in region texts, read as in a prompt (prompts.split_strengths): the texts with `<name>`, and the
+    strengths of every text together (a concept given two different ones is refused)."""
+    plain: dict[str, str] = {}
+    strengths: dict[str, float] = {}
+    for name, text in texts.items():
+        plain[name], found = split_strengths(text)
+        strengths = merged_strengths(strengths, found, "--region-prompt")
+    return plain, strengths
+
+
+def merged_strengths(first: dict[str, float], second: dict[str, float], where: str) -> dict[str, float]:
+    """The strengths of a prompt and of its region texts together. A concept's strength scales its delta in the
+    UNet, which every box shares, so it is one number per image: two different ones are refused."""
+    for name, w in second.items():
+        if first.get(name, w) != w:
+            raise UsageError(f"<{name}> has strength {first[name]:g} and {w:g} in {where}; give it one strength "
+                             "(it scales the concept in the whole image)")
+    return {**first, **second}
 
 
 def _one_per_concept(pairs, what: str) -> dict:
@@ -221,21 +246,22 @@ def plan_regions(prompt: str, request: RegionRequest, classes: dict[str, str], e
             raise UsageError(f"a region names <{name}>, which the bank does not have (concepts: {known})")
     if request.auto:
         if not mentioned:
-            raise UsageError(f"--layout auto needs concepts in the prompt; {prompt!r} mentions none")
+            raise UsageError(f"--layout auto needs concepts in the prompt; {excerpt(prompt)} mentions none")
         names, boxes = mentioned, auto_boxes(mentioned)
     else:
         extra = [n for n in request.boxes if n not in mentioned]
         if extra:
-            raise UsageError(f"--region <{extra[0]}> but prompt {prompt!r} does not mention <{extra[0]}>; "
+            raise UsageError(f"--region <{extra[0]}> but prompt {excerpt(prompt)} does not mention <{extra[0]}>; "
                              "every prompt of a run gets the same regions")
         missing = [n for n in mentioned if n not in request.boxes]
         if missing:
-            raise UsageError(f"prompt {prompt!r} mentions <{missing[0]}> but no --region gives it a box; "
+            shown = excerpt(prompt, prompt.find(f"<{missing[0]}>"))
+            raise UsageError(f"prompt {shown} mentions <{missing[0]}> but no --region gives it a box; "
                              "add one per concept, or use --layout auto")
         names, boxes = mentioned, [request.boxes[n] for n in mentioned]
     stray = [n for n in request.texts if n not in names]
     if stray:
-        raise UsageError(f"--region-prompt <{stray[0]}> but prompt {prompt!r} does not mention <{stray[0]}>")
+        raise UsageError(f"--region-prompt <{stray[0]}> but prompt {excerpt(prompt)} does not mention <{stray[0]}>")
     regions = tuple(
         Region(n, b, expand_prompt(request.texts[n], classes, expand) if n in request.texts
                else region_text(n, prompt, classes, request.text_style, expand))

@@ -143,3 +143,158 @@ def test_generate_regions_needs_the_bank_applied(dog_hat_bank_readonly, tiny_bas
         cns_cli.generate_regions(pipe, dog_hat_bank_readonly, "a <dog> on the beach", {"dog": (0, 0, 1, 1)})
     with pytest.raises(UsageError, match="layout 'grid' is not known"):
         cns_cli.generate_regions(pipe, dog_hat_bank_readonly, "a <dog> on the beach", layout="grid")
+
+
+def test_apply_bank_prints_nothing_of_its_own(dog_bank_readonly, tiny_base):
+    """transformers logs a notice about mean-initialised rows on every resize_token_embeddings that grows the table;
+    cns sets the new rows itself, so a user's apply_bank prints nothing (run in a fresh process with transformers'
+    default verbosity: the notice is logged once per process)."""
+    import os
+
+    code = ("import sys, cns_cli; from diffusers import StableDiffusionPipeline; "
+            "pipe = StableDiffusionPipeline.from_pretrained(sys.argv[1], safety_checker=None); "
+            "pipe.set_progress_bar_config(disable=True); cns_cli.apply_bank(pipe, sys.argv[2])")
+    env = {k: v for k, v in os.environ.items() if k != "TRANSFORMERS_VERBOSITY"}
+    out = subprocess.run([sys.executable, "-c", code, tiny_base, str(dog_bank_readonly)], capture_output=True,
+                         text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "resiz" not in out.stderr.lower(), out.stderr
+
+
+# -- a bank and diffusers' own LoRA and textual-inversion loaders on one pipeline -------------------------------
+
+
+@pytest.fixture(scope="module")
+def hat_lora(dog_hat_bank_readonly, tmp_path_factory):
+    """A real diffusers LoRA on the tiny base (<hat>'s delta, exported), for a pipeline that has the dog bank."""
+    out = tmp_path_factory.mktemp("hat-lora")
+    r = cns("--bank", dog_hat_bank_readonly, "export", out / "x", "--format", "diffusers", "--concept", "hat")
+    assert r.exit_code == 0, r.stderr
+    return out / "x" / "hat"
+
+
+def _kv(pipe) -> dict:
+    return {n: m.weight.detach().clone() for n, m in kv_layers(pipe.unet).items()}
+
+
+def _with_lora_fused(tiny_base, lora) -> dict:
+    """The K/V weights of the base with `lora` fused in (and unloaded): what a pipeline holds after removing a
+    bank from it, if the LoRA was fused while the bank was in."""
+    pipe = load_pipeline(resolve_base(tiny_base))
+    pipe.load_lora_weights(lora)
+    pipe.fuse_lora()
+    pipe.unload_lora_weights()
+    return _kv(pipe)
+
+
+def test_remove_bank_keeps_a_lora_fused_after_the_bank(dog_bank_readonly, tiny_base, hat_lora):
+    pipe = load_pipeline(resolve_base(tiny_base))
+    before = _state(pipe)
+    cns_cli.apply_bank(pipe, dog_bank_readonly)
+    pipe.load_lora_weights(hat_lora)
+    pipe.fuse_lora()
+    pipe.unload_lora_weights()
+    cns_cli.remove_bank(pipe)
+    expected = _with_lora_fused(tiny_base, hat_lora)
+    kv = _kv(pipe)
+    assert any(not torch.equal(expected[n], before["kv"][n]) for n in kv)  # the LoRA does change these layers
+    assert all(torch.allclose(kv[n], expected[n], rtol=0, atol=1e-6) for n in kv)  # the LoRA stays, the bank goes
+    assert len(pipe.tokenizer) == before["tokens"] and torch.equal(token_embedding(pipe.text_encoder).weight, before["emb"])
+
+
+def test_a_lora_loaded_unfused_and_a_bank_come_and_go_in_either_order(dog_bank_readonly, tiny_base, hat_lora):
+    pipe = load_pipeline(resolve_base(tiny_base))
+    before = _state(pipe)
+    cns_cli.apply_bank(pipe, dog_bank_readonly)
+    applied = _state(pipe)
+    pipe.load_lora_weights(hat_lora)  # PEFT wraps to_k / to_v: the weights sit in to_k.base_layer now
+    cns_cli.remove_bank(pipe)
+    pipe.unload_lora_weights()
+    assert _same(_state(pipe), before)
+    pipe.load_lora_weights(hat_lora)  # the other order: the LoRA first, then the bank (the base is still there)
+    assert cns_cli.apply_bank(pipe, dog_bank_readonly) == ["dog"]
+    assert _same(_state(pipe), applied)  # _state sees the base layers through the LoRA's wrappers
+    cns_cli.remove_bank(pipe)
+    pipe.unload_lora_weights()
+    assert _same(_state(pipe), before)
+
+
+def test_remove_bank_refuses_tokens_loaded_after_the_bank_and_changes_nothing(dog_bank_readonly, tiny_base):
+    from cns_cli.errors import ModelError
+
+    pipe = load_pipeline(resolve_base(tiny_base))
+    before = _state(pipe)
+    cns_cli.apply_bank(pipe, dog_bank_readonly)
+    pipe.load_textual_inversion({"<mine>": torch.ones(token_embedding(pipe.text_encoder).weight.shape[1])})
+    loaded = _state(pipe)
+    with pytest.raises(ModelError, match=r"tokens after the bank's \(<mine>.*unload_textual_inversion\(\['<mine>'\]\)"):
+        cns_cli.remove_bank(pipe)
+    assert _same(_state(pipe), loaded) and pipe.tokenizer.convert_tokens_to_ids("<mine>") == before["tokens"] + 1
+    pipe.unload_textual_inversion(["<mine>"])
+    cns_cli.remove_bank(pipe)
+    assert _same(_state(pipe), before)
+
+
+def test_apply_bank_says_what_is_wrong_with_the_pipeline(dog_bank_readonly, tiny_base, tiny_sdxl, hat_lora, tmp_path):
+    from cns_cli.model.tiny import save_tiny_pipeline
+
+    def refusal(pipe) -> str:
+        with pytest.raises(ModelMismatchError) as info:
+            cns_cli.apply_bank(pipe, dog_bank_readonly)
+        return str(info.value)
+
+    pipe = load_pipeline(resolve_base(tiny_base))
+    cns_cli.apply_bank(pipe, dog_bank_readonly)
+    assert "has a bank applied already (concepts: dog); call cns_cli.remove_bank(pipe)" in refusal(pipe)
+    fused = load_pipeline(resolve_base(tiny_base))
+    fused.load_lora_weights(hat_lora)
+    fused.fuse_lora()
+    assert "a LoRA is fused into this pipeline" in refusal(fused)
+    assert "an SDXL model and the bank was built on an SD 1.x base" in refusal(load_pipeline(resolve_base(tiny_sdxl)))
+    other = load_pipeline(resolve_base(str(save_tiny_pipeline(tmp_path / "other", seed=1))))
+    assert "weights are not those of the bank's base" in refusal(other)
+    for message in map(refusal, (pipe, fused, other)):
+        assert "restore the original base" not in message  # the base on disk is fine: the pipeline in memory is not
+    with pytest.raises(UsageError, match="needs a diffusers Stable Diffusion pipeline"):
+        cns_cli.remove_bank(object())
+
+
+def test_expand_prompt_with_a_strength_is_what_generate_sends(dog_hat_bank_readonly, tmp_path):
+    import json
+
+    r = cns("--bank", dog_hat_bank_readonly, "generate", "<dog:0.7> wearing a <hat>", "--steps", "1", "--out", tmp_path,
+            "--json")
+    assert r.exit_code == 0, r.stderr
+    record = json.loads(r.stdout)
+    assert record["strengths"] == {"dog": 0.7}
+    assert cns_cli.expand_prompt(dog_hat_bank_readonly, "<dog:0.7> wearing a <hat>") == record["text"]
+
+
+def test_generate_regions_refuses_a_strength_it_cannot_apply(dog_hat_bank_readonly):
+    pipe = cns_cli.load_pipeline(dog_hat_bank_readonly, device="cpu")
+    with pytest.raises(UsageError, match=r"write <dog> and apply the bank with scales=\{'dog': 0.7\}"):
+        cns_cli.generate_regions(pipe, dog_hat_bank_readonly, "<dog:0.7> on the beach", {"dog": (0, 0, 1, 1)})
+    with pytest.raises(UsageError, match="scales="):
+        cns_cli.generate_regions(pipe, dog_hat_bank_readonly, "<dog> on the beach", {"dog": (0, 0, 1, 1)},
+                                 region_prompts={"dog": "a <dog:0.5> dog"})
+
+
+def test_apply_bank_on_a_pipeline_with_the_concepts_token_loaded_says_so(dog_bank_readonly, tiny_base, hat_lora):
+    from cns_cli.errors import ModelError
+
+    pipe = load_pipeline(resolve_base(tiny_base))
+    pipe.load_textual_inversion({"<dog>": torch.ones(token_embedding(pipe.text_encoder).weight.shape[1])})
+    loaded = _state(pipe)
+    with pytest.raises(ModelError, match=r"has <dog> in its tokenizer already .*unload_textual_inversion\('<dog>'\)"):
+        cns_cli.apply_bank(pipe, dog_bank_readonly)
+    assert _same(_state(pipe), loaded)
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda bank: cns_cli.expand_prompt(bank, None), "prompt must be a str, got NoneType"),
+    (lambda bank: cns_cli.expand_prompt(5, "<dog>"), "bank must be a path or a cns_cli.bank.Bank, got int"),
+    (lambda bank: cns_cli.apply_bank(object(), bank), "apply_bank needs a diffusers Stable Diffusion pipeline"),
+])
+def test_arguments_of_the_wrong_type_are_one_usage_error(dog_bank_readonly, call, words):
+    with pytest.raises(UsageError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        call(dog_bank_readonly)

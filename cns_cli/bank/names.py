@@ -19,8 +19,11 @@ CLASS_WORD_PATTERN = r"^[^<>\x00-\x1f\x7f]{1,64}$"
 
 
 def _suggest(name: str) -> str:
-    """A valid name close to `name` (it must itself pass check_concept_name)."""
-    cleaned = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-_")[:NAME_MAX].rstrip("-_")
+    """A valid name close to `name` (it must itself pass check_concept_name): accents are taken off the letters
+    first ("été" -> "ete": NFKD splits "é" into "e" and a combining accent, which is dropped), then every other
+    character outside the alphabet becomes "-"."""
+    plain = "".join(c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c))
+    cleaned = re.sub(r"[^a-z0-9_-]+", "-", plain.lower()).strip("-_")[:NAME_MAX].rstrip("-_")
     return cleaned or "my-concept"
 
 

@@ -99,6 +99,26 @@ class _TextStates:
     def __init__(self, pipe):
         self.states = [(tok, enc, _TextState(tok, enc)) for tok, enc in text_pairs(pipe)]
 
+    def note_added(self) -> None:
+        """Remember the tokens just added (every tokenizer's tokens past its saved length), to check on removal."""
+        for tok, _, state in self.states:
+            state.added = tok.convert_ids_to_tokens(list(range(state.length, len(tok))))
+
+    def check(self) -> None:
+        """Refuse (ModelError) unless each tokenizer still ends with exactly the tokens added, so that restoring
+        it takes out those and nothing else."""
+        for tok, _, state in self.states:
+            now = tok.convert_ids_to_tokens(list(range(state.length, len(tok))))
+            if now[: len(state.added)] != state.added:
+                raise ModelError(f"the tokenizer no longer holds the bank's tokens {' '.join(state.added[:3])} where "
+                                 "apply_bank put them (they were unloaded or replaced since); the concepts cannot be "
+                                 "taken out exactly: load the base again")
+            later = now[len(state.added) :]
+            if later:
+                raise ModelError(f"the tokenizer got tokens after the bank's ({' '.join(later[:3])}, e.g. from "
+                                 f"load_textual_inversion); unload them first (pipe.unload_textual_inversion("
+                                 f"{later[:3]!r})), then remove the bank")
+
     def restore(self) -> None:
         for tok, enc, state in self.states:
             state.restore(tok, enc)
@@ -114,6 +134,7 @@ class _TextState:
         self.rows = weight.shape[0]
         self.tail = weight[self.length :].detach().clone()  # rows a new token id could reuse (none for SD)
         self.vocab_size = text_encoder.config.vocab_size
+        self.added: list[str] = []  # the tokens added after this state was saved (_TextStates.note_added)
 
     @torch.no_grad()
     def restore(self, tokenizer, text_encoder) -> None:
@@ -131,7 +152,9 @@ class _TextState:
 class AppliedConcepts:
     """Concepts that `apply_concepts` put into a pipeline; `remove()` takes them out exactly: every K/V row they
     touched gets back the weights it had (saved before the change, so bit-identical, not W + ΔW - ΔW), their
-    tokens leave the tokenizer and the text encoder's embedding table shrinks back to its size before.
+    tokens leave the tokenizer and the text encoder's embedding table shrinks back to its size before. A row
+    changed since (a LoRA fused meanwhile) gets W - ΔW instead, which keeps that change, as PEFT's unmerge does
+    (kv.restore_rows); an unfused LoRA's wrapped layers are seen through (loading.kv_layers).
 
     Applications nest like a stack: remove the latest first (a later one may have changed the same rows).
     Also a context manager: `with apply_concepts(pipe, bank, rev, ["dog"]): ...` removes them on exit.
@@ -153,6 +176,7 @@ class AppliedConcepts:
         stack = _stack(self.pipe)
         if not stack or stack[-1] is not self:
             raise RuntimeError("concepts applied later to this pipeline are still in it; remove those first")
+        self._text.check()  # every refusal before anything changes (restore_rows checks its layers first too)
         restore_rows(self.pipe.unet, self._saved)
         self._text.restore()
         stack.pop()
@@ -199,6 +223,7 @@ def apply_concepts(pipe, bank: Bank, rev: Revision, names: list[str] | None = No
         try:
             apply_deltas(pipe.unet, tensors, saved)
             token_ids = add_tokens_everywhere(text_pairs(pipe), tokens)
+            text.note_added()
         except BaseException:
             restore_rows(pipe.unet, saved)
             text.restore()

@@ -6,6 +6,8 @@ layer), never a pass over all weights per concept.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
@@ -20,8 +22,15 @@ class ConceptTensors:
         self.rows, self.coef, self.basis_slice = rows, coef, basis_slice
 
 
-# layer -> (the rows changed, (m,) long, on the CPU; their weights before the change, (m, d) in the layer's dtype)
-SavedRows = dict[str, tuple[torch.Tensor, torch.Tensor]]
+class SavedLayer(NamedTuple):
+    """What `apply_deltas` changed in one layer, kept so that `restore_rows` can take it out again."""
+
+    rows: torch.Tensor  # (m,) long, on the CPU: the rows changed
+    before: torch.Tensor  # (m, d) in the layer's dtype: their weights before the change
+    delta: torch.Tensor  # (m, d) float32: what was added to them
+
+
+SavedRows = dict[str, SavedLayer]  # layer path -> what changed there
 
 
 @torch.no_grad()
@@ -30,9 +39,8 @@ def apply_deltas(unet, concepts: list[ConceptTensors], saved: SavedRows | None =
     changed per layer. The sum is computed in float32 and added once, so the order of concepts does not
     change the result beyond float32 addition of their (few) overlapping rows.
 
-    With `saved` (a dict), each changed layer's rows are copied into it before they change, so that
-    `restore_rows(unet, saved)` puts back the exact weights (copying, not subtracting: float addition does
-    not round-trip)."""
+    With `saved` (a dict), each changed layer's rows and the delta added to them are kept there, so that
+    `restore_rows(unet, saved)` can take the change out again (see there)."""
     changed = {}
     for name, layer in kv_layers(unet).items():
         parts = [(c.rows[name], c.coef[name], c.basis_slice) for c in concepts if name in c.rows and c.rows[name].numel()]
@@ -42,21 +50,47 @@ def apply_deltas(unet, concepts: list[ConceptTensors], saved: SavedRows | None =
         w = layer.weight
         idx = rows.to(w.device)
         before = w[idx]  # advanced indexing: a copy
+        delta = delta.to(w.device)
         if saved is not None:
-            saved[name] = (rows, before)  # never written to: the sum below is a new tensor
-        w[idx] = (before.float() + delta.to(w.device)).to(w.dtype)
+            saved[name] = SavedLayer(rows, before, delta)  # never written to: the sum below is a new tensor
+        w[idx] = (before.float() + delta).to(w.dtype)
         changed[name] = rows
     return changed
 
 
 @torch.no_grad()
-def restore_rows(unet, saved: SavedRows) -> None:
-    """Put back the rows `apply_deltas(..., saved)` copied: the layers' weights become bit-identical to what
-    they were before (on the device and in the dtype they had then)."""
-    layers = kv_layers(unet)
-    for name, (rows, before) in saved.items():
+def restore_rows(unet, saved: SavedRows) -> list[str]:
+    """Take out what `apply_deltas(..., saved)` added, like PEFT's unmerge, and return the layers where that was a
+    subtraction. A row that still holds exactly what apply_deltas wrote gets its saved weights back (bit-identical
+    to before, on the device and in the dtype it had then; float addition does not round-trip, so subtracting
+    would not be); a row changed since (a LoRA fused into the pipeline afterwards) gets current - delta in
+    float32, which keeps that later change (within float rounding). Every layer is checked before any is
+    written: a layer gone or reshaped is refused (ModelError) with the UNet untouched."""
+    layers = _layers_to_restore(unet, saved)
+    subtracted = []
+    for name, (rows, before, delta) in saved.items():
         w = layers[name].weight
-        w[rows.to(w.device)] = before.to(w.device, w.dtype)
+        idx = rows.to(w.device)
+        now, delta = w[idx], delta.to(w.device)
+        untouched = (now == (before.float().to(w.device) + delta).to(w.dtype)).all(dim=1, keepdim=True)  # (m, 1)
+        w[idx] = torch.where(untouched, before.to(w.device, w.dtype), (now.float() - delta).to(w.dtype))
+        if not untouched.all():
+            subtracted.append(name)
+    return subtracted
+
+
+def _layers_to_restore(unet, saved: SavedRows) -> dict:
+    """The UNet's K/V layers, after checking that every layer `saved` names is there with the rows it had."""
+    from ..errors import ModelError
+
+    layers = kv_layers(unet)
+    for name, (rows, before, _) in saved.items():
+        layer = layers.get(name)
+        if layer is None or layer.weight.ndim != 2 or layer.weight.shape[1] != before.shape[1] or \
+                layer.weight.shape[0] <= int(rows.max()):
+            raise ModelError(f"the UNet's layer {name} is not the one the bank was applied to (it was replaced or "
+                             "removed since); the concepts cannot be taken out of this pipeline: load the base again")
+    return layers
 
 
 class TrainableKV(nn.Module):

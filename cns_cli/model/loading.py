@@ -278,10 +278,18 @@ def place(pipe, device: str, dtype):
 
 
 def kv_layers(unet) -> dict:
-    """The cross-attention K/V projections of a UNet, by module path, in a stable (sorted) order."""
+    """The cross-attention K/V projections of a UNet, by module path, in a stable (sorted) order. A projection
+    that PEFT wrapped (diffusers' load_lora_weights without fuse_lora makes `attn2.to_k` a LoRA layer around
+    `attn2.to_k.base_layer`) is found through the wrapper: its base Linear, under the path it had. Its weight is
+    the base weight (a fused LoRA is in it, an unfused one is not), which is what the fingerprint, apply_bank and
+    remove_bank work on, so a bank and an unfused LoRA can be applied and removed in either order."""
     import torch
 
-    found = {name: m for name, m in unet.named_modules() if name.endswith(KV_SUFFIXES) and isinstance(m, torch.nn.Linear)}
+    found = {}
+    for name, m in unet.named_modules():
+        base = m.get_base_layer() if hasattr(m, "get_base_layer") else m  # peft's BaseTunerLayer, possibly nested
+        if name.endswith(KV_SUFFIXES) and isinstance(base, torch.nn.Linear):
+            found[name] = base
     if not found:
         raise ModelError(f"the base UNet has no cross-attention to_k/to_v layers; cns works on {families.SUPPORTED}")
     return dict(sorted(found.items()))

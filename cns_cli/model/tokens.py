@@ -34,7 +34,9 @@ def add_tokens(tokenizer, text_encoder, tokens: list[tuple[str, torch.Tensor]]) 
     added = tokenizer.add_tokens(names)
     if added != len(names):
         raise ModelError(f"the tokenizer accepted {added} of {len(names)} concept tokens")
-    text_encoder.resize_token_embeddings(len(tokenizer))
+    # mean_resizing=False: every new row is set just below, so transformers' mean initialisation (and the notice
+    # it logs about it on every call) would be wasted work
+    text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     weight = token_embedding(text_encoder).weight
     ids = tokenizer.convert_tokens_to_ids(names)
     for tid, (_, vec) in zip(ids, tokens):
