@@ -127,6 +127,7 @@ def learn(bank_path: Path, name: str, images_dir: Path, *, class_word: str | Non
     from .images import load_images
     from .learning.plan import open_session
     from .model.loading import resolve_base, spec_of
+    from .protected import of_base_named, refuse_overlap
 
     check_concept_name(name)
     if class_word is None:
@@ -140,6 +141,7 @@ def learn(bank_path: Path, name: str, images_dir: Path, *, class_word: str | Non
     job = _Job(name, class_word, images_dir, config, reporter, argv, new_basis)
     if not (root / "HEAD").exists():
         Bank.check_creatable(root)  # a file or a folder of other things: say so now, not after training
+        refuse_overlap(root, "--bank", of_base_named(base or DEFAULT_BASE, base_config))
         session = open_session(resolve_base(base or DEFAULT_BASE, base_config), None, None, name, class_word, images_dir,
                                config, reporter)
         if dry_run:
