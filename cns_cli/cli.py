@@ -2,8 +2,9 @@
 
 Heavy libraries (torch, diffusers) are imported inside the use cases, so `cns --help` stays instant.
 Every command runs through `_handled`, the one place where errors become messages and exit codes:
-CnsError -> its message, exit 2; Ctrl-C -> exit 130; stdout closed by its reader (`| head`) -> quietly,
-exit 141 like any Unix tool ended by SIGPIPE; anything else -> "internal error", exit 101.
+CnsError -> its message, exit 2; an OSError the environment caused (read-only, disk full, no permission:
+errors.from_os_error) -> a line naming the path, exit 2; Ctrl-C -> exit 130; stdout closed by its reader
+(`| head`) -> quietly, exit 141 like any Unix tool ended by SIGPIPE; anything else -> "internal error", exit 101.
 CNS_DEBUG=1 shows tracebacks instead. The installed `cns` script is `run()`, which also makes Ctrl-C
 work during long native operations (interrupt.py).
 """
@@ -22,7 +23,7 @@ import typer
 
 from . import output
 from .about import DEFAULT_BASE, __version__
-from .errors import CHECK_FAILED_EXIT, INTERNAL_ERROR_EXIT, CnsError
+from .errors import CHECK_FAILED_EXIT, INTERNAL_ERROR_EXIT, CnsError, from_os_error
 
 app = typer.Typer(
     name="cns",
@@ -61,6 +62,10 @@ def _handled(fn):
         except Exception as e:  # a bug: say so plainly, keep the traceback for CNS_DEBUG=1
             if os.environ.get("CNS_DEBUG") == "1":
                 raise
+            known = from_os_error(e)  # unless the OS refused a file operation: read-only, disk full, ...
+            if known is not None:
+                output.error(str(known))
+                raise typer.Exit(known.exit_code) from None
             output.error(f"internal error: {type(e).__name__}: {e} (rerun with CNS_DEBUG=1 and report it)")
             raise typer.Exit(INTERNAL_ERROR_EXIT) from None
 

@@ -118,3 +118,109 @@ def test_bench_out_over_its_base_model_is_refused(tiny_demo_base, tmp_path):
     line = one_line_error(cns("bench", "--quick", "--base", base, "--out", base))
     assert "is the base model" in line, line
     assert _tree_digest(base) == before
+
+
+# -- what the environment refuses: one line naming the path, exit 2 --------------------------------------------
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """read_only(folder): every write under `folder` fails with EROFS from then on, as on a read-only mount
+    (the tests run as root, where chmod 555 stops nothing). Covers what cns and its libraries write with:
+    os.mkdir (Path.mkdir, tempfile), os.open (bank.atomic), open/io.open (PIL, Path.write_text), renames, links."""
+    import builtins
+    import errno
+    import io
+    import os
+
+    folders: list[Path] = []
+
+    def refuse(path) -> None:
+        if isinstance(path, int):
+            return
+        p = Path(os.fsdecode(path)).absolute()
+        if any(p == f or f in p.parents for f in folders):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fsdecode(path))
+
+    def guard(fn, *checked: int, writes=lambda *a, **k: True):
+        def guarded(*args, **kwargs):
+            if writes(*args, **kwargs):
+                for i in checked:
+                    refuse(args[i])
+            return fn(*args, **kwargs)
+        return guarded
+
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT
+    opens_for_writing = lambda file, mode="r", *a, **k: any(c in mode for c in "wax+")  # noqa: E731
+    monkeypatch.setattr(os, "mkdir", guard(os.mkdir, 0))
+    monkeypatch.setattr(os, "open", guard(os.open, 0, writes=lambda path, flags, *a, **k: bool(flags & write_flags)))
+    for name in ("replace", "rename", "link", "symlink"):
+        monkeypatch.setattr(os, name, guard(getattr(os, name), 1))
+    monkeypatch.setattr(builtins, "open", guard(builtins.open, 0, writes=opens_for_writing))
+    monkeypatch.setattr(io, "open", guard(io.open, 0, writes=opens_for_writing))
+    return lambda folder: folders.append(Path(folder).absolute())
+
+
+def _names_the_path(line: str, path: str) -> None:
+    assert path in line and "read-only" in line, line
+
+
+def test_export_in_a_read_only_folder_is_one_line(own_base_bank, tmp_path, monkeypatch, read_only):
+    bank, _ = own_base_bank
+    monkeypatch.chdir(tmp_path)
+    read_only(tmp_path)
+    _names_the_path(one_line_error(cns("--bank", bank, "export", "exp")), "exp")
+
+
+def test_demo_in_a_read_only_folder_is_one_line(tiny_demo_base, tmp_path, monkeypatch, read_only):
+    monkeypatch.chdir(tmp_path)
+    read_only(tmp_path)
+    _names_the_path(one_line_error(cns("demo", "--base", tiny_demo_base, "--steps", "1")), "cns-demo")
+
+
+def test_bench_in_a_read_only_folder_is_one_line(tiny_demo_base, tmp_path, monkeypatch, read_only):
+    monkeypatch.chdir(tmp_path)
+    read_only(tmp_path)
+    _names_the_path(one_line_error(cns("bench", "--quick", "--base", tiny_demo_base)), "cns-bench")
+
+
+@pytest.fixture
+def disk_full_at_lock(monkeypatch):
+    """The disk fills up just as the writer lock records its holder (os.ftruncate / os.pwrite of bank/lock.py)."""
+    import errno
+    import os
+    import types
+
+    from cns_cli.bank import lock
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(lock, "os", types.SimpleNamespace(**{**vars(os), "pwrite": full}))
+    return monkeypatch
+
+
+def test_disk_full_at_the_lock_is_one_line_and_the_lock_is_free_again(own_base_bank, dog_photos, disk_full_at_lock,
+                                                                      tmp_path):
+    bank = tmp_path / "b.cnsbank"
+    shutil.copytree(own_base_bank[0], bank)  # this test writes to it
+    before = _tree_digest(bank)
+    for args in (["forget", "dog"], ["learn", "cat", dog_photos, "--class", "cat", "--steps", "1", "--score-steps", "1"]):
+        line = one_line_error(cns("--bank", bank, *args))
+        assert str(bank / "lock") in line and "no space left" in line, line
+        assert _tree_digest(bank) == before
+    disk_full_at_lock.undo()  # space again: the lock was let go, so the next writer gets it
+    r = cns("--bank", bank, "undo")
+    assert r.exit_code == 0, r.stderr
+    assert cns("--bank", bank, "verify").exit_code == 0
+
+
+@pytest.mark.parametrize("case", ["name too long", "under a file"])
+def test_export_to_a_path_the_os_refuses_is_one_line(own_base_bank, tmp_path, case):
+    """Real refusals of the OS (no mocking): a name over NAME_MAX, a path through a file."""
+    bank, _ = own_base_bank
+    (tmp_path / "a-file").write_text("user data\n")
+    out = tmp_path / ("x" * 300) if case == "name too long" else tmp_path / "a-file" / "exp"
+    line = one_line_error(cns("--bank", bank, "export", out))
+    assert str(out if case == "name too long" else tmp_path / "a-file") in line, line
+    assert (tmp_path / "a-file").read_text() == "user data\n"
