@@ -466,9 +466,13 @@ def bench(
 
 def run() -> None:
     """The `cns` console script: the app, with Ctrl-C that works during long native operations, and a closed
-    stdout handled even where no command runs (`cns --help | head -1`)."""
+    stdout handled even where no command runs (`cns --help | head -1`); a stdout closed from the start
+    (`cns ... >&-`) is refused with one line, exit 2, before anything is written."""
     from . import interrupt
 
+    if output.stdout_closed():  # before any work: the results could not be delivered (GNU tools fail alike)
+        os.write(2, f"error: {output.STDOUT_CLOSED}\n".encode())
+        sys.exit(2)
     interrupt.install()
     try:
         app()

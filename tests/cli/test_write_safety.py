@@ -224,3 +224,44 @@ def test_export_to_a_path_the_os_refuses_is_one_line(own_base_bank, tmp_path, ca
     line = one_line_error(cns("--bank", bank, "export", out))
     assert str(out if case == "name too long" else tmp_path / "a-file") in line, line
     assert (tmp_path / "a-file").read_text() == "user data\n"
+
+
+# -- standard streams closed by the caller ---------------------------------------------------------------------
+
+
+def _cns_in_shell(args: list, redirect: str, cwd: Path):
+    """`cns ARGS REDIRECT` through sh in a fresh process (the console script's run(), as installed)."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    code = "import sys; sys.argv[0] = 'cns'; from cns_cli.cli import run; run()"
+    line = " ".join(shlex.quote(str(a)) for a in [sys.executable, "-c", code, *args]) + " " + redirect
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    return subprocess.run(["sh", "-c", line], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+
+def test_generate_with_stdout_closed_refuses_before_writing(dog_bank_readonly, tmp_path):
+    """`cns generate … --json >&-`: no result could be printed, so nothing is drawn (it was exit 101 after one PNG)."""
+    out = tmp_path / "imgs"
+    r = _cns_in_shell(["--bank", dog_bank_readonly, "generate", "<dog>", "-n", "2", "--steps", "1", "--json",
+                       "--out", out], ">&-", tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert [line for line in r.stderr.splitlines() if line.startswith("error:")] == [
+        "error: stdout is closed (`>&-`), so no result could be printed; redirect it instead (`>/dev/null` discards it)"]
+    assert not out.exists()
+
+
+def test_generate_with_stderr_closed_writes_whole_images(dog_bank_readonly, tmp_path):
+    """`2>&-`: the results still come; stderr's progress goes to /dev/null, never into a file cns opened."""
+    from PIL import Image
+
+    out = tmp_path / "imgs"
+    r = _cns_in_shell(["--bank", dog_bank_readonly, "generate", "<dog>", "-n", "2", "--steps", "1", "--json",
+                       "--out", out], "2>&-", tmp_path)
+    assert r.returncode == 0, r.stdout
+    paths = [Path(__import__("json").loads(line)["path"]) for line in r.stdout.splitlines()]
+    assert len(paths) == 2 and sorted(out.iterdir()) == sorted(paths)
+    for p in paths:
+        Image.open(p).verify()
