@@ -3,8 +3,9 @@
 Heavy libraries (torch, diffusers) are imported inside the use cases, so `cns --help` stays instant.
 Every command runs through `_handled`, the one place where errors become messages and exit codes:
 CnsError -> its message, exit 2; an OSError the environment caused (read-only, disk full, no permission:
-errors.from_os_error) -> a line naming the path, exit 2; Ctrl-C -> exit 130; stdout closed by its reader
-(`| head`) -> quietly, exit 141 like any Unix tool ended by SIGPIPE; anything else -> "internal error", exit 101.
+errors.from_os_error) -> a line naming the path, exit 2; Ctrl-C -> exit 130, SIGTERM -> 143 (interrupt.py);
+stdout closed by its reader (`| head`) -> quietly, exit 141 like any Unix tool ended by SIGPIPE; anything else ->
+"internal error", exit 101.
 CNS_DEBUG=1 shows tracebacks instead. The installed `cns` script is `run()`, which also makes Ctrl-C
 work during long native operations (interrupt.py).
 """
@@ -56,9 +57,11 @@ def _handled(fn):
         except BrokenPipeError:  # the reader of stdout is gone: stop quietly, nothing is half-written
             output.silence_stdout()
             raise typer.Exit(output.BROKEN_PIPE_EXIT) from None
-        except KeyboardInterrupt:
-            output.error("interrupted; nothing was committed, the bank is as it was")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (interrupt.Terminated)
+            from . import interrupt
+
+            output.error(interrupt.describe(e))
+            raise typer.Exit(interrupt.exit_code(e)) from None
         except Exception as e:  # a bug: say so plainly, keep the traceback for CNS_DEBUG=1
             if os.environ.get("CNS_DEBUG") == "1":
                 raise

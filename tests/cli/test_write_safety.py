@@ -14,9 +14,12 @@ from tests.clitools import cns, one_line_error
 
 
 def _tree_digest(folder: Path) -> str:
-    """One sha256 over every file's relative path and bytes: equal digests = the folder is unchanged."""
+    """One sha256 over every file's relative path and bytes: equal digests = the folder is unchanged (but for
+    the bank's lock file, which a writer creates and empties again: it is no bank state)."""
     h = hashlib.sha256()
     for p in sorted(folder.rglob("*")):
+        if p == folder / "lock" and p.read_bytes() == b"":
+            continue
         h.update(str(p.relative_to(folder)).encode())
         if p.is_file():
             h.update(p.read_bytes())
@@ -265,3 +268,133 @@ def test_generate_with_stderr_closed_writes_whole_images(dog_bank_readonly, tmp_
     assert len(paths) == 2 and sorted(out.iterdir()) == sorted(paths)
     for p in paths:
         Image.open(p).verify()
+
+
+# -- SIGTERM and Ctrl-C: one line, nothing committed, and a first learn leaves no bank --------------------------
+
+
+def _start_cns(args: list, cwd: Path):
+    """`cns ARGS` as a fresh process (the console script's run(), which installs the signal handling)."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import sys; sys.argv[0] = 'cns'; from cns_cli.cli import run; run()"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _signal_once_it_holds_the_lock(proc, bank: Path, signum) -> tuple[int, str]:
+    """Wait until `proc` holds the bank's writer lock (it wrote its pid there: the bank exists and a commit is
+    under way), let it get into loading or training, send `signum`; (exit status, stderr)."""
+    import json
+    import time
+
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if json.loads((bank / "lock").read_text() or "{}").get("pid") == proc.pid:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        raise AssertionError(f"never took the lock: {proc.communicate()}")
+    time.sleep(1.0)
+    assert proc.poll() is None, "finished before the signal; give it more steps"
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+def _errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+LONG_LEARN = ["--class", "cat", "--steps", "100000", "--score-steps", "1"]
+
+
+def test_sigterm_ends_a_learn_like_ctrl_c_with_143(own_base_bank, dog_photos, tmp_path):
+    import signal
+
+    bank = tmp_path / "b.cnsbank"
+    shutil.copytree(own_base_bank[0], bank)
+    before = _tree_digest(bank)
+    status, err = _signal_once_it_holds_the_lock(_start_cns(["--bank", bank, "learn", "cat", dog_photos, *LONG_LEARN],
+                                                            tmp_path), bank, signal.SIGTERM)
+    assert status == 143, err
+    assert _errors(err) == ["error: terminated (SIGTERM); nothing was committed, the bank is as it was"], err
+    assert "Traceback" not in err
+    assert _tree_digest(bank) == before
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_first_learn_leaves_no_bank(tiny_base, dog_photos, tmp_path, signame):
+    import signal
+
+    bank = tmp_path / "new.cnsbank"
+    status, err = _signal_once_it_holds_the_lock(
+        _start_cns(["--bank", bank, "learn", "cat", dog_photos, "--base", tiny_base, *LONG_LEARN], tmp_path), bank,
+        getattr(signal, signame))
+    what = {"SIGINT": "interrupted", "SIGTERM": "terminated (SIGTERM)"}[signame]
+    assert status == {"SIGINT": 130, "SIGTERM": 143}[signame], err
+    assert _errors(err) == [f"error: {what}; nothing was committed and no bank was created at {bank}"], err
+    assert not bank.exists() and sorted(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("folder", ["absent", "empty folder"])
+def test_a_failed_first_learn_leaves_the_path_as_it_was(tiny_base, dog_photos, tmp_path, disk_full_at_lock, folder):
+    """The bank is created, then the disk fills up as the lock is taken: the new bank goes again; an empty
+    folder the user made for it stays."""
+    bank = tmp_path / "new.cnsbank"
+    if folder == "empty folder":
+        bank.mkdir()
+    line = one_line_error(cns("--bank", bank, "learn", "cat", dog_photos, "--base", tiny_base, *LONG_LEARN))
+    assert "no space left" in line, line
+    assert (sorted(bank.iterdir()) == [] if folder == "empty folder" else not bank.exists())
+
+
+def test_a_failed_learn_on_an_existing_bank_keeps_it(own_base_bank, dog_photos, tmp_path, disk_full_at_lock):
+    """Only a bank the failing command created is removed, never one that was there (even if it holds no concept)."""
+    bank = tmp_path / "empty.cnsbank"
+    r = cns("--bank", bank, "init", "--base", own_base_bank[1])
+    assert r.exit_code == 0, r.stderr
+    before = _tree_digest(bank)
+    one_line_error(cns("--bank", bank, "learn", "cat", dog_photos, *LONG_LEARN))
+    assert _tree_digest(bank) == before
+
+
+def test_sigterm_during_one_long_torch_call_runs_the_registered_undo(tmp_path):
+    """The watcher's hard exit (the main thread stuck in native code): SIGTERM ends with 143 too, after the undo
+    the command registered (a first learn's bank removal), and says what the undo left."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    marker = tmp_path / "undone"
+    script = (
+        "import pathlib, torch\n"
+        "from cns_cli import interrupt\n"
+        "torch.set_num_threads(1)\n"
+        "a = torch.rand(3000, 3000) / 3000\n"
+        "assert interrupt.install(grace_s=1.0)\n"
+        f"def undo():\n    pathlib.Path({str(marker)!r}).write_text('x')\n    return 'the new bank was removed'\n"
+        "with interrupt.undo_on_hard_exit(undo):\n"
+        "    print('ready', flush=True)\n"
+        "    torch.linalg.matrix_power(a, 1024)\n"
+        "print('finished', flush=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.5)  # inside the long call by now
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "finished" not in out and _errors(err) == ["error: terminated (SIGTERM); the new bank was removed"], err
+    assert marker.read_text() == "x"
