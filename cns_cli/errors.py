@@ -101,10 +101,21 @@ def from_os_error(e: BaseException | None) -> EnvironmentProblem | None:
 
     fixes = {getattr(errno, name): fix for name, fix in _OS_FIXES.items() if hasattr(errno, name)}
     while e is not None:
-        if isinstance(e, OSError) and e.errno in fixes:
-            what, fix = fixes[e.errno]
-            paths = [os.fsdecode(p) for p in (e.filename, e.filename2) if p is not None]
-            where = " -> ".join(paths) if paths else "a file cns was writing"
+        code = e.errno if isinstance(e, OSError) else _rust_os_error(e)
+        if code in fixes:
+            what, fix = fixes[code]
+            paths = [os.fsdecode(p) for p in (getattr(e, "filename", None), getattr(e, "filename2", None)) if p]
+            where = " -> ".join(paths) if paths else "a file it was writing (the library did not say which)"
             return EnvironmentProblem(f"cannot use {where}: {what}; {fix}")
         e = e.__cause__
     return None
+
+
+def _rust_os_error(e: BaseException) -> int | None:
+    """The errno of an I/O error that a Rust extension reports in its own exception type, such as safetensors'
+    SafetensorError from diffusers' save_pretrained on a full disk: Rust's io::Error ends its text with
+    "(os error N)"."""
+    import re
+
+    m = re.search(r"\(os error (\d+)\)", str(e))
+    return int(m.group(1)) if m else None

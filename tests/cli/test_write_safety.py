@@ -398,3 +398,19 @@ def test_sigterm_during_one_long_torch_call_runs_the_registered_undo(tmp_path):
     assert proc.returncode == 143, err
     assert "finished" not in out and _errors(err) == ["error: terminated (SIGTERM); the new bank was removed"], err
     assert marker.read_text() == "x"
+
+
+def test_a_full_disk_under_save_pretrained_is_one_line(own_base_bank, tmp_path, monkeypatch):
+    """safetensors (Rust) reports a full disk as its own SafetensorError, not an OSError: the text it gave on a
+    full 1 MB tmpfs during `cns export --format pipeline` (was exit 101)."""
+    import diffusers
+    from safetensors import SafetensorError
+
+    def full_disk(self, *a, **k):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(diffusers.DiffusionPipeline, "save_pretrained", full_disk)
+    bank, _ = own_base_bank
+    line = one_line_error(cns("--bank", bank, "export", tmp_path / "exp", "--format", "pipeline"))
+    assert "no space left on the disk; free some space" in line, line
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cns-export-")]  # its temp folder went again
