@@ -473,7 +473,7 @@ def run() -> None:
     (`cns ... >&-`) is refused with one line, exit 2, before anything is written."""
     from . import interrupt
 
-    if output.stdout_closed():  # before any work: the results could not be delivered (GNU tools fail alike)
+    if 1 in output.fill_closed_standard_fds():  # before any work: no result could be delivered (GNU tools fail alike)
         os.write(2, f"error: {output.STDOUT_CLOSED}\n".encode())
         sys.exit(2)
     interrupt.install()

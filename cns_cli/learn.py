@@ -3,7 +3,8 @@
 The steps are in cns_cli/learning (plan -> fit -> commit). The writer lock is held from the model load to the
 commit, so two learns cannot interleave and a second writer is told at once. Nothing of the concept is
 written before training ends: Ctrl-C or a crash commits nothing. A missing bank is created (revision 0) as
-soon as its base has loaded, so that its lock is held through training too.
+soon as its base has loaded, so that its lock is held through training too; if that first learn then fails or
+is interrupted, the new bank is removed again (`_removed_unless_committed`), so no empty bank is left behind.
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ def learn(bank_path: Path, name: str, images_dir: Path, *, class_word: str | Non
     the model loads (minutes on SD 1.5). The writer lock is held from the model load to the commit; a new bank
     is created (revision 0, as `cns init` would) right after its base loads, so its lock is held through
     training too. `new_basis` (d, d) replaces the seeded basis Q of a new bank: an input for experiments."""
+    from .checks import check_out_dir
     from .images import load_images
     from .learning.plan import open_session
     from .model.loading import resolve_base, spec_of
@@ -144,6 +146,7 @@ def learn(bank_path: Path, name: str, images_dir: Path, *, class_word: str | Non
     if not (root / "HEAD").exists():
         Bank.check_creatable(root)  # a file or a folder of other things: say so now, not after training
         refuse_overlap(root, "--bank", of_base_named(base or DEFAULT_BASE, base_config))
+        check_out_dir(root, "--bank")  # a read-only place: say so before the model load, not after it
         session = open_session(resolve_base(base or DEFAULT_BASE, base_config), None, None, name, class_word, images_dir,
                                config, reporter)
         if dry_run:

@@ -48,11 +48,11 @@ def silence_stdout() -> None:
         pass
 
 
-def stdout_closed() -> bool:
+def fill_closed_standard_fds() -> list[int]:
     """Open /dev/null on any of fds 0-2 the caller closed (`cns ... >&-`, `2>&-`, `<&-`), so that no file cns opens
-    later gets one of these numbers and a stray print lands in it (a bank object, an image); True if fd 1 was
-    closed, which the caller refuses: its results would go nowhere. A stdout closed *later* by its reader is a
-    broken pipe instead (exit 141)."""
+    later gets one of these numbers and a stray print lands in it (a bank object, an image). Returns the closed
+    ones; a closed stdout (1) the CLI refuses, since its results would go nowhere. A stdout closed *later* by its
+    reader is a broken pipe instead (exit 141)."""
     closed = []
     for fd in (0, 1, 2):
         try:
@@ -65,7 +65,7 @@ def stdout_closed() -> bool:
     for fd, name, mode in ((0, "stdin", "r"), (2, "stderr", "w")):  # Python set these to None at startup
         if fd in closed and getattr(sys, name) is None:
             setattr(sys, name, open(fd, mode, closefd=False))
-    return 1 in closed
+    return closed
 
 
 def emit_json(doc) -> None:

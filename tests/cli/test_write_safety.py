@@ -160,6 +160,16 @@ def read_only(monkeypatch):
     for name in ("replace", "rename", "link", "symlink"):
         monkeypatch.setattr(os, name, guard(getattr(os, name), 1))
     monkeypatch.setattr(builtins, "open", guard(builtins.open, 0, writes=opens_for_writing))
+    real_access = os.access
+
+    def access(path, mode, *a, **k):  # access(2) reports EROFS for root too
+        try:
+            refuse(path) if mode & os.W_OK else None
+        except OSError:
+            return False
+        return real_access(path, mode, *a, **k)
+
+    monkeypatch.setattr(os, "access", access)
     monkeypatch.setattr(io, "open", guard(io.open, 0, writes=opens_for_writing))
     return lambda folder: folders.append(Path(folder).absolute())
 
@@ -185,6 +195,15 @@ def test_bench_in_a_read_only_folder_is_one_line(tiny_demo_base, tmp_path, monke
     monkeypatch.chdir(tmp_path)
     read_only(tmp_path)
     _names_the_path(one_line_error(cns("bench", "--quick", "--base", tiny_demo_base)), "cns-bench")
+
+
+@pytest.mark.parametrize("command", ["learn", "init"])
+def test_a_new_bank_in_a_read_only_folder_is_refused_before_the_model_loads(tiny_base, dog_photos, tmp_path, read_only,
+                                                                            no_model_load, command):
+    read_only(tmp_path)
+    args = ["learn", "dog", dog_photos, "--class", "dog"] if command == "learn" else ["init"]
+    line = one_line_error(cns("--bank", tmp_path / "new.cnsbank", *args, "--base", tiny_base))
+    assert "not writable" in line and str(tmp_path) in line, line
 
 
 @pytest.fixture
