@@ -62,19 +62,27 @@ def _hub_cache_folder(repo_id: str) -> Path:
     return Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
 
 
+def _resolved(path: Path) -> Path:
+    """`path` absolute with every link followed; a link loop (RuntimeError on Python 3.11, OSError ELOOP later)
+    keeps the loop's own name, so the write that follows fails with ELOOP and says so (errors.from_os_error)."""
+    path = Path(path).expanduser()
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):
+        return path.absolute()
+
+
 def refuse_overlap(out: Path, flag: str, protected: list[Protected], contains: bool = True) -> None:
     """Raise UsageError (one line, exit 2) if output `out` is, lies inside or (with `contains`) contains a
-    protected path. Creates and reads nothing but the path names."""
-    target = Path(out).expanduser().resolve()
+    protected path. Writes nothing."""
+    target = _resolved(out)
     for item in protected:
-        kept = item.path.expanduser().resolve()
-        if target == kept:
-            how = "is"
-        elif kept in target.parents:
-            how = "lies inside"
+        kept = _resolved(item.path)
+        if target == kept or kept in target.parents:
+            how, fix = ("is" if target == kept else "lies inside"), "pass a folder outside it"
         elif contains and target in kept.parents:
-            how = "contains"
+            how, fix = "contains", "pass a folder that does not hold it"
         else:
             continue
-        raise UsageError(f"{flag} {out} {how} {item.what} ({kept}); cns never writes there, so nothing is "
-                         "overwritten: pass a folder outside it")
+        raise UsageError(f"{flag} {out} {how} {item.what} ({kept}); cns never writes there, so nothing was "
+                         f"touched: {fix}")

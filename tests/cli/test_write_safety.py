@@ -237,14 +237,16 @@ def test_disk_full_at_the_lock_is_one_line_and_the_lock_is_free_again(own_base_b
     assert cns("--bank", bank, "verify").exit_code == 0
 
 
-@pytest.mark.parametrize("case", ["name too long", "under a file"])
+@pytest.mark.parametrize("case", ["name too long", "under a file", "a link loop"])
 def test_export_to_a_path_the_os_refuses_is_one_line(own_base_bank, tmp_path, case):
-    """Real refusals of the OS (no mocking): a name over NAME_MAX, a path through a file."""
+    """Real refusals of the OS (no mocking): a name over NAME_MAX, a path through a file, a link to itself."""
     bank, _ = own_base_bank
     (tmp_path / "a-file").write_text("user data\n")
-    out = tmp_path / ("x" * 300) if case == "name too long" else tmp_path / "a-file" / "exp"
+    (tmp_path / "loop").symlink_to("loop")
+    out = {"name too long": tmp_path / ("x" * 300), "under a file": tmp_path / "a-file" / "exp",
+           "a link loop": tmp_path / "loop"}[case]
     line = one_line_error(cns("--bank", bank, "export", out))
-    assert str(out if case == "name too long" else tmp_path / "a-file") in line, line
+    assert str(out if case != "under a file" else tmp_path / "a-file") in line, line
     assert (tmp_path / "a-file").read_text() == "user data\n"
 
 
