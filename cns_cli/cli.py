@@ -2,8 +2,10 @@
 
 Heavy libraries (torch, diffusers) are imported inside the use cases, so `cns --help` stays instant.
 Every command runs through `_handled`, the one place where errors become messages and exit codes:
-CnsError -> its message, exit 2; Ctrl-C -> exit 130; stdout closed by its reader (`| head`) -> quietly,
-exit 141 like any Unix tool ended by SIGPIPE; anything else -> "internal error", exit 101.
+CnsError -> its message, exit 2; an OSError the environment caused (read-only, disk full, no permission:
+errors.from_os_error) -> a line naming the path, exit 2; Ctrl-C -> exit 130, SIGTERM -> 143 (interrupt.py);
+stdout closed by its reader (`| head`) -> quietly, exit 141 like any Unix tool ended by SIGPIPE; anything else ->
+"internal error", exit 101.
 CNS_DEBUG=1 shows tracebacks instead. The installed `cns` script is `run()`, which also makes Ctrl-C
 work during long native operations (interrupt.py).
 """
@@ -22,7 +24,7 @@ import typer
 
 from . import output
 from .about import DEFAULT_BASE, __version__
-from .errors import CHECK_FAILED_EXIT, INTERNAL_ERROR_EXIT, CnsError
+from .errors import CHECK_FAILED_EXIT, INTERNAL_ERROR_EXIT, CnsError, from_os_error
 from .usage import CnsCommand, CnsGroup
 
 app = typer.Typer(
@@ -57,12 +59,18 @@ def _handled(fn):
         except BrokenPipeError:  # the reader of stdout is gone: stop quietly, nothing is half-written
             output.silence_stdout()
             raise typer.Exit(output.BROKEN_PIPE_EXIT) from None
-        except KeyboardInterrupt:
-            output.error("interrupted; nothing was committed, the bank is as it was")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (interrupt.Terminated)
+            from . import interrupt
+
+            output.error(interrupt.describe(e))
+            raise typer.Exit(interrupt.exit_code(e)) from None
         except Exception as e:  # a bug: say so plainly, keep the traceback for CNS_DEBUG=1
             if os.environ.get("CNS_DEBUG") == "1":
                 raise
+            known = from_os_error(e)  # unless the OS refused a file operation: read-only, disk full, ...
+            if known is not None:
+                output.error(str(known))
+                raise typer.Exit(known.exit_code) from None
             output.error(f"internal error: {type(e).__name__}: {e} (rerun with CNS_DEBUG=1 and report it)")
             raise typer.Exit(INTERNAL_ERROR_EXIT) from None
 
@@ -507,9 +515,13 @@ def bench(
 
 def run() -> None:
     """The `cns` console script: the app, with Ctrl-C that works during long native operations, and a closed
-    stdout handled even where no command runs (`cns --help | head -1`)."""
+    stdout handled even where no command runs (`cns --help | head -1`); a stdout closed from the start
+    (`cns ... >&-`) is refused with one line, exit 2, before anything is written."""
     from . import interrupt
 
+    if 1 in output.fill_closed_standard_fds():  # before any work: no result could be delivered (GNU tools fail alike)
+        os.write(2, f"error: {output.STDOUT_CLOSED}\n".encode())
+        sys.exit(2)
     interrupt.install()
     try:
         app()

@@ -29,6 +29,7 @@ from .bank.delta import basis_of, decode_delta
 from .bank.integrity import require_intact
 from .errors import ConceptError, UsageError
 from .lora_names import kohya_base_metadata, kohya_key, layers_per_block
+from .protected import of_bank, refuse_overlap
 
 FORMATS = ("kohya", "diffusers", "embedding", "pipeline")
 MERGED_NAME = "cns-merged"
@@ -118,6 +119,7 @@ def export(bank_path: Path, out: Path, fmt: str = "kohya", concepts: list[str] |
         number = parse_revision_number(revision, "--revision")
         rev, where = with_current_base(bank, read_existing_revision(bank, number, "cannot be exported")), f"revision {number}"
     names = select_concepts(rev, concepts, where)
+    refuse_overlap(out, "OUT", of_bank(bank.root, rev.base))  # before --force may replace anything there
     _check_out(out, force)
     # every object needed, before writing anything (or loading a model): embeddings alone need no basis
     fix = None if revision is None else ("leave the concept out (--concept NAME for each other one) or restore the "

@@ -29,6 +29,7 @@ from .bank import Bank
 from .checks import (ModelFacts, check_out_dir, check_seeds, check_size, check_steps, check_text, facts_from_configs,
                      model_facts)
 from .errors import CnsError, ConceptError, UsageError
+from .protected import of_bank, refuse_overlap
 from .regions import RegionPlan, RegionRequest
 from .reporting import SamplingProgress
 
@@ -131,6 +132,7 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
     _warn_unclosed(prompts)
     plans = [plan_regions(p, config.regions, classes, config.expand) if config.regions else None for p in prompts]
     out_dir = Path(out_dir)
+    refuse_overlap(out_dir, "--out", of_bank(bank.root, rev.base), contains=False)  # new files only: see protected.py
     check_out_dir(out_dir)
     early = model_facts(loading.spec_of(rev.base))  # what the base's config files say, before any weights load
     _check_limits(early, config)

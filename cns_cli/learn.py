@@ -3,12 +3,15 @@
 The steps are in cns_cli/learning (plan -> fit -> commit). The writer lock is held from the model load to the
 commit, so two learns cannot interleave and a second writer is told at once. Nothing of the concept is
 written before training ends: Ctrl-C or a crash commits nothing. A missing bank is created (revision 0) as
-soon as its base has loaded, so that its lock is held through training too.
+soon as its base has loaded, so that its lock is held through training too; if that first learn then fails or
+is interrupted, the new bank is removed again (`_removed_unless_committed`), so no empty bank is left behind.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,7 +21,7 @@ from .about import DEFAULT_BASE
 from .bank import Bank, Revision
 from .bank.store import is_bank_folder
 from .bank.names import check_class_word, check_concept_name
-from .errors import ConceptError, UsageError
+from .errors import CnsError, ConceptError, UsageError
 from .reporting import NullReporter, Reporter
 
 SELECTIONS = ("attribution", "random")
@@ -125,9 +128,11 @@ def learn(bank_path: Path, name: str, images_dir: Path, *, class_word: str | Non
     the model loads (minutes on SD 1.5). The writer lock is held from the model load to the commit; a new bank
     is created (revision 0, as `cns init` would) right after its base loads, so its lock is held through
     training too. `new_basis` (d, d) replaces the seeded basis Q of a new bank: an input for experiments."""
+    from .checks import check_out_dir
     from .images import load_images
     from .learning.plan import open_session
     from .model.loading import resolve_base, spec_of
+    from .protected import of_base_named, refuse_overlap
 
     check_concept_name(name)
     if class_word is None:
@@ -141,14 +146,18 @@ def learn(bank_path: Path, name: str, images_dir: Path, *, class_word: str | Non
     job = _Job(name, class_word, images_dir, config, reporter, argv, new_basis)
     if not is_bank_folder(root):
         Bank.check_creatable(root)  # a file or a folder of other things: say so now, not after training
+        refuse_overlap(root, "--bank", of_base_named(base or DEFAULT_BASE, base_config))
+        check_out_dir(root, "--bank")  # a read-only place: say so before the model load, not after it
         session = open_session(resolve_base(base or DEFAULT_BASE, base_config), None, None, name, class_word, images_dir,
                                config, reporter)
         if dry_run:
             return job.planned(session, None, None)
         init_argv = ["cns", "init", "--base", base or DEFAULT_BASE] + ([] if base_config is None else ["--config", str(base_config)])
+        was_empty_folder = root.is_dir()  # check_creatable: absent or an empty folder
         bank = Bank.create(root, session.base, argv=init_argv)
-        with bank.transaction() as tx:
-            return job.learn_into(tx, session, bank)
+        with _removed_unless_committed(bank, was_empty_folder):
+            with bank.transaction() as tx:
+                return job.learn_into(tx, session, bank)
     bank = Bank.open(root)
     if base is not None or base_config is not None:
         _check_same_base(bank.head().base, base, base_config)
@@ -194,6 +203,43 @@ class _Job:
         trained = fit(session, plan, self.config, self.reporter, tx.parent)
         rev = commit(tx, plan, trained, self.argv)
         return LearnOutcome(self.name, dict(plan.doc), rev.number, dict(trained.stats))
+
+
+@contextmanager
+def _removed_unless_committed(bank: Bank, was_empty_folder: bool) -> Iterator[None]:
+    """A first learn that fails or is interrupted (Ctrl-C, SIGTERM, bad photos, a diverged training, a full disk)
+    takes the bank it just created with it, so that no empty bank is left behind: `_remove_new_bank`, also on the
+    interrupt watcher's hard exit. An interruption's message then says so (interrupt.describe)."""
+    from . import interrupt
+
+    def undo() -> str:
+        return _remove_new_bank(bank, was_empty_folder)
+
+    with interrupt.undo_on_hard_exit(undo):
+        try:
+            yield
+        except BaseException as e:
+            left = undo()
+            if isinstance(e, KeyboardInterrupt):
+                e.outcome = left
+            raise
+
+
+def _remove_new_bank(bank: Bank, was_empty_folder: bool) -> str:
+    """Remove a bank this command created, only while it holds nothing but its empty revision 0 (a concept
+    committed meanwhile keeps it); an empty folder that was there before stays. Returns what is left, for the
+    interruption message."""
+    import shutil
+
+    try:
+        if bank.revision_numbers() != [0] or bank.head_number() != 0:
+            return f"the new bank {bank.root} was kept: it holds committed revisions (see `cns log`)"
+        shutil.rmtree(bank.root)
+        if was_empty_folder:
+            bank.root.mkdir()
+    except (OSError, CnsError):  # the original error matters more; an empty bank left behind still works
+        return f"nothing was committed; the new, empty bank {bank.root} could not be removed"
+    return f"nothing was committed and no bank was created at {bank.root}"
 
 
 def _check_same_base(pointer, base: str | None, base_config) -> None:

@@ -14,6 +14,7 @@ from functools import lru_cache
 
 # What a shell reports for a process ended by SIGPIPE (128 + 13): the status of `yes | head -1`'s `yes`.
 BROKEN_PIPE_EXIT = 141
+STDOUT_CLOSED = "stdout is closed (`>&-`), so no result could be printed; redirect it instead (`>/dev/null` discards it)"
 
 
 def _console(stderr: bool):
@@ -45,6 +46,26 @@ def silence_stdout() -> None:
         os.close(devnull)
     except (OSError, ValueError):  # stdout replaced by something without a file descriptor (tests)
         pass
+
+
+def fill_closed_standard_fds() -> list[int]:
+    """Open /dev/null on any of fds 0-2 the caller closed (`cns ... >&-`, `2>&-`, `<&-`), so that no file cns opens
+    later gets one of these numbers and a stray print lands in it (a bank object, an image). Returns the closed
+    ones; a closed stdout (1) the CLI refuses, since its results would go nowhere. A stdout closed *later* by its
+    reader is a broken pipe instead (exit 141)."""
+    closed = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:  # EBADF: not open
+            closed.append(fd)
+    for fd in closed:  # lowest free number first, so os.open lands on exactly this fd
+        if os.open(os.devnull, os.O_RDWR) != fd:
+            break
+    for fd, name, mode in ((0, "stdin", "r"), (2, "stderr", "w")):  # Python set these to None at startup
+        if fd in closed and getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, closefd=False))
+    return closed
 
 
 def emit_json(doc) -> None:

@@ -63,8 +63,11 @@ class WriterLock:
         previous = _read_holder(fd)
         if previous and previous.get("pid") != os.getpid() and not _pid_alive(int(previous["pid"])):
             self.stale_pid = int(previous["pid"])
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
+        try:
+            _write_holder(fd)
+        except OSError as e:  # disk full, quota: let go of the lock and name the file (cli maps the errno)
+            os.close(fd)
+            raise OSError(e.errno, e.strerror, str(self.path)) from None
         self.fd = fd
         return self
 
@@ -94,6 +97,12 @@ def lock_is_held(root: Path) -> bool:
         return False
     finally:
         os.close(fd)  # closing releases a flock we got
+
+
+def _write_holder(fd: int) -> None:
+    """Record this process as the holder: {"pid": N, "host": NAME} (the "locked by pid N" message reads it)."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
 
 
 def _read_holder(fd: int) -> dict | None:

@@ -86,10 +86,11 @@ def run_bench(out: Path, config: BenchConfig = BenchConfig(), reporter: Reporter
     from ..demo.world import base_world
     from ..model.loading import load_pipeline, resolve_base
     from ..model.runtime import resolve_device
+    from ..protected import of_base_named, refuse_overlap
     from .report import sheet_subset, write_reports
 
     out = Path(out)
-    resolve_base(config.base)  # a missing model fails before anything is written
+    refuse_overlap(out, "--out", of_base_named(config.base))  # a missing model fails before anything is written
     world = base_world(config.base)  # the demo world the model was trained on: its individuals, captions, evaluator
     ev, s = Evaluator.load(), config.sampling(world)
     ev.check_world(world)

@@ -64,6 +64,7 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
     from .evaluator import Evaluator
     from .individuals import individuals_of, render_photos
     from .world import SCENE_PHRASES, base_world
+    from ..protected import of_base_named, refuse_overlap
 
     out = Path(out)
     bank_path = out / "demo.cnsbank"
@@ -74,6 +75,7 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), reporter: Reporter = 
     ev = Evaluator.load()
     ev.check_world(world)
     people = individuals_of(world)
+    refuse_overlap(out, "--out", of_base_named(config.base))  # claim_folder may empty --out
     claim_folder(out, MARKER, "cns demo")
     photos = {}
     for name in PAIR:
