@@ -94,6 +94,8 @@ def _check_bank_path(bank: Path) -> Path:
 
     if bank == _EMPTY_BANK:
         raise UsageError("--bank is empty; pass the bank folder, e.g. --bank my.cnsbank (default .cnsbank)")
+    if "\0" in str(bank):  # no file name holds NUL; the OS would refuse it with a ValueError, not an OSError
+        raise UsageError(f"--bank {str(bank)!r} contains a NUL character, which no path can hold; pass the bank folder")
     return bank
 
 

@@ -101,7 +101,9 @@ def _usage_message(e) -> str:
     else:
         what = e.format_message()
     what = what.rstrip(".")
-    return " ".join(f"{what[:1].lower()}{what[1:]}; {where}".split())  # one line whatever click's message held
+    if what[1:2].islower():  # "Invalid value" -> "invalid value", but not a metavar: "OUT: ..." stays
+        what = what[:1].lower() + what[1:]
+    return " ".join(f"{what}; {where}".split())  # one line whatever click's message held
 
 
 def _param_name(param) -> str:

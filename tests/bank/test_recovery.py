@@ -78,6 +78,15 @@ def test_an_empty_bank_path_is_refused_not_taken_for_the_current_folder(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
+def test_a_bank_path_with_a_nul_character_is_one_line(tmp_path, monkeypatch, no_model_load):
+    """Found by the contract fuzzer: `init --bank 'a<NUL>b'` ended in "internal error: ValueError: embedded null byte"."""
+    monkeypatch.chdir(tmp_path)
+    for args in (["init", "--bank", "a\0b"], ["--bank", "a\0b", "inspect"], ["log", "--bank", "a\0b"]):
+        line = one_line_error(cns(*args))
+        assert "NUL" in line, line
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_bank_another_learn_created_meanwhile_says_wait_for_its_lock(tmp_path, monkeypatch, dog_photos):
     """Two `cns learn` on a new path: the second finds the bank the first created (and is training into, holding
     its lock) when it goes to create one. It used to advise removing that bank."""
