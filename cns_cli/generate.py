@@ -371,7 +371,8 @@ def _sample(pipe, text: str, plan: RegionPlan | None, config: GenerateConfig, se
                   height=config.height, generator=generators[0] if len(seeds) == 1 else generators,
                   callback_on_step_end=on_step, output_type="np")
     if config.negative is not None:
-        kwargs["negative_prompt"] = config.negative  # the unconditional half: regions leave it untouched
+        # the unconditional half (regions leave it untouched); diffusers wants one per prompt when prompts are a list
+        kwargs["negative_prompt"] = config.negative if len(seeds) == 1 else [config.negative] * len(seeds)
     if plan is None:
         images = pipe(text if len(seeds) == 1 else [text] * len(seeds), **kwargs).images
     else:

@@ -140,3 +140,18 @@ def test_batch_size_gives_the_same_images_per_seed(dog_bank_readonly, tmp_path):
         assert np.abs(_pixels(a["path"]).astype(int) - _pixels(b["path"]).astype(int)).max() <= 1
     assert "--batch-size must be at least 1" in one_line_error(
         cns("--bank", dog_bank_readonly, "generate", "<dog>", "--batch-size", "0", "--out", tmp_path))
+
+
+def test_batch_size_with_a_negative_prompt_draws_what_one_at_a_time_draws(dog_bank_readonly, tmp_path):
+    """Found by the contract fuzzer: `--batch-size 2 --negative TEXT` was an internal error (diffusers wants one
+    negative prompt per prompt when the prompts are a list)."""
+    def run(folder, *extra):
+        r = cns("--bank", dog_bank_readonly, "generate", "<dog> on a beach", "-n", "2", "--steps", "2",
+                "--negative", NEGATIVE, "--out", tmp_path / folder, "--json", *extra)
+        assert r.exit_code == 0, r.stderr
+        return [json.loads(line) for line in r.stdout.splitlines()]
+
+    single, batched = run("one"), run("two", "--batch-size", "2")
+    assert [x["negative"] for x in batched] == [NEGATIVE, NEGATIVE]
+    for a, b in zip(single, batched):
+        assert np.abs(_pixels(a["path"]).astype(int) - _pixels(b["path"]).astype(int)).max() <= 1
