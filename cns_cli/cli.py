@@ -48,6 +48,7 @@ def _handled(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
+            _refuse_undecodable_paths(kwargs)
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, SystemExit):
             raise
@@ -77,6 +78,23 @@ def _handled(fn):
     return wrapper
 
 
+def _refuse_undecodable_paths(kwargs: dict) -> None:
+    """A path argument whose bytes are not UTF-8 (Python hands them over as surrogate escapes) is refused before
+    the command runs: cns prints, records (revisions, PNG text, JSON) and compares paths as UTF-8 text, and in a
+    strict UTF-8 locale printing such a name would fail half way through a command."""
+    from .errors import UsageError
+
+    for name, value in kwargs.items():
+        for path in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(path, Path) or (name == "base" and isinstance(path, str)):
+                try:
+                    str(path).encode("utf-8")
+                except UnicodeEncodeError:
+                    shown = os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+                    raise UsageError(f"the path {shown!r} is not UTF-8 text; cns reads and records paths as UTF-8: "
+                                     "rename it, or pass a link with a UTF-8 name") from None
+
+
 def _bank_path(text: str | Path) -> Path:
     """--bank's value as a path. Parsed from the text (typer's Path would turn '' into '.', the current folder,
     which nobody means as a bank); an empty value is refused, with one line, where the command runs. (The
@@ -94,6 +112,7 @@ def _check_bank_path(bank: Path) -> Path:
 
     if bank == _EMPTY_BANK:
         raise UsageError("--bank is empty; pass the bank folder, e.g. --bank my.cnsbank (default .cnsbank)")
+    _refuse_undecodable_paths({"bank": bank})
     if "\0" in str(bank):  # no file name holds NUL; the OS would refuse it with a ValueError, not an OSError
         raise UsageError(f"--bank {str(bank)!r} contains a NUL character, which no path can hold; pass the bank folder")
     return bank

@@ -4,6 +4,7 @@ and revision numbers that never name two states."""
 
 from __future__ import annotations
 
+import os
 import json
 
 import bankfactory as bf
@@ -240,3 +241,15 @@ def test_undo_onto_a_lost_revision_never_advises_a_restore_of_heads_own_state(ba
     line = one_line_error(cns("--bank", bank.root, "undo"))
     assert "cannot undo revision 3" in line and "cns restore 1" not in line, line
     assert "`cns restore 0`" in line, line
+
+
+def test_a_path_that_is_not_utf8_is_one_line_for_every_path_option(tmp_path, monkeypatch, dog_bank_readonly, no_model_load):
+    """Found by the contract fuzzer: `cns export $'\\xff'` (Python hands the byte over as '\\udcff') ended in an
+    internal error (UnicodeEncodeError) where the output is strict UTF-8; --bank and --out alike."""
+    monkeypatch.chdir(tmp_path)
+    bad = os.fsdecode(b"\xff")
+    for args in (["export", bad, "--bank", dog_bank_readonly], ["--bank", bad, "inspect"],
+                 ["generate", "<dog>", "--out", bad, "--bank", dog_bank_readonly], ["learn", "cat", bad, "--bank", "x"]):
+        line = one_line_error(cns(*args))
+        assert "not UTF-8" in line and "\\xff" in line, line
+    assert list(tmp_path.iterdir()) == []
