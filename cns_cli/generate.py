@@ -146,6 +146,7 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
                              loaded.native if early.native is None else None,
                              loaded.min_steps if early.min_steps is None else None), config)
     _warn_truncated(pipe.tokenizer, [*texts, *([config.negative] if config.negative else [])])
+    config = _both_sides(config, pipe)
     if config.regions:
         _warn_small_boxes(pipe, plans, config)
     if config.scheduler:
@@ -492,6 +493,15 @@ def _warn_unclosed(prompts: list[str]) -> None:
         for name in unclosed_references(prompt):
             output.warn(f"<{name} in {excerpt(prompt, prompt.find('<' + name))} has no closing '>', so it is plain "
                         f"text, not a concept; write <{name.lower()}> to use the concept")
+
+
+def _both_sides(config: GenerateConfig, pipe) -> GenerateConfig:
+    """`--width` alone (or `--height` alone) with the other side the model's native size: diffusers' pipelines
+    fall back to the native size for BOTH sides when either is missing, which would silently drop the one given."""
+    if (config.width is None) == (config.height is None):
+        return config
+    native = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    return replace(config, width=config.width or native, height=config.height or native)
 
 
 def _warn_small_boxes(pipe, plans: list[RegionPlan], config: GenerateConfig) -> None:

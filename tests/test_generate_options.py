@@ -155,3 +155,17 @@ def test_batch_size_with_a_negative_prompt_draws_what_one_at_a_time_draws(dog_ba
     assert [x["negative"] for x in batched] == [NEGATIVE, NEGATIVE]
     for a, b in zip(single, batched):
         assert np.abs(_pixels(a["path"]).astype(int) - _pixels(b["path"]).astype(int)).max() <= 1
+
+
+def test_width_alone_keeps_the_native_height_with_and_without_regions(dog_hat_bank_readonly, tmp_path):
+    """Found by the contract fuzzer: diffusers falls back to the native size for both sides when either is missing,
+    so `--width 64` alone drew a native square (and with `--layout auto` ended in an internal error)."""
+    pipe = cns_cli.load_pipeline(dog_hat_bank_readonly, device="cpu")
+    native = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    for flag, size in (("--width", (2 * native, native)), ("--height", (native, 2 * native))):
+        for extra in ([], ["--layout", "auto"]):
+            r = cns("--bank", dog_hat_bank_readonly, "generate", "<dog> and a <hat>", flag, 2 * native, "--steps", "1",
+                    "--out", tmp_path / f"{flag}{len(extra)}", "--json", *extra)
+            assert r.exit_code == 0, r.stderr
+            rec = json.loads(r.stdout.splitlines()[0])
+            assert Image.open(rec["path"]).size == size and (rec["width"], rec["height"]) == size

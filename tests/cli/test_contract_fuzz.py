@@ -41,9 +41,9 @@ from cns_cli.errors import CnsError
 from tests.clitools import cns
 
 BUDGET = int(os.environ.get("CNS_FUZZ_EXAMPLES", "0"))
-FUZZ = settings(max_examples=BUDGET or 60, deadline=None, derandomize=True, database=None,
+FUZZ = settings(max_examples=BUDGET or 150, deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck))
-FUZZ_MODEL = settings(FUZZ, max_examples=max(BUDGET // 4, 12))
+FUZZ_MODEL = settings(FUZZ, max_examples=BUDGET // 4 or 40)
 
 ALLOWED_EXITS = {0, 1, 2, 130, 141}
 MODEL_REACHED_EXIT = 3
