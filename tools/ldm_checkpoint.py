@@ -202,9 +202,13 @@ def _check_paths(folder: Path, out: Path, configs: Path | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m tools.ldm_checkpoint", description=__doc__.splitlines()[0])
-    ap.add_argument("pipeline", type=Path, help="a diffusers pipeline folder (SD 1.x, SD 2.x or SDXL)")
-    ap.add_argument("out", type=Path, help="the single-file checkpoint to write (.safetensors; must not exist)")
+    ap = argparse.ArgumentParser(prog="python -m tools.ldm_checkpoint",
+                                 description="Write a diffusers pipeline folder as one original-layout (LDM / SGM) "
+                                             ".safetensors checkpoint, and with --configs its weightless config folder.")
+    ap.add_argument("pipeline", type=Path, metavar="PIPELINE_FOLDER",
+                    help="a diffusers pipeline folder (SD 1.x, SD 2.x or SDXL)")
+    ap.add_argument("out", type=Path, metavar="OUT.safetensors",
+                    help="the single-file checkpoint to write (.safetensors; must not exist)")
     ap.add_argument("--configs", type=Path, metavar="DIR",
                     help="also write the weightless config folder here (for `cns init --config DIR`; must not exist)")
     args = ap.parse_args(argv)
