@@ -41,18 +41,13 @@ def base_pipe(family_base):
     return load_pipeline(resolve_base(family_base))
 
 
-def config_only(folder: str, dest: Path) -> Path:
-    shutil.copytree(folder, dest, ignore=shutil.ignore_patterns("*.safetensors"))
-    return dest
-
-
 @pytest.fixture(scope="module")
 def single_file(family, base_pipe, family_base, tmp_path_factory) -> tuple[Path, Path]:
     """(checkpoint, weightless config folder) of the family's tiny base."""
-    from tests.ldm_checkpoint import save_single_file
+    from tools.ldm_checkpoint import config_folder, save_single_file
 
     out = tmp_path_factory.mktemp(f"{family}-single")
-    return save_single_file(base_pipe, out / "model.safetensors"), config_only(family_base, out / "configs")
+    return save_single_file(base_pipe, out / "model.safetensors"), config_folder(family_base, out / "configs")
 
 
 def test_init_records_the_family(family, family_base, tmp_path):

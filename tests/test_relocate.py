@@ -61,11 +61,10 @@ def test_relocate_needs_a_place(moved_base):
 
 def test_a_moved_config_folder_of_a_single_file_base(tiny_base, tmp_path):
     from cns_cli.model import loading
-    from tests.ldm_checkpoint import save_single_file
+    from tools.ldm_checkpoint import config_folder, save_single_file
 
     ckpt = save_single_file(loading.load_pipeline(loading.resolve_base(tiny_base)), tmp_path / "model.safetensors")
-    configs = tmp_path / "configs"
-    shutil.copytree(tiny_base, configs, ignore=shutil.ignore_patterns("*.safetensors"))
+    configs = config_folder(tiny_base, tmp_path / "configs")
     bank = tmp_path / "b.cnsbank"
     assert cns("--bank", bank, "init", "--base", ckpt, "--config", configs).exit_code == 0
     moved = configs.rename(tmp_path / "configs-moved")

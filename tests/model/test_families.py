@@ -5,7 +5,6 @@ applying / removing a bank on an SDXL pipeline (tokens in both encoders, removal
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import torch
 
 from cns_cli.errors import ModelError
 from cns_cli.model import family as families
-from tests.ldm_checkpoint import save_single_file
+from tools.ldm_checkpoint import config_folder, save_single_file
 from cns_cli.model.loading import describe_base, detect_family, kv_layers, load_pipeline, resolve_base
 from cns_cli.model.text import TextConditioner, text_pairs
 
@@ -28,12 +27,6 @@ def folders(request) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def pipes(folders) -> dict:
     return {fam: load_pipeline(resolve_base(path)) for fam, path in folders.items()}
-
-
-def config_only(folder: str, dest: Path) -> Path:
-    """A copy of a diffusers folder without its weight files: what --config needs."""
-    shutil.copytree(folder, dest, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
-    return dest
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +61,7 @@ def test_family_is_detected_from_folder_checkpoint_and_pipeline(fam, folders, pi
 
 @pytest.mark.parametrize("fam", FAMILIES)
 def test_single_file_with_a_weightless_config_folder_loads_the_same_weights(fam, pipes, single_files, folders, tmp_path):
-    spec = resolve_base(str(single_files[fam]), config_only(folders[fam], tmp_path / "cfg"))
+    spec = resolve_base(str(single_files[fam]), config_folder(folders[fam], tmp_path / "cfg"))
     loaded = load_pipeline(spec)
     assert type(loaded) is type(pipes[fam])
     a, b = weights(pipes[fam]), weights(loaded)

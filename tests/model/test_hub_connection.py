@@ -14,7 +14,7 @@ REFUSED = "ConnectError: [Errno 111] Connection refused"
 
 @pytest.fixture(scope="module")
 def single_file(tiny_base, tmp_path_factory):
-    from tests.ldm_checkpoint import save_single_file
+    from tools.ldm_checkpoint import save_single_file
 
     pipe = loading.load_pipeline(loading.resolve_base(tiny_base))
     return save_single_file(pipe, tmp_path_factory.mktemp("single") / "model.safetensors")

@@ -1,6 +1,14 @@
 """A diffusers pipeline as one original-layout (LDM / SGM) `.safetensors` checkpoint: what A1111, ComfyUI and
 model sites call a "single-file" model. cns only reads such files (through diffusers' `from_single_file`); this
-writer exists so that the tests can make a tiny one offline and load it through that real path.
+writer exists so that a tiny one can be made offline (for the README's SDXL session and for the tests) and
+loaded through that real path.
+
+    python -m tools.ldm_checkpoint PIPELINE_FOLDER OUT.safetensors [--configs DIR]
+
+PIPELINE_FOLDER is a diffusers folder (save_pretrained) of a family cns supports: SD 1.x, SD 2.x or SDXL, e.g.
+`python -m cns_cli.model.tiny ./tiny-xl --family sdxl`. `--configs DIR` also writes the pipeline's weightless
+config folder (its configs and tokenizers, no weights): what `cns init --base OUT.safetensors --config DIR`
+needs to load the checkpoint offline. Neither output may exist already. Run it from a clone of the repository.
 
 Key names are the inverse of diffusers' loaders/single_file_utils.py (convert_ldm_unet_checkpoint,
 convert_ldm_vae_checkpoint, convert_ldm_clip_checkpoint, convert_open_clip_checkpoint):
@@ -14,7 +22,15 @@ convert_ldm_vae_checkpoint, convert_ldm_clip_checkpoint, convert_open_clip_check
 
 from __future__ import annotations
 
+import argparse
+import shutil
+import sys
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python tools/ldm_checkpoint.py`: the repository root makes cns_cli importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.ckpt", "*.pt", "*.pth", "*.msgpack", "*.onnx", "*.pb", "*.h5")
 
 _RESNET = (("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"), ("conv2", "out_layers.3"),
            ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection"))
@@ -159,3 +175,57 @@ def save_single_file(pipe, path: str | Path) -> Path:
     path = Path(path)
     save_file({k: v.detach().contiguous() for k, v in pipeline_to_ldm(pipe).items()}, str(path))
     return path
+
+
+def config_folder(pipeline_folder: str | Path, dest: str | Path) -> Path:
+    """A copy of a diffusers pipeline folder without its weight files (configs and tokenizers): what
+    `cns init --config` needs next to a single-file checkpoint of the same family."""
+    dest = Path(dest)
+    shutil.copytree(pipeline_folder, dest, ignore=shutil.ignore_patterns(*WEIGHT_PATTERNS))
+    return dest
+
+
+def _check_paths(folder: Path, out: Path, configs: Path | None) -> None:
+    """Every refusal before anything loads or is written: one line each."""
+    if not folder.is_dir():
+        raise SystemExit(f"error: {folder} is not a folder; pass a diffusers pipeline folder "
+                         "(e.g. one written by `python -m cns_cli.model.tiny FOLDER --family sdxl`)")
+    if not (folder / "model_index.json").is_file():
+        raise SystemExit(f"error: {folder} is not a diffusers pipeline folder (no model_index.json)")
+    if out.suffix.lower() != ".safetensors":
+        raise SystemExit(f"error: {out} must end in .safetensors (cns loads a single file by that extension)")
+    for path in (out, configs):
+        if path is not None and (path.exists() or path.is_symlink()):
+            raise SystemExit(f"error: {path} already exists; remove it or choose another path")
+    if configs is not None and configs.resolve() == out.resolve():
+        raise SystemExit("error: OUT and --configs must be different paths")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m tools.ldm_checkpoint",
+                                 description="Write a diffusers pipeline folder as one original-layout (LDM / SGM) "
+                                             ".safetensors checkpoint, and with --configs its weightless config folder.")
+    ap.add_argument("pipeline", type=Path, metavar="PIPELINE_FOLDER",
+                    help="a diffusers pipeline folder (SD 1.x, SD 2.x or SDXL)")
+    ap.add_argument("out", type=Path, metavar="OUT.safetensors",
+                    help="the single-file checkpoint to write (.safetensors; must not exist)")
+    ap.add_argument("--configs", type=Path, metavar="DIR",
+                    help="also write the weightless config folder here (for `cns init --config DIR`; must not exist)")
+    args = ap.parse_args(argv)
+    _check_paths(args.pipeline, args.out, args.configs)
+
+    from cns_cli.errors import CnsError
+    from cns_cli.model.loading import load_pipeline, resolve_base
+
+    try:
+        pipe = load_pipeline(resolve_base(str(args.pipeline)))
+    except CnsError as e:
+        raise SystemExit(f"error: {e}") from None
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    print(save_single_file(pipe, args.out))
+    if args.configs is not None:
+        print(config_folder(args.pipeline, args.configs))
+
+
+if __name__ == "__main__":
+    main()
