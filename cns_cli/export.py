@@ -10,7 +10,7 @@ Layout of OUT (one folder per tool convention, so files can be copied as they ar
     diffusers  <name>/pytorch_lora_weights.safetensors + <name>/learned_embeds.safetensors
                (--merged: pytorch_lora_weights.safetensors at the top, embeddings per concept)
     embedding  embeddings/<name>.safetensors (A1111/kohya: emb_params) + <name>/learned_embeds.safetensors
-    pipeline   a StableDiffusionPipeline folder (save_pretrained) with every concept merged in
+    pipeline   a diffusers pipeline folder with every concept merged in, in the hub's layout (model/saving.py)
 """
 
 from __future__ import annotations
@@ -182,15 +182,17 @@ def _embedding_files(obj: dict[str, np.ndarray], token: str) -> tuple[dict, dict
 
 
 def _export_pipeline(bank: Bank, rev: Revision, names: list[str], out: Path, fix: str | None = None) -> list[dict]:
-    """save_pretrained of the base with these concepts merged in and their tokens added; built in a temp
-    folder next to OUT and moved in, so a failure leaves no half-written pipeline."""
+    """The base with these concepts merged in and their tokens added, saved in the hub's layout (saving.py: what
+    transformers 4.x and ComfyUI read too); built in a temp folder next to OUT and moved in, so a failure leaves
+    no half-written pipeline."""
     from .model.personalised import load_personalised
+    from .model.saving import save_pipeline
 
     pipe = load_personalised(bank, rev, names, fix=fix)
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".cns-export-", dir=out.parent))
     try:
-        pipe.save_pretrained(tmp, safe_serialization=True)
+        save_pipeline(pipe, tmp)
         (tmp / "cns_export.json").write_text(json.dumps(_header(rev, names), indent=2, sort_keys=True) + "\n")
         for item in sorted(tmp.iterdir()):
             target = out / item.name

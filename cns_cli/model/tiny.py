@@ -1,9 +1,9 @@
 """Tiny, randomly initialised Stable Diffusion pipelines (SD 1.x, SD 2.x v-prediction, SDXL), built offline.
 
 Tests, benchmarks and the README's smoke run use them in place of real weights (none can be downloaded
-here). They are saved with `save_pretrained` (and, for the single-file path, as one original-layout
-.safetensors by model/ldm.py) and loaded back through the same code users run (`cns_cli.model.loading`),
-so the loading path is exercised too. Shapes follow ../shared/docs/SDXL.md "Tiny random pipelines"; the two
+here). They are saved with `save_pretrained` in the hub's layout (model/saving.py; and, for the single-file
+path, as one original-layout .safetensors by model/ldm.py) and loaded back through the same code users run
+(`cns_cli.model.loading`), so the loading path is exercised too. Shapes follow ../shared/docs/SDXL.md "Tiny random pipelines"; the two
 SDXL text encoders have different widths (32 and 64), as single-file loading tells them apart by width.
 
     python -m cns_cli.model.tiny OUT_DIR [--seed N] [--family sd1|sd2|sdxl]
@@ -197,9 +197,10 @@ BUILDERS = {"sd1": build_tiny_pipeline, "sd2": build_tiny_sd2_pipeline, "sdxl": 
 
 
 def save_tiny_pipeline(out: str | Path, seed: int = 0, family: str = "sd1") -> Path:
-    out = Path(out)
-    BUILDERS[family](seed).save_pretrained(out, safe_serialization=True)
-    return out
+    """Saved in the hub's layout (saving.py), as the models the tiny pipelines stand in for are."""
+    from .saving import save_pipeline
+
+    return save_pipeline(BUILDERS[family](seed), out)
 
 
 def main() -> None:
