@@ -327,9 +327,10 @@ def failure_of(e: Exception) -> Failure:
                    INTERNAL_ERROR_EXIT)
 
 
-def raise_failures(failures: list[Failure | None]) -> None:
+def raise_failures(failures: list[Failure | None], name_rank: bool = True) -> None:
     """Raise the first failure (lowest rank) on this rank, if any rank failed. The main process prints it; it is
-    prefixed with the failing rank unless every rank failed with the same message."""
+    prefixed with the failing rank unless every rank failed with the same message (or `name_rank` is False: a
+    step only the main process ran, on behalf of all)."""
     failed = [f for f in failures if f is not None]
     if not failed:
         return
@@ -338,7 +339,7 @@ def raise_failures(failures: list[Failure | None]) -> None:
         raise _local_error
     first = failed[0]
     alike = len(failed) == size() and len({f.message for f in failed}) == 1
-    message = first.message if alike or not launched() else f"[rank {first.rank}] {first.message}"
+    message = first.message if alike or not name_rank or not launched() else f"[rank {first.rank}] {first.message}"
     raise DistributedError(message, first.exit_code, quiet=not is_main()) from None
 
 
@@ -357,7 +358,7 @@ def on_main(fn: Callable[..., T], *args) -> T:
         return fn(*args)
     value, failure = attempt(fn, *args) if is_main() else (None, None)
     value, failure = broadcast((value, failure))
-    raise_failures([failure])
+    raise_failures([failure], name_rank=False)
     return value  # type: ignore[return-value]
 
 
