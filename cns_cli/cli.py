@@ -105,6 +105,21 @@ def _one_process(fn):
     return wrapper
 
 
+def _finishing(fn):
+    """A command that runs across processes: when it ends well, every rank leaves the process group together
+    (distributed.finish; nothing in one process)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from . import distributed
+
+        result = fn(*args, **kwargs)
+        distributed.finish()
+        return result
+
+    return wrapper
+
+
 def _refuse_undecodable_paths(kwargs: dict) -> None:
     """A path argument whose bytes are not UTF-8 (Python hands them over as surrogate escapes) is refused before
     the command runs: cns prints, records (revisions, PNG text, JSON) and compares paths as UTF-8 text, and in a
@@ -172,7 +187,7 @@ def command(*args, bank: bool = True, distributed: bool = False, **kwargs):
 
     def register(fn):
         body = _bank_option_too(fn) if bank else fn
-        return app.command(*args, cls=CnsCommand, **kwargs)(_handled(body if distributed else _one_process(body)))
+        return app.command(*args, cls=CnsCommand, **kwargs)(_handled(_finishing(body) if distributed else _one_process(body)))
 
     return register
 

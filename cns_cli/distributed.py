@@ -13,7 +13,8 @@ The API the commands build on (generate now; bench and learn):
 
     launched() -> bool                 WORLD_SIZE > 1: read from the environment, no import, no collective
     rank(), size(), local_rank(), is_main()   also from the environment, so usable before the group starts
-    start(device="auto", timeout_s=None) -> World   join the group (idempotent; collectives call it themselves)
+    start(device="auto", timeout=None) -> World   join the group (idempotent; collectives call it themselves)
+    finish()                           barrier, then leave the group: the end of a command that went well
     device_of(kind) -> str             where this rank places a model: "cuda" -> "cuda:<its GPU>", else kind
     shard(n, rank, size) -> range      units rank, rank + size, ...: round-robin (generate's calls, bench's methods)
     split(n, rank, size) -> range      a contiguous, balanced slice of n items (a global batch: learn)
@@ -194,6 +195,20 @@ def _join(device: str, timeout: float) -> World:
     atexit.register(state.destroy_process_group)
     return World(state.process_index, state.num_processes, state.local_process_index, local_size,
                  str(state.device), state.backend)
+
+
+def finish() -> None:
+    """Wait for every rank, then leave the group: what a launched command does when it ends well, so that no rank
+    tears its connections down while another still uses them (the atexit hook of `start` covers the rest)."""
+    global _world
+    if _world is None or not launched():
+        return
+    barrier()
+    import torch.distributed as td
+
+    if td.is_initialized():
+        td.destroy_process_group()
+    _world = None
 
 
 def device_of(kind: str) -> str:
