@@ -42,6 +42,17 @@ and exits 1 with each rank's own code in its report.
 
 Ordering rules for callers: every rank must make the same collectives in the same order (so decide loop counts
 from shared data), and nothing inside a `together` / `in_turn` / `on_main` function may itself be a collective.
+A command opts in with `@command(distributed=True)` in cli.py; every other command refuses a launcher.
+
+Recipes (in one process each line is the plain one-process code):
+
+    mine = [m for i, m in enumerate(methods) if i in shard(len(methods), rank(), size())]   # bench: methods
+    results = on_main(merge, all_gather(run(mine)))          # rank 0 assembles and writes the report
+    rows = split(batch_size, rank(), size())                 # learn: this rank's slice of the global batch
+    grads = all_reduce_mean([p.grad for p in trainables])    # equal slices; else all_reduce_sum of share-scaled
+    for p, g in zip(trainables, grads): p.grad.copy_(g)
+    rev = on_main(commit, bank, ...)                         # only rank 0 locks and writes the bank
+    pipe = in_turn(load, ...)                                # a node's ranks load one after another
 """
 
 from __future__ import annotations
@@ -181,7 +192,11 @@ def _join(device: str, timeout: float) -> World:
     from datetime import timedelta
 
     import torch
-    from accelerate import PartialState
+
+    try:
+        from accelerate import PartialState
+    except ImportError:
+        raise DistributedError("running across processes needs accelerate: pip install 'cns-cli[distributed]'") from None
 
     cuda = device in ("auto", "cuda") and torch.cuda.is_available()
     kwargs: dict[str, Any] = {"timeout": timedelta(seconds=timeout)}
@@ -225,13 +240,17 @@ def _collective(op: Callable[[], T]) -> T:
     try:
         return op()
     except Exception as e:
-        raise DistributedError(f"lost the other processes of this run (one ended, or stopped "
-                               f"answering for {TIMEOUT_ENV}={timeout_s():g} s): {_first_line(e)}; the launcher's "
-                               "report names the rank that failed") from None
+        raise DistributedError(f"lost the other processes of this run (one ended, or one stopped answering for "
+                               f"{TIMEOUT_ENV}={timeout_s():g} s): {_first_line(e)}; see the launcher's report and "
+                               "the other ranks' messages") from None
 
 
 def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+    """The first line of a backend error, without gloo's "[/path/to/file.cc:129] " source location."""
+    import re
+
+    line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return re.sub(r"^\[[^\]]*\.(cc|cpp|h|hpp):\d+\]\s*", "", line) or type(e).__name__
 
 
 # -- collectives (identities in one process) ----------------------------------------------------------------------

@@ -46,7 +46,20 @@ def main(out: Path) -> None:
         dist.on_main(_fails_on(0, "stdin is not UTF-8"))
     except dist.DistributedError as e:
         seen["failures"]["on_main"] = [str(e), e.exit_code, e.quiet]
+    seen["timeout"] = _silent_rank(1)
     (out / f"rank{dist.rank()}.json").write_text(json.dumps(seen))
+
+
+def _silent_rank(silent: int):
+    """Rank `silent` stops answering for longer than CNS_DIST_TIMEOUT: the other's next exchange fails by then."""
+    began = time.monotonic()
+    if dist.rank() == silent:
+        time.sleep(dist.timeout_s() + 3)
+    try:
+        dist.all_gather("late")
+        return None
+    except dist.DistributedError as e:
+        return [str(e), round(time.monotonic() - began, 1)]
 
 
 def _fails_on(rank: int | None, message: str):

@@ -34,9 +34,10 @@ def _free_port() -> str:
         return str(s.getsockname()[1])
 
 
-def torchrun(*args, cwd: Path, input: str | None = None) -> subprocess.CompletedProcess:
+def torchrun(*args, cwd: Path, input: str | None = None, timeout_s: int = 120) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", *map(str, args)],
-                          cwd=cwd, env=_env(), input=input, capture_output=True, text=True, timeout=600)
+                          cwd=cwd, env={**_env(), "CNS_DIST_TIMEOUT": str(timeout_s)}, input=input,
+                          capture_output=True, text=True, timeout=600)
 
 
 def files_in(folder: Path) -> dict[str, bytes]:
@@ -44,7 +45,8 @@ def files_in(folder: Path) -> dict[str, bytes]:
 
 
 def test_the_layer_on_two_real_ranks(tmp_path):
-    r = torchrun("--no-python", sys.executable, ROOT / "tests" / "launched_layer.py", tmp_path, cwd=tmp_path)
+    r = torchrun("--no-python", sys.executable, ROOT / "tests" / "launched_layer.py", tmp_path, cwd=tmp_path,
+                 timeout_s=15)
     assert r.returncode == 0, r.stderr
     seen = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1)]
     for i, s in enumerate(seen):
@@ -61,6 +63,9 @@ def test_the_layer_on_two_real_ranks(tmp_path):
     assert seen[0]["gather"] == [0, 10] and seen[1]["gather"] is None
     (a0, a1), (b0, b1) = seen[0]["turn"]
     assert a1 <= b0  # rank 1 loads after rank 0 is done (same node, one after another)
+    message, waited = seen[0]["timeout"]  # rank 1 stayed silent: rank 0 gave up after the timeout, with one line
+    assert message.startswith("lost the other processes of this run") and "CNS_DIST_TIMEOUT=15 s" in message
+    assert 14 <= waited <= 40 and "\n" not in message
 
 
 @pytest.fixture(scope="module")
