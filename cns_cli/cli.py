@@ -8,6 +8,10 @@ stdout closed by its reader (`| head`) -> quietly, exit 141 like any Unix tool e
 "internal error", exit 101.
 CNS_DEBUG=1 shows tracebacks instead. The installed `cns` script is `run()`, which also makes Ctrl-C
 work during long native operations (interrupt.py).
+
+Under a launcher (torchrun, accelerate launch: distributed.py) only `@command(distributed=True)` commands run
+(`generate`); the others refuse with one line. An error shared by every rank is printed by rank 0 only; an error
+of one rank alone is printed by it, prefixed "[rank N]".
 """
 
 from __future__ import annotations
