@@ -8,6 +8,10 @@ stdout closed by its reader (`| head`) -> quietly, exit 141 like any Unix tool e
 "internal error", exit 101.
 CNS_DEBUG=1 shows tracebacks instead. The installed `cns` script is `run()`, which also makes Ctrl-C
 work during long native operations (interrupt.py).
+
+Under a launcher (torchrun, accelerate launch: distributed.py) only `@command(distributed=True)` commands run
+(`generate`); the others refuse with one line. An error shared by every rank is printed by rank 0 only; an error
+of one rank alone is printed by it, prefixed "[rank N]".
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ def _handled(fn):
         except CnsError as e:
             if os.environ.get("CNS_DEBUG") == "1":
                 raise
-            output.error(str(e))
+            _error(str(e), quiet=getattr(e, "quiet", False))
             raise typer.Exit(e.exit_code) from None
         except BrokenPipeError:  # the reader of stdout is gone: stop quietly, nothing is half-written
             output.silence_stdout()
@@ -63,17 +67,59 @@ def _handled(fn):
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (interrupt.Terminated)
             from . import interrupt
 
-            output.error(interrupt.describe(e))
+            _error(interrupt.describe(e))
             raise typer.Exit(interrupt.exit_code(e)) from None
         except Exception as e:  # a bug: say so plainly, keep the traceback for CNS_DEBUG=1
             if os.environ.get("CNS_DEBUG") == "1":
                 raise
             known = from_os_error(e)  # unless the OS refused a file operation: read-only, disk full, ...
             if known is not None:
-                output.error(str(known))
+                _error(str(known))
                 raise typer.Exit(known.exit_code) from None
-            output.error(f"internal error: {type(e).__name__}: {e} (rerun with CNS_DEBUG=1 and report it)")
+            _error(f"internal error: {type(e).__name__}: {e} (rerun with CNS_DEBUG=1 and report it)")
             raise typer.Exit(INTERNAL_ERROR_EXIT) from None
+
+    return wrapper
+
+
+def _error(message: str, quiet: bool = False) -> None:
+    """The `error:` line. Under a launcher an error every rank shares (distributed.DistributedError) is printed by
+    the main process only (`quiet` elsewhere); one rank's own error names its rank."""
+    from . import distributed
+
+    if quiet:
+        return
+    output.error(message if distributed.is_main() else f"[rank {distributed.rank()}] {message}")
+
+
+def _one_process(fn):
+    """A command not built to run across processes refuses a launcher (N copies of it would each do all the work,
+    and write to the same bank), with one line from the main process."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from . import distributed
+
+        if distributed.launched():
+            raise distributed.DistributedError(
+                f"`cns {fn.__name__}` runs in one process only; start it without torchrun / accelerate launch "
+                "(see docs/distributed.md for the commands that run across processes)", quiet=not distributed.is_main())
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _finishing(fn):
+    """A command that runs across processes: when it ends well, every rank leaves the process group together
+    (distributed.finish; nothing in one process)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from . import distributed
+
+        result = fn(*args, **kwargs)
+        distributed.finish()
+        return result
 
     return wrapper
 
@@ -139,11 +185,13 @@ def _bank_option_too(fn):
     return wrapper
 
 
-def command(*args, bank: bool = True, **kwargs):
-    """`@app.command` with error handling applied and, for commands on a bank, `--bank` after the command."""
+def command(*args, bank: bool = True, distributed: bool = False, **kwargs):
+    """`@app.command` with error handling applied and, for commands on a bank, `--bank` after the command;
+    `distributed`: the command runs across the processes of a launcher (the others refuse one)."""
 
     def register(fn):
-        return app.command(*args, cls=CnsCommand, **kwargs)(_handled(_bank_option_too(fn) if bank else fn))
+        body = _bank_option_too(fn) if bank else fn
+        return app.command(*args, cls=CnsCommand, **kwargs)(_handled(_finishing(body) if distributed else _one_process(body)))
 
     return register
 
@@ -391,7 +439,7 @@ def _max_drift(text: str) -> float | None:
         raise UsageError(f"--max-drift must be a number in (0, 1] or off, got {text!r}") from None
 
 
-@command()
+@command(distributed=True)
 def generate(
     ctx: typer.Context,
     prompts: Annotated[list[str], typer.Argument(help="Prompts; '-' reads one per line from stdin. <name> = a concept.")],
@@ -415,29 +463,37 @@ def generate(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images of one prompt per pipeline call (same per-image seeds; faster on a GPU).")] = 1,
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="DDIM, PLMS, PNDM, Euler, 'Euler a', Heun, 'DPM++ 2M', 'DPM++ 2M Karras' or UniPC (default: the model's own).")] = None,
     grid: Annotated[bool, typer.Option("--grid", help="Also write a labelled contact sheet of the run (a row per prompt, a column per seed) and print its path last.")] = False,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Do not draw an image whose file (same settings, same name) is already in --out; print its path as if drawn. Completes an interrupted run.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="One JSON object per image per line on stdout (with --grid, a last {\"grid\": PATH}).")] = False,
 ) -> None:
     """Generate images with any mix of the learned concepts (optionally each in its own region)."""
+    from . import distributed
     from .generate import GenerateConfig, generate as run_generate
     from .prompts import read_prompts
     from .regions import RegionRequest
 
-    regions = RegionRequest.from_flags(region, layout, region_prompt, region_strength)
-    config = GenerateConfig(n=n, seed=seed, steps=steps, guidance=guidance, width=width, height=height,
-                            expand=expand, device=device.value, precision=precision.value, regions=regions,
-                            force=force, negative=negative, revision=revision,
-                            scheduler=scheduler, batch_size=batch_size)
+    def inputs():  # under a launcher the main process alone reads stdin, and shares what it read
+        regions = RegionRequest.from_flags(region, layout, region_prompt, region_strength)
+        config = GenerateConfig(n=n, seed=seed, steps=steps, guidance=guidance, width=width, height=height,
+                                expand=expand, device=device.value, precision=precision.value, regions=regions,
+                                force=force, negative=negative, revision=revision,
+                                scheduler=scheduler, batch_size=batch_size)
+        return config, read_prompts(prompts, sys.stdin)
+
+    if distributed.launched():
+        distributed.start(device.value)
+    config, texts = distributed.on_main(inputs)
     from .reporting import sampling_progress_for_stderr
 
-    texts = read_prompts(prompts, sys.stdin)
     show = output.emit_jsonl if json_ else (lambda rec: typer.echo(rec["path"]))
     records = run_generate(ctx.obj, texts, out, config, on_image=show, on_phase=output.info,  # phases: stderr
-                           progress=sampling_progress_for_stderr())
+                           progress=sampling_progress_for_stderr(), skip_existing=skip_existing)
     if grid and records:
         from .grid import write_grid
 
-        path = str(write_grid(records, n, out))
-        output.emit_jsonl({"grid": path}) if json_ else typer.echo(path)
+        path = str(distributed.on_main(write_grid, records, n, out))
+        if distributed.is_main():
+            output.emit_jsonl({"grid": path}) if json_ else typer.echo(path)
 
 
 @command()

@@ -103,9 +103,69 @@ def build_pipeline(bank: Bank, rev, device: str = "cpu", dtype=None):
 
 def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: GenerateConfig = GenerateConfig(),
              on_image: Callable[[dict], None] | None = None, on_phase: Callable[[str], None] | None = None,
-             progress: SamplingProgress | None = None) -> list[dict]:
+             progress: SamplingProgress | None = None, skip_existing: bool = False) -> list[dict]:
     """Draw `config.n` images per prompt into `out_dir` and return their records (also passed to `on_image` as
-    each is written). `progress` hears of every pipeline call and denoising step (reporting.py)."""
+    each is written). `progress` hears of every pipeline call and denoising step (reporting.py). `skip_existing`:
+    an image whose name (its settings hash) is already in `out_dir` is not drawn again; its record names that file.
+
+    Under a launcher (distributed.py) the pipeline calls are shared out: the main process checks the input and
+    reads HEAD once, every rank loads that revision (a node's ranks in turn) and draws its share of the calls;
+    every rank returns all the records, and `on_image` and `progress` run on the main process, in one-process order
+    (generate_units.py)."""
+    from . import distributed as dist
+    from .generate_units import run_units, units_of
+
+    job = dist.on_main(_prepare, bank_path, prompts, Path(out_dir), config)
+    if on_phase:
+        on_phase(f"loading the base model on {job.device} with {len(job.rev.concepts)} concept(s)")
+    pipe, run, config = dist.in_turn(_load, job)
+    units = units_of(len(job.prompts), config.n, config.batch_size, config.seed)
+    if dist.launched() and on_phase:
+        on_phase(f"{dist.size()} processes share {len(units)} pipeline call(s) of {config.batch_size} image(s)")
+    progress = (progress or SamplingProgress()) if dist.is_main() else SamplingProgress()
+
+    def draw(unit, emit):
+        k = unit.prompt
+        with _strengths(pipe, job.bank, job.rev, job.strengths[k]):
+            images = _sample(pipe, job.texts[k], job.plans[k], config, list(unit.seeds), progress)
+        for seed, image in zip(unit.seeds, images):
+            record, stem = _describe(seed, k, job, config, run, image.width, image.height)
+            had = _existing(record, stem, job.out_dir) if skip_existing else None
+            emit(had or _write(image, record, stem, job.plans[k], job.out_dir))
+
+    def finished(unit):  # the unit's records if all its images are on disk (--skip-existing), else None
+        width, height = _size(pipe, config)
+        had = [_existing(*_describe(seed, unit.prompt, job, config, run, width, height), job.out_dir)
+               for seed in unit.seeds]
+        return had if all(had) else None
+
+    progress.start(len(job.prompts) * config.n, config.steps)
+    try:
+        return run_units(units, draw, finished if skip_existing else None, on_image, progress)
+    finally:
+        progress.stop()
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What `generate` checked and resolved before loading the model (picklable: the main process shares it)."""
+
+    bank: Bank
+    rev: object
+    typed: list[str]  # the prompts as given ("<dog:0.7> ...")
+    prompts: list[str]  # without strengths ("<dog> ...")
+    texts: list[str]  # what the pipeline is handed ("<dog> dog ...")
+    strengths: list[dict]
+    plans: list
+    out_dir: Path
+    early: ModelFacts
+    device: str  # the kind ("cuda"): records and names carry it; each rank places its model with device_of
+    dtype: object
+    config: GenerateConfig
+
+
+def _prepare(bank_path: Path, prompts: list[str], out_dir: Path, config: GenerateConfig) -> _Job:
+    """Every check that needs no weights, in the order the user's mistakes are reported; HEAD is read here, once."""
     from .model import loading
     from .model.runtime import resolve_device, resolve_precision
     from .prompts import expand_prompt, split_strengths
@@ -138,47 +198,42 @@ def generate(bank_path: Path, prompts: list[str], out_dir: Path, config: Generat
     _check_limits(early, config)
     device = resolve_device(config.device)
     dtype = resolve_precision(config.precision, device)
-    if on_phase:
-        on_phase(f"loading the base model on {device} with {len(rev.concepts)} concept(s)")
-    pipe = build_pipeline(bank, rev, device, dtype)  # a damaged concept is named before the model loads
+    return _Job(bank, rev, list(typed), list(prompts), texts, list(strengths), plans, out_dir, early, device, dtype,
+                config)
+
+
+def _load(job: _Job):
+    """(the personalised pipeline on this rank's device, the run's shared record fields, the final config)."""
+    from . import distributed as dist
+
+    config, early = job.config, job.early
+    pipe = build_pipeline(job.bank, job.rev, dist.device_of(job.device), job.dtype)  # a damaged concept is named before the model loads
     loaded = pipeline_facts(pipe)  # the limits not readable before the load (a single file, a hub id not cached)
     _check_limits(ModelFacts(loaded.max_steps if early.max_steps is None else None, loaded.train_steps,
                              loaded.native if early.native is None else None,
                              loaded.min_steps if early.min_steps is None else None), config)
-    _warn_truncated(pipe.tokenizer, [*texts, *([config.negative] if config.negative else [])])
+    _warn_truncated(pipe.tokenizer, [*job.texts, *([config.negative] if config.negative else [])])
     config = _both_sides(config, pipe)
     if config.regions:
-        _warn_small_boxes(pipe, plans, config)
+        _warn_small_boxes(pipe, job.plans, config)
     if config.scheduler:
         from . import schedulers
 
         schedulers.use(pipe, config.scheduler)
     sampler, schedule = sampler_name(type(pipe.scheduler).__name__, pipe.scheduler.config)
-    identity = model_identity(rev, pipe.scheduler)
-    model = model_name(rev.base)
+    identity = model_identity(job.rev, pipe.scheduler)
+    model = model_name(job.rev.base)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        job.out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise _write_error(out_dir, e) from None
-    results = []
-    run = _Run(rev, bank, sampler, schedule, model, device, dtype, identity)
-    progress = progress or SamplingProgress()
-    progress.start(len(prompts) * config.n, config.steps)
-    try:
-        for k, (prompt, text, plan, strength) in enumerate(zip(prompts, texts, plans, strengths)):
-            seeds = [config.seed + i for i in range(config.n)]
-            for at in range(0, config.n, config.batch_size):
-                chunk = seeds[at : at + config.batch_size]
-                progress.call(k * config.n + at, len(chunk))
-                with _strengths(pipe, bank, rev, strength):
-                    images = _sample(pipe, text, plan, config, chunk, progress)
-                for seed, image in zip(chunk, images):
-                    results.append(_save(image, seed, k, typed[k], prompt, text, plan, strength, config, run, out_dir))
-                    if on_image:
-                        on_image(results[-1])
-    finally:
-        progress.stop()
-    return results
+        raise _write_error(job.out_dir, e) from None
+    return pipe, _Run(job.rev, job.bank, sampler, schedule, model, job.device, job.dtype, identity), config
+
+
+def _size(pipe, config: GenerateConfig) -> tuple[int, int]:
+    """(width, height) of the images a call draws: the pipeline's own default is the native size of both sides."""
+    native = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    return config.width or native, config.height or native
 
 
 def _check_concepts_at(bank: Bank, rev, prompts: list[str]) -> None:
@@ -227,15 +282,16 @@ class _Run(NamedTuple):
     identity: dict
 
 
-def _save(image, seed: int, k: int, typed: str, prompt: str, text: str, plan, strength, config, run: _Run,
-          out_dir: Path) -> dict:
-    """Write one image under a name of its own (never replacing a file) and return its record."""
+def _describe(seed: int, k: int, job: _Job, config: GenerateConfig, run: _Run, width: int,
+              height: int) -> tuple[dict, str]:
+    """(the record of prompt k's image at `seed`, its file name without -N suffix or extension)."""
     from .model.runtime import precision_name
     from .prompts import concepts_in
 
     rev, bank, sampler, schedule, model, device, dtype, identity = run
-    record = {"prompt": typed, "text": text, "seed": seed, "steps": config.steps, "guidance": config.guidance,
-              "width": image.width, "height": image.height, "revision": rev.number,
+    prompt, plan, strength = job.prompts[k], job.plans[k], job.strengths[k]
+    record = {"prompt": job.typed[k], "text": job.texts[k], "seed": seed, "steps": config.steps,
+              "guidance": config.guidance, "width": width, "height": height, "revision": rev.number,
               "concepts": concepts_in(prompt), "bank": str(bank.root), "sampler": sampler, "model": model,
               "device": device, "precision": precision_name(dtype)}
     if schedule:
@@ -249,10 +305,20 @@ def _save(image, seed: int, k: int, typed: str, prompt: str, text: str, plan, st
     if plan:
         record["regions"] = plan.record()
     suffix = "-regions" if plan else ""
-    stem = f"r{rev.number}-{k:03d}-{slug(prompt)}{suffix}-s{seed}-{settings_hash(record, identity)}"
+    return record, f"r{rev.number}-{k:03d}-{slug(prompt)}{suffix}-s{seed}-{settings_hash(record, identity)}"
+
+
+def _write(image, record: dict, stem: str, plan, out_dir: Path) -> dict:
+    """Write one image under a name of its own (never replacing a file); its record with the path it took."""
     path = write_new_file(out_dir, stem, ".png", _png_bytes(image, _png_info(record, plan)))
-    record["path"] = str(path)
-    return record
+    return {**record, "path": str(path)}
+
+
+def _existing(record: dict, stem: str, out_dir: Path) -> dict | None:
+    """The record of the image already at `stem`.png (the settings hash names it exactly), or None. A file under
+    a final name is always whole: images are moved into place complete (write_new_file)."""
+    path = out_dir / f"{stem}.png"
+    return {**record, "path": str(path)} if path.is_file() else None
 
 
 def _strengths(pipe, bank: Bank, rev, strengths: dict[str, float]):

@@ -1,6 +1,9 @@
 """The one place output happens: results on stdout (human text or exactly one JSON document), everything
 else (progress, warnings, errors) on stderr through rich.
 
+Under a launcher (docs/distributed.md) only the main process reports: `info` and `warn` are silent on the other
+ranks (they say what the main one says), and errors reach the user once through distributed.DistributedError.
+
 A closed stdout (`cns generate ... | head -1`) surfaces as BrokenPipeError from every writer here, rich's
 included, so the CLI ends the command in one place (cli._handled) the way Unix tools do.
 """
@@ -11,6 +14,8 @@ import json
 import os
 import sys
 from functools import lru_cache
+
+from . import distributed
 
 # What a shell reports for a process ended by SIGPIPE (128 + 13): the status of `yes | head -1`'s `yes`.
 BROKEN_PIPE_EXIT = 141
@@ -79,13 +84,15 @@ def emit_jsonl(doc) -> None:
 
 
 def info(msg: str) -> None:
-    err_console().print(msg)
+    if distributed.is_main():
+        err_console().print(msg)
 
 
 def warn(msg: str) -> None:
     from rich.markup import escape  # a warning quotes the user's text, which may hold "[/b]": print it as it is
 
-    err_console().print(f"[yellow]warning:[/yellow] {escape(msg)}")
+    if distributed.is_main():
+        err_console().print(f"[yellow]warning:[/yellow] {escape(msg)}")
 
 
 def error(msg: str) -> None:

@@ -15,7 +15,7 @@ import re
 import typer
 import typer.core
 
-from . import output
+from . import distributed, output
 
 # click's exceptions, wherever this typer takes click from (typer 0.2x carries its own copy as typer._click)
 click_errors = importlib.import_module(typer.BadParameter.__module__)
@@ -76,7 +76,8 @@ def _usage_errors_on_one_line():
     except getattr(click_errors, "NoArgsIsHelpError", ()):  # `cns` alone: click (8.2 on) shows the help
         raise
     except click_errors.UsageError as e:
-        output.error(_usage_message(e))
+        if distributed.is_main():  # every rank of a launched run parses the same argv: say it once
+            output.error(_usage_message(e))
         raise typer.Exit(2) from None
 
 
