@@ -10,7 +10,7 @@ CNS_DEBUG=1 shows tracebacks instead. The installed `cns` script is `run()`, whi
 work during long native operations (interrupt.py).
 
 Under a launcher (torchrun, accelerate launch: distributed.py) only `@command(distributed=True)` commands run
-(`generate`); the others refuse with one line. An error shared by every rank is printed by rank 0 only; an error
+(`generate`, `learn`); the others refuse with one line. An error shared by every rank is printed by rank 0 only; an error
 of one rank alone is printed by it, prefixed "[rank N]".
 """
 
@@ -380,7 +380,7 @@ class ExportFormat(str, Enum):
     pipeline = "pipeline"
 
 
-@command()
+@command(distributed=True)
 def learn(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Concept name; the prompt token is <name>.")],
@@ -408,12 +408,19 @@ def learn(
     gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute activations in the backward pass: less memory, slower steps.")] = False,
     replace: Annotated[bool, typer.Option("--replace", help="Re-learn an existing concept.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
+    dist_timeout: Annotated[Optional[float], typer.Option("--dist-timeout", metavar="SECONDS", help="Under torchrun / accelerate launch: how long the processes wait for a silent one before the run ends (default $CNS_DIST_TIMEOUT or 1800).")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Teach the model a new concept from a folder of images."""
+    from . import distributed
     from .learn import LearnConfig, learn as run_learn
-    from .reporting import for_stderr
+    from .reporting import NullReporter, for_stderr
     from .render import render_learn
+
+    if dist_timeout is not None and not (dist_timeout > 0 and dist_timeout < float("inf")):
+        from .errors import UsageError
+
+        raise UsageError(f"--dist-timeout must be a positive number of seconds, got {dist_timeout:g}")
 
     config = LearnConfig(steps=steps, lr=lr, lr_token=lr_token, rank=rank, vectors=vectors, budget=budget, reg_lambda=reg_lambda,
                          max_drift=_max_drift(max_drift), slice=slice_.value,
@@ -421,7 +428,10 @@ def learn(
                          selection=selection.value, remove_general=not keep_general,
                          device=device.value, precision=precision.value, gradient_checkpointing=gradient_checkpointing)
     outcome = run_learn(ctx.obj, name, images, class_word=class_word, base=base, base_config=base_config, config=config, replace=replace,
-                        dry_run=dry_run, argv=_argv(), reporter=for_stderr())
+                        dry_run=dry_run, argv=_argv(), reporter=for_stderr() if distributed.is_main() else NullReporter(),
+                        dist_timeout=dist_timeout)
+    if not distributed.is_main():  # the main process reports, once
+        return
     doc = {"concept": outcome.name, "dry_run": dry_run, "revision": outcome.revision, "plan": outcome.plan,
            "stats": outcome.stats}
     output.emit_json(doc) if json_ else render_learn(doc)

@@ -120,20 +120,39 @@ class LearnOutcome:
 def learn(bank_path: Path, name: str, images_dir: Path, *, class_word: str | None = None, base: str | None = None,
           base_config: str | Path | None = None, config: LearnConfig = LearnConfig(), replace: bool = False, dry_run: bool = False,
           argv: list[str] | None = None, reporter: Reporter = NullReporter(),
-          new_basis: np.ndarray | None = None) -> LearnOutcome:
+          new_basis: np.ndarray | None = None, dist_timeout: float | None = None) -> LearnOutcome:
     """Plan, train and commit one concept (cns_cli/learning). `base` names the model of a new bank (default
     DEFAULT_BASE) and `base_config` the diffusers folder a single-file base loads with (`--config`); for an
     existing bank `base` may only repeat the bank's own, and `base_config` replaces the recorded folder for this
     run (moved, or a 1.1 bank that has none; the fingerprint still has to match). Every input is checked before
     the model loads (minutes on SD 1.5). The writer lock is held from the model load to the commit; a new bank
     is created (revision 0, as `cns init` would) right after its base loads, so its lock is held through
-    training too. `new_basis` (d, d) replaces the seeded basis Q of a new bank: an input for experiments."""
+    training too. `new_basis` (d, d) replaces the seeded basis Q of a new bank: an input for experiments.
+
+    Under a launcher (learning/parallel.py) rank 0 runs this flow and the other ranks follow it: every rank loads
+    the model and learns on its share of each batch, rank 0 alone locks the bank and commits. `dist_timeout`:
+    seconds a rank waits for a silent one (default: distributed.timeout_s())."""
+    from . import distributed as dist
+    from .learning.parallel import follow, leading
+
+    if dist.launched():
+        dist.start(config.device, dist_timeout)
+        if not dist.is_main():
+            return follow()
+    with leading() as lead:
+        return _lead(lead, bank_path, name, images_dir, class_word, base, base_config, config, replace, dry_run, argv,
+                     reporter, new_basis)
+
+
+def _lead(lead, bank_path: Path, name: str, images_dir: Path, class_word, base, base_config, config: LearnConfig,
+          replace: bool, dry_run: bool, argv, reporter: Reporter, new_basis) -> LearnOutcome:
+    """learn() in one process, or on rank 0 (`lead` tells the other ranks when to load and when the bank is locked)."""
     from .checks import check_out_dir
     from .images import load_images
-    from .learning.plan import open_session
     from .model.loading import resolve_base, spec_of
     from .protected import of_base_named, refuse_overlap
 
+    _check_batch_for_ranks(config.batch_size)
     check_concept_name(name)
     if class_word is None:
         reporter.warn(f"no --class given, so the class word is {name!r}. The class word is what the model already "
@@ -148,15 +167,16 @@ def learn(bank_path: Path, name: str, images_dir: Path, *, class_word: str | Non
         Bank.check_creatable(root)  # a file or a folder of other things: say so now, not after training
         refuse_overlap(root, "--bank", of_base_named(base or DEFAULT_BASE, base_config))
         check_out_dir(root, "--bank")  # a read-only place: say so before the model load, not after it
-        session = open_session(resolve_base(base or DEFAULT_BASE, base_config), None, None, name, class_word, images_dir,
-                               config, reporter)
+        session = job.load(lead, resolve_base(base or DEFAULT_BASE, base_config), None, None, dry_run)
         if dry_run:
+            lead.locked(None, None)
             return job.planned(session, None, None)
         init_argv = ["cns", "init", "--base", base or DEFAULT_BASE] + ([] if base_config is None else ["--config", str(base_config)])
         was_empty_folder = root.is_dir()  # check_creatable: absent or an empty folder
         bank = Bank.create(root, session.base, argv=init_argv)
         with _removed_unless_committed(bank, was_empty_folder):
             with bank.transaction() as tx:
+                lead.locked(bank, tx.parent)
                 return job.learn_into(tx, session, bank)
     bank = Bank.open(root)
     if base is not None or base_config is not None:
@@ -164,14 +184,15 @@ def learn(bank_path: Path, name: str, images_dir: Path, *, class_word: str | Non
     if dry_run:
         parent = bank.head()
         _check_name_free(parent, name, replace)
-        return job.planned(open_session(spec_of(parent.base, base_config), bank, parent, name, class_word, images_dir, config,
-                                        reporter), bank, parent)
+        session = job.load(lead, spec_of(parent.base, base_config), bank, parent, dry_run)
+        lead.locked(bank, parent)
+        return job.planned(session, bank, parent)
     with bank.transaction() as tx:
         if tx.stale_pid:
             reporter.warn(f"took over the lock of process {tx.stale_pid}, which is gone")
         _check_name_free(tx.parent, name, replace)
-        session = open_session(spec_of(tx.parent.base, base_config), bank, tx.parent, name, class_word, images_dir,
-                               config, reporter)
+        session = job.load(lead, spec_of(tx.parent.base, base_config), bank, tx.parent, dry_run)
+        lead.locked(bank, tx.parent)
         return job.learn_into(tx, session, bank)
 
 
@@ -187,6 +208,17 @@ class _Job:
     argv: list[str] | None
     new_basis: np.ndarray | None
 
+    def load(self, lead, spec, bank, parent, dry_run: bool):
+        """The Session of this learn: the other ranks are told to load too (a node's ranks load in turn)."""
+        from . import distributed as dist
+        from .learning.parallel import Load
+        from .learning.plan import open_session
+
+        lead.load(Load(spec, bank, parent, self.name, self.class_word, self.images_dir, self.config, dry_run,
+                       self.new_basis))
+        return dist.in_turn(open_session, spec, bank, parent, self.name, self.class_word, self.images_dir,
+                            self.config, self.reporter)
+
     def plan(self, session, bank, parent):
         from .learning.plan import make_plan
 
@@ -196,12 +228,13 @@ class _Job:
         return LearnOutcome(self.name, dict(self.plan(session, bank, parent).doc))
 
     def learn_into(self, tx, session, bank) -> LearnOutcome:
+        from . import distributed as dist
         from .learning.commit import commit
         from .learning.fit import fit
 
         plan = self.plan(session, bank, tx.parent)
         trained = fit(session, plan, self.config, self.reporter, tx.parent)
-        rev = commit(tx, plan, trained, self.argv)
+        rev = dist.on_main(commit, tx, plan, trained, self.argv)  # the other ranks hear the revision (parallel.follow)
         return LearnOutcome(self.name, dict(plan.doc), rev.number, dict(trained.stats))
 
 
@@ -240,6 +273,16 @@ def _remove_new_bank(bank: Bank, was_empty_folder: bool) -> str:
     except (OSError, CnsError):  # the original error matters more; an empty bank left behind still works
         return f"nothing was committed; the new, empty bank {bank.root} could not be removed"
     return f"nothing was committed and no bank was created at {bank.root}"
+
+
+def _check_batch_for_ranks(batch_size: int) -> None:
+    """Under a launcher --batch-size is the global batch, shared out: every rank needs at least one image of it."""
+    from . import distributed as dist
+
+    if batch_size < dist.size():
+        raise UsageError(f"--batch-size {batch_size} is smaller than the {dist.size()} processes: it is the batch of all "
+                         f"of them together; give --batch-size {dist.size()} or more (a multiple of {dist.size()} keeps "
+                         "their shares equal)")
 
 
 def _check_same_base(pointer, base: str | None, base_config) -> None:

@@ -114,9 +114,10 @@ def test_batch_size_and_resolution_reach_training(tiny_base, dog_photos, tmp_pat
     shapes = []
     real = train.diffusion_loss
 
-    def spy(unet, scheduler, latents, states, gen, added=None):
+    def spy(unet, scheduler, latents, states, gen, added=None, rows=None):
+        assert rows is None  # one process: the whole batch
         shapes.append((tuple(latents.shape), tuple(states.shape[:1])))
-        return real(unet, scheduler, latents, states, gen, added)
+        return real(unet, scheduler, latents, states, gen, added, rows)
 
     monkeypatch.setattr(train, "diffusion_loss", spy)
     cfg = LearnConfig(steps=2, score_steps=1, batch_size=3, resolution=32)

@@ -37,7 +37,7 @@ def fit(s: Session, plan: Plan, cfg, reporter: Reporter, parent=None) -> Trained
             token_only = [{"params": [t.vectors for t in tokens], "lr": cfg.lr_token}]
             losses = train.Trainer(s.pipe.unet, s.scheduler, s.latents, s.prompts, states, token_only,
                                    batch=cfg.batch_size, gen=s.gen, amp=s.amp,
-                                   fp16=s.dtype == torch.float16).run(warm, on_step=reporter.step)
+                                   fp16=s.dtype == torch.float16, share=s.share).run(warm, on_step=reporter.step)
         b = slice_basis(s, parent, plan).to(s.device)  # (d, r)
         gram = _protection_gram(s, parent, b) if cfg.reg_lambda > 0 else None
         rows = {n: torch.from_numpy(r).long() for n, r in plan.rows.items()}
@@ -49,7 +49,8 @@ def fit(s: Session, plan: Plan, cfg, reporter: Reporter, parent=None) -> Trained
         budget = budget_for(s, parent, plan.class_word, {n: w.base.weight for n, w in kv.items()}, b, eps)
         trainer = train.Trainer(s.pipe.unet, s.scheduler, s.latents, s.prompts, states, groups, batch=cfg.batch_size,
                                 gen=s.gen, amp=s.amp, fp16=s.dtype == torch.float16, extra_loss=extra,
-                                after_step=None if cfg.max_drift is None else (lambda: budget.project_(coefs)))
+                                after_step=None if cfg.max_drift is None else (lambda: budget.project_(coefs)),
+                                share=s.share)
         losses += trainer.run(cfg.steps - warm, on_step=lambda n, loss: reporter.step(warm + n, loss))
     finally:
         reporter.stop()
@@ -60,7 +61,9 @@ def fit(s: Session, plan: Plan, cfg, reporter: Reporter, parent=None) -> Trained
         "first_tenth_loss": float(np.mean(losses[:tenth])), "steps_run": len(losses),
         "seconds": round(time.perf_counter() - s.started, 3), "seconds_scoring": round(s.seconds.get("scoring", 0.0), 3),
         "seconds_training": round(seconds, 3), "seconds_per_step": round(seconds / len(losses), 4),
-        "images": len(s.prompts), "device": s.device, "precision": runtime.precision_name(s.dtype),
+        "images": len(s.prompts),
+        "device": s.device.split(":")[0],  # the kind ("cuda"), as one process records it, not a rank's "cuda:3"
+        "precision": runtime.precision_name(s.dtype),
         **after_training(budget, coefs, s, b, protected_moments(s, parent, plan.class_word)["calibration"]),
     }
     return Trained(coef={n: w.coef.detach().float().cpu().numpy() for n, w in kv.items()},

@@ -47,6 +47,7 @@ class Session:
     token_ids: list[list[int]]  # per tokenizer (pipeline order) the ids of the new token's k tokens, in row order
     token_init: list[torch.Tensor]  # per text encoder (k, e_i): where the k vectors start (the class word's mean embedding)
     conditioner: object  # model.text.TextConditioner: texts -> what the UNet is conditioned with
+    share: object = None  # model.share.BatchShare: this rank's part of every batch under a launcher; None in one process
     calib: torch.Tensor | None = None  # text states of the calibration prompts, encoded once (plan and fit)
     cache: dict = field(default_factory=dict)  # what plan and fit share: the protected sets' moments
     seconds: dict = field(default_factory=dict)
@@ -63,12 +64,15 @@ def open_session(spec, bank: Bank | None, parent: Revision | None, name: str, cl
     """The base at W_{t-1} (every earlier concept applied in fp32) on the configured device and precision, the
     concept's images and latents, and the new token: `cfg.vectors` tokens `<name>`, `<name>_1`, … in every
     tokenizer, each vector started at the class word's mean embedding."""
+    from ..distributed import device_of
     from ..images import load_images
     from ..model import loading, runtime, text, tokens, train
+    from ..model.share import BatchShare
     from ..prompts import training_prompt
 
-    device = runtime.resolve_device(cfg.device)
-    dtype = runtime.resolve_precision(cfg.precision, device)
+    kind = runtime.resolve_device(cfg.device)
+    dtype = runtime.resolve_precision(cfg.precision, kind)
+    device = device_of(kind)  # under a launcher a rank's own GPU ("cuda:3"); else the kind itself
     reporter.phase(f"loading the base model ({runtime.precision_name(dtype)} on {device})")
     earlier = [n for n in (parent.concepts if parent else {}) if n != name]
     if parent is not None:  # the one way a personalised pipeline is built (spec is the parent's base)
@@ -97,6 +101,7 @@ def open_session(spec, bank: Bank | None, parent: Revision | None, name: str, cl
         latents=train.encode_latents(pipe.vae, images.pixels, device),
         scheduler=DDPMScheduler.from_config(pipe.scheduler.config), gen=torch.Generator().manual_seed(cfg.seed),
         token_ids=ids, token_init=init, conditioner=text.TextConditioner(pipe, resolution),
+        share=BatchShare.of_this_rank(),
     )
 
 
@@ -180,7 +185,7 @@ def _general_rows(s: Session, bank, parent, calib, cfg, reporter: Reporter):
     if cached is not None and all(bank.read_object_metadata(cached).get(k) == v for k, v in key.items()):
         return bank.read_object(cached), key, True
     reporter.phase("finding general neurons (once per base model)")
-    masks = general_neuron_masks(s.pipe.unet, calib, cfg.general_top_fraction, cfg.general_min_share)
+    masks = general_neuron_masks(s.pipe.unet, calib, cfg.general_top_fraction, cfg.general_min_share, s.share)
     return {n: np.flatnonzero(m.numpy()).astype(np.int32) for n, m in masks.items()}, key, False
 
 
@@ -203,7 +208,7 @@ def _concept_rows(s: Session, general_rows, name: str, cfg, reporter: Reporter):
     else:
         reporter.phase(f"scoring neurons on {len(s.prompts)} images ({cfg.score_steps} batches)")
         scores = train.score_rows(s.pipe, s.scheduler, s.latents, s.prompts, cfg.score_steps, cfg.batch_size,
-                                  s.gen, s.conditioner, s.amp)
+                                  s.gen, s.conditioner, s.amp, s.share)
         rows = concept_neurons(scores, general, budget_rows)
     s.seconds["scoring"] = time.perf_counter() - t0 if cfg.selection != "random" else 0.0
     picked = {n: r.cpu().numpy().astype(np.int32) for n, r in rows.items() if r.numel()}

@@ -38,12 +38,23 @@ def top_rows(score: torch.Tensor, fraction: float) -> torch.Tensor:
 def general_neurons(per_prompt: list[Scores], top_fraction: float, min_share: float) -> dict[str, torch.Tensor]:
     """CNS step (2): a row is general if it is in its layer's top `top_fraction` for at least `min_share`
     of the calibration prompts. Returns layer -> bool mask (rows,)."""
+    return general_from_hits(prompt_hits(per_prompt, top_fraction), len(per_prompt), min_share)
+
+
+def prompt_hits(per_prompt: list[Scores], top_fraction: float) -> dict[str, torch.Tensor]:
+    """Per layer, how many of these prompts have each row in their top `top_fraction`: (rows,) float counts,
+    which add up exactly over disjoint sets of prompts (a data-parallel learn splits the prompts over ranks)."""
     layers = per_prompt[0].keys()
     hits = {layer: torch.zeros(per_prompt[0][layer].numel()) for layer in layers}
     for scores in per_prompt:
         for layer in layers:
             hits[layer] += top_rows(scores[layer], top_fraction).float()
-    return {layer: hits[layer] >= min_share * len(per_prompt) for layer in layers}
+    return hits
+
+
+def general_from_hits(hits: dict[str, torch.Tensor], prompts: int, min_share: float) -> dict[str, torch.Tensor]:
+    """Rows in the top of at least `min_share` of `prompts` prompts: layer -> bool mask (rows,)."""
+    return {layer: h >= min_share * prompts for layer, h in hits.items()}
 
 
 def concept_neurons(base: Scores, general: dict[str, torch.Tensor], budget_rows: int) -> Rows:

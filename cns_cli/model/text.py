@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..method.select import general_neurons, row_activation
+from ..method.select import general_from_hits, general_neurons, prompt_hits, row_activation
 from .family import text_pairs
 from .loading import kv_layers
 from .tokens import expand_vectors
@@ -103,11 +103,18 @@ class TextConditioner:
 
 
 @torch.no_grad()
-def general_neuron_masks(unet, states: torch.Tensor, top_fraction: float, min_share: float) -> dict[str, torch.Tensor]:
-    """CNS step (2) over a calibration set: states (prompts, tokens, d) -> layer -> bool mask (rows,)."""
+def general_neuron_masks(unet, states: torch.Tensor, top_fraction: float, min_share: float,
+                         share=None) -> dict[str, torch.Tensor]:
+    """CNS step (2) over a calibration set: states (prompts, tokens, d) -> layer -> bool mask (rows,).
+    `share` (model/share.py BatchShare): a data-parallel rank scores its slice of the prompts and the ranks' hit
+    counts are summed (exact: whole numbers), so every rank gets the masks one process would."""
     layers = kv_layers(unet)
     abs_w = {name: layer.weight.detach().float().abs() for name, layer in layers.items()}
     norms = states.float().norm(dim=1)  # (prompts, d): ‖c_:,j‖ over the tokens of each prompt
-    per_prompt = [{name: row_activation(w, norms[p].to(w.device)).cpu() for name, w in abs_w.items()}
-                  for p in range(norms.shape[0])]
-    return general_neurons(per_prompt, top_fraction, min_share)
+    mine = range(norms.shape[0]) if share is None else range(norms.shape[0])[share.rows(norms.shape[0])]
+    per_prompt = [{name: row_activation(w, norms[p].to(w.device)).cpu() for name, w in abs_w.items()} for p in mine]
+    if share is None:
+        return general_neurons(per_prompt, top_fraction, min_share)
+    counts = prompt_hits(per_prompt, top_fraction) if per_prompt else {n: torch.zeros(w.shape[0]) for n, w in abs_w.items()}
+    summed = share.sum_(list(counts.values()), list(counts.values()))
+    return general_from_hits(dict(zip(counts, summed)), norms.shape[0], min_share)

@@ -22,6 +22,7 @@ from ..method.delta import self_regularisation
 from ..method.select import row_attribution
 from .kv import attach_trainable
 from .loading import kv_layers
+from .share import BatchShare
 from .text import Cond, TextConditioner
 from .tokens import attach_trainable_token  # noqa: F401 - learning/fit.py attaches tokens through here
 
@@ -48,12 +49,16 @@ def sample_batch(latents: torch.Tensor, prompts: list[str], size: int, gen: torc
 
 
 def diffusion_loss(unet, scheduler, latents: torch.Tensor, states: torch.Tensor, gen: torch.Generator,
-                   added: dict | None = None) -> torch.Tensor:
+                   added: dict | None = None, rows: slice | None = None) -> torch.Tensor:
     """The usual denoising MSE at uniformly drawn timesteps: against the noise (epsilon models) or the velocity
-    (v_prediction). `added`: SDXL's added conditioning (text_embeds, time_ids), passed to the UNet as is."""
+    (v_prediction). `added`: SDXL's added conditioning (text_embeds, time_ids), passed to the UNet as is.
+    `rows`: a data-parallel rank's part (model/share.py): the timesteps and noise of the whole batch `latents` are
+    drawn, as one process draws them, and the loss is taken over these rows only (`states`, `added`: theirs)."""
     n = latents.shape[0]
     t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=gen).to(latents.device)
     noise = torch.randn(latents.shape, generator=gen).to(latents.device, latents.dtype)
+    if rows is not None:
+        latents, noise, t = latents[rows], noise[rows], t[rows]
     noisy = scheduler.add_noise(latents, noise, t)
     extra = {} if added is None else {"added_cond_kwargs": added}
     pred = unet(noisy, t, encoder_hidden_states=states, **extra).sample
@@ -65,10 +70,13 @@ def diffusion_loss(unet, scheduler, latents: torch.Tensor, states: torch.Tensor,
 
 
 def score_rows(pipe, scheduler, latents, prompts, steps: int, batch: int, gen: torch.Generator,
-               conditioner: Callable[[list[str]], Cond], amp=contextlib.nullcontext) -> dict[str, torch.Tensor]:
+               conditioner: Callable[[list[str]], Cond], amp=contextlib.nullcontext,
+               share: BatchShare | None = None) -> dict[str, torch.Tensor]:
     """CNS step (1): Σ over `steps` batches of |W ⊙ ∂L/∂W| summed per row, for every K/V layer. Only the
     K/V weights get gradients (nothing else is accumulated). `conditioner`: texts -> text.Cond, what the UNet is
-    conditioned with (a text.TextConditioner of the session: SDXL's time ids need the training size)."""
+    conditioned with (a text.TextConditioner of the session: SDXL's time ids need the training size).
+    `share`: this rank's part of each batch; the ranks' gradients are summed before the attribution, which is
+    not linear in them (one all-reduce of every K/V gradient per batch)."""
     layers = kv_layers(pipe.unet)
     weights = [layer.weight for layer in layers.values()]
     scores = {name: torch.zeros(layer.out_features) for name, layer in layers.items()}
@@ -77,11 +85,15 @@ def score_rows(pipe, scheduler, latents, prompts, steps: int, batch: int, gen: t
     try:
         for _ in range(steps):
             lat, texts = sample_batch(latents, prompts, batch, gen)
+            rows = share.rows(batch) if share else None
             with torch.no_grad(), amp():
-                cond = conditioner(texts)
+                cond = conditioner(texts[rows] if share else texts)
             with amp():
-                loss = diffusion_loss(pipe.unet, scheduler, lat, cond.states, gen, cond.added)
-            grads = torch.autograd.grad(loss, weights)
+                loss = diffusion_loss(pipe.unet, scheduler, lat, cond.states, gen, cond.added, rows)
+            if share:
+                grads = share.sum_(list(torch.autograd.grad(loss * share.weight(batch), weights)), weights)
+            else:
+                grads = torch.autograd.grad(loss, weights)
             for (name, w), g in zip(zip(layers, weights), grads):
                 scores[name] += row_attribution(w.detach().float(), g.float()).cpu()
     finally:
@@ -111,15 +123,18 @@ class Trainer:
     projection onto the drift budget). weight_decay is 0: decay
     would shrink parameters that get no gradient. The trainables and the optimiser stay float32, with loss
     scaling for fp16. Randomness (batch, timesteps, noise) comes from the CPU generator `gen` only, so a seed
-    gives the same run on any device. A non-finite loss stops the run with a TrainingError.
+    gives the same run on any device. A non-finite loss stops the run with a TrainingError. `share`: this rank's
+    part of every batch in a data-parallel learn (model/share.py): the gradients are summed over the ranks
+    before the step, so every rank takes the same step; None in one process.
     """
 
     def __init__(self, unet, scheduler, latents: torch.Tensor, prompts: list[str],
                  text_states: Callable[[list[str]], Cond], groups: list[dict], *, batch: int,
                  gen: torch.Generator, amp=contextlib.nullcontext, fp16: bool = False,
-                 extra_loss: Callable[[], torch.Tensor] | None = None, after_step: Callable[[], None] | None = None):
+                 extra_loss: Callable[[], torch.Tensor] | None = None, after_step: Callable[[], None] | None = None,
+                 share: BatchShare | None = None):
         self.unet, self.scheduler, self.latents, self.prompts = unet, scheduler, latents, prompts
-        self.after_step = after_step
+        self.after_step, self.share = after_step, share
         self.text_states, self.batch, self.gen, self.amp, self.extra_loss = text_states, batch, gen, amp, extra_loss
         groups = [g for g in groups if g["params"]]
         self.parameters = [p for g in groups for p in g["params"]]
@@ -128,20 +143,25 @@ class Trainer:
         self.steps_done = 0
 
     def step(self) -> float:
+        share = self.share
         lat, texts = sample_batch(self.latents, self.prompts, self.batch, self.gen)
+        rows = share.rows(self.batch) if share else None
         with self.amp():
-            cond = self.text_states(texts)
-            loss = diffusion_loss(self.unet, self.scheduler, lat, cond.states, self.gen, cond.added)
-        if self.extra_loss is not None:
-            loss = loss + self.extra_loss()
+            cond = self.text_states(texts[rows] if share else texts)
+            loss = diffusion_loss(self.unet, self.scheduler, lat, cond.states, self.gen, cond.added, rows)
+        if share:
+            loss = loss * share.weight(self.batch)  # the ranks' losses add up to the global batch's mean
+        if self.extra_loss is not None and (share is None or share.leads()):
+            loss = loss + self.extra_loss()  # once in the sum over ranks
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        value = share.sum_grads_(self.parameters, loss) if share else None
         self.scaler.step(self.opt)
         self.scaler.update()
         if self.after_step is not None:
             self.after_step()
         self.steps_done += 1
-        value = float(loss.detach())
+        value = float(loss.detach()) if value is None else value
         if not math.isfinite(value):
             raise TrainingError(f"training diverged at step {self.steps_done} (loss {value}); lower --lr")
         return value
