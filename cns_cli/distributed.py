@@ -165,17 +165,19 @@ def split(n: int, rank: int, size: int) -> range:
 # -- the process group ----------------------------------------------------------------------------------------
 
 _world: World | None = None
+_flag_timeout: float | None = None  # a command's --dist-timeout, once given to `start`: the messages name it
 
 
 def start(device: str = "auto", timeout: float | None = None) -> World:
     """This rank's World, joining the process group on the first call under a launcher (later calls return it).
     `device`: "cpu" keeps every rank on the CPU even where CUDA exists; "auto" / "cuda" use the node's GPUs.
     `timeout`: seconds a collective waits for a silent rank (a command's flag; default `timeout_s()`)."""
-    global _world
+    global _world, _flag_timeout
     if _world is not None:
         return _world
     if not launched():
         return World(0, 1, 0, 1, device, None)  # not kept: nothing to join, and a later call may name another device
+    _flag_timeout = timeout
     try:
         _world = _join(device, timeout_s(timeout))
     except CnsError:
@@ -240,9 +242,10 @@ def _collective(op: Callable[[], T]) -> T:
     try:
         return op()
     except Exception as e:
+        waited = f"--dist-timeout {_flag_timeout:g}" if _flag_timeout is not None else f"{TIMEOUT_ENV}={timeout_s():g}"
         raise DistributedError(f"lost the other processes of this run (one ended, or one stopped answering for "
-                               f"{TIMEOUT_ENV}={timeout_s():g} s): {_first_line(e)}; see the launcher's report and "
-                               "the other ranks' messages") from None
+                               f"{waited} s): {_first_line(e)}; see the launcher's report and the other ranks' "
+                               "messages") from None
 
 
 def _first_line(e: BaseException) -> str:
@@ -250,7 +253,8 @@ def _first_line(e: BaseException) -> str:
     import re
 
     line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    return re.sub(r"^\[[^\]]*\.(cc|cpp|h|hpp):\d+\]\s*", "", line) or type(e).__name__
+    line = re.sub(r"^\[[^\]]*\.(cc|cpp|h|hpp):\d+\]\s*", "", line)
+    return line.split(". ")[0] or type(e).__name__  # gloo goes on with advice ("... GLHF!") after the fact
 
 
 # -- collectives (identities in one process) ----------------------------------------------------------------------
