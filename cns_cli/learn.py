@@ -138,7 +138,7 @@ def learn(bank_path: Path, name: str, images_dir: Path, *, class_word: str | Non
     if dist.launched():
         dist.start(config.device, dist_timeout)
         if not dist.is_main():
-            return follow()
+            return LearnOutcome(*follow())
     with leading() as lead:
         return _lead(lead, bank_path, name, images_dir, class_word, base, base_config, config, replace, dry_run, argv,
                      reporter, new_basis)

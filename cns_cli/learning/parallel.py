@@ -90,10 +90,9 @@ def _receive():
     return payload
 
 
-def follow():
+def follow() -> tuple[str, dict, int | None, dict]:
     """A follower's whole learn: load when told, plan and train in step with the others, hear the revision.
-    Returns the LearnOutcome rank 0 returns (its own stats)."""
-    from ..learn import LearnOutcome
+    Returns what learn.LearnOutcome holds: (name, plan, revision or None for a dry run, this rank's stats)."""
     from .commit import commit
     from .fit import fit
     from .plan import make_plan, open_session
@@ -105,7 +104,7 @@ def follow():
     bank, parent = _receive()
     plan = make_plan(session, bank, parent, job.name, job.class_word, job.config, quiet, job.new_basis)
     if job.dry_run:
-        return LearnOutcome(job.name, dict(plan.doc))
+        return job.name, dict(plan.doc), None, {}
     trained = fit(session, plan, job.config, quiet, parent)
     rev = dist.on_main(commit, None, plan, trained)  # run by rank 0 only: its revision, or its failure
-    return LearnOutcome(job.name, dict(plan.doc), rev.number, dict(trained.stats))
+    return job.name, dict(plan.doc), rev.number, dict(trained.stats)
