@@ -13,6 +13,7 @@ The API the commands build on (generate now; bench and learn):
 
     launched() -> bool                 WORLD_SIZE > 1: read from the environment, no import, no collective
     rank(), size(), local_rank(), is_main()   also from the environment, so usable before the group starts
+    alone()                            a context in which this rank is a world of one (bench: one method's learn)
     start(device="auto", timeout=None) -> World   join the group (idempotent; collectives call it themselves)
     finish()                           barrier, then leave the group: the end of a command that went well
     device_of(kind) -> str             where this rank places a model: "cuda" -> "cuda:<its GPU>", else kind
@@ -58,7 +59,8 @@ Recipes (in one process each line is the plain one-process code):
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -109,8 +111,24 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
+_alone = 0  # > 0 inside `alone()`
+
+
 def size() -> int:
-    return max(1, _env_int("WORLD_SIZE", 1))
+    return 1 if _alone else max(1, _env_int("WORLD_SIZE", 1))
+
+
+@contextmanager
+def alone() -> Iterator[None]:
+    """Inside, this rank is a world of one (launched() False, rank 0, size 1): for work a rank does by itself
+    under a launcher, such as one of `cns bench`'s methods, whose `cns learn` must not wait for the other ranks.
+    No collective may run inside."""
+    global _alone
+    _alone += 1
+    try:
+        yield
+    finally:
+        _alone -= 1
 
 
 def launched() -> bool:

@@ -212,3 +212,16 @@ def test_run_units_in_one_process_is_the_old_loop():
     on_disk = {units[1]: [{"prompt": 0, "seed": 2, "path": "old"}]}
     records = run_units(units, draw, on_disk.get, None, _Progress())
     assert drawn == [units[0], units[2], units[3]] and records[2] == {"prompt": 0, "seed": 2, "path": "old"}
+
+
+def test_alone_makes_a_launched_rank_a_world_of_one_for_a_while(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert (dist.launched(), dist.rank(), dist.size(), dist.is_main()) == (True, 1, 2, False)
+    with dist.alone():
+        assert (dist.launched(), dist.rank(), dist.size(), dist.is_main()) == (False, 0, 1, True)
+        assert dist.broadcast("mine") == "mine" and dist.all_gather(3) == [3]  # identities, no group needed
+        with dist.alone():
+            assert not dist.launched()
+        assert not dist.launched()
+    assert (dist.launched(), dist.rank(), dist.size()) == (True, 1, 2)
