@@ -112,10 +112,10 @@ def test_sdxl_training_passes_the_added_conditioning(tiny_sdxl, dog_photos, tmp_
     seen = []
     real = train.diffusion_loss
 
-    def spy(unet, scheduler, latents, states, gen, added=None):
+    def spy(unet, scheduler, latents, states, gen, added=None, rows=None):
         seen.append((states.shape[-1], None if added is None else added["time_ids"][0].tolist(),
                      None if added is None else added["text_embeds"].shape[-1], scheduler.config.prediction_type))
-        return real(unet, scheduler, latents, states, gen, added)
+        return real(unet, scheduler, latents, states, gen, added, rows)
 
     monkeypatch.setattr(train, "diffusion_loss", spy)
     r = cns("--bank", tmp_path / "b.cnsbank", "learn", "dog", dog_photos, "--class", "dog", "--base", tiny_sdxl,

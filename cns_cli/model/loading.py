@@ -256,8 +256,9 @@ def load_pipeline(spec: BaseSpec):
                 raise ModelError(_single_file_needs_config(spec, families.family_of_checkpoint(Path(spec.location)), why)) from None
             raise ModelError(_hub_model_not_cached(spec, why)) from None
         if spec.kind == "hub":
+            reason = first if len(first) <= 120 else first[:119] + "…"  # the advice after it is what matters
             raise ModelError(
-                f"cannot load {spec.location} offline: it is not in the local Hugging Face cache ({first}); "
+                f"cannot load {spec.location} offline: it is not in the local Hugging Face cache ({reason}); "
                 f"download it first (`hf download {spec.location}`) or pass a local folder or .safetensors file with --base"
             ) from None
         raise ModelError(f"cannot load the base model {spec.location}: {first}") from None
