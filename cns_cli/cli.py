@@ -10,7 +10,7 @@ CNS_DEBUG=1 shows tracebacks instead. The installed `cns` script is `run()`, whi
 work during long native operations (interrupt.py).
 
 Under a launcher (torchrun, accelerate launch: distributed.py) only `@command(distributed=True)` commands run
-(`generate`, `learn`); the others refuse with one line. An error shared by every rank is printed by rank 0 only; an error
+(`generate`, `learn`, `bench`); the others refuse with one line. An error shared by every rank is printed by rank 0 only; an error
 of one rank alone is printed by it, prefixed "[rank N]".
 """
 
@@ -557,7 +557,7 @@ def demo(
     typer.echo(doc["contact_sheet"])
 
 
-@command(bank=False)
+@command(bank=False, distributed=True)
 def bench(
     out: Annotated[Path, typer.Option(help="Folder for bench.json, table.md, forgetting.png, contact-sheet.png.")] = Path("cns-bench"),
     concepts: Annotated[Optional[int], typer.Option(help="Personal concepts learned one after another, 1-12 (default 10; --quick 2).")] = None,
@@ -569,27 +569,37 @@ def bench(
     zero_shot_n: Annotated[Optional[int], typer.Option("--zero-shot-prompts", help="Held-out base captions scored after every concept (default 48).")] = None,
     base: Annotated[str, typer.Option("--base", help="Base model (default: the bundled demo model).")] = "demo",
     device: Annotated[Device, typer.Option(help="Where to run.")] = Device.auto,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out (same settings): the methods it finished are kept.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out (same settings, any number of processes): the methods it finished are kept.")] = False,
+    dist_timeout: Annotated[Optional[float], typer.Option("--dist-timeout", metavar="SECONDS", help="Under torchrun / accelerate launch: how long a process waits for the others, e.g. for the slowest method (default $CNS_DIST_TIMEOUT, else 24 h).", show_default=False)] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Continual-personalization benchmark on the demo world: cns vs its ablations and the usual baselines."""
-    from .bench.protocol import BenchConfig, run_bench
+    from . import distributed
+    from .bench.protocol import BenchConfig, run_bench, wait_s
     from .reporting import for_stderr
 
-    kw: dict = {"base": base, "device": device.value}
-    if concepts is not None:  # given: it counts with --quick too
-        kw["concepts"] = concepts
-    if methods:
-        kw["methods"] = tuple(m.strip() for m in methods.split(",") if m.strip())
-    if steps is not None:
-        kw["steps"] = steps
-    if lr_token is not None:
-        kw["lr_token"] = lr_token
-    kw["vectors"] = vectors
-    if zero_shot_n is not None:
-        kw["zero_shot_n"] = zero_shot_n
-    config = BenchConfig.quick(**kw) if quick else BenchConfig(**kw)
+    def settings():  # under a launcher the main process checks them: a mistake is one line, from rank 0
+        kw: dict = {"base": base, "device": device.value}
+        if concepts is not None:  # given: it counts with --quick too
+            kw["concepts"] = concepts
+        if methods:
+            kw["methods"] = tuple(m.strip() for m in methods.split(",") if m.strip())
+        if steps is not None:
+            kw["steps"] = steps
+        if lr_token is not None:
+            kw["lr_token"] = lr_token
+        kw["vectors"] = vectors
+        if zero_shot_n is not None:
+            kw["zero_shot_n"] = zero_shot_n
+        return BenchConfig.quick(**kw) if quick else BenchConfig(**kw)
+
+    wait = wait_s(dist_timeout)
+    if distributed.launched():
+        distributed.start(device.value, timeout=wait)
+    config = distributed.on_main(settings)
     doc = run_bench(out, config, for_stderr(), resume=resume)
+    if not distributed.is_main():  # rank 0 prints the run's results
+        return
     if json_:
         output.emit_json(doc)
         return

@@ -4,8 +4,13 @@ Returns (and writes as OUT/bench.json) one document with every number:
   {"config", "base": {"zero_shot", "identity_base_class"}, "concepts": [...],
    "methods": {key: {"label", "group", "steps": [{"learned", "learn", "concepts": {name: scores}, "zero_shot"}],
                      "pairs", "summary"}}, "resumed": [keys kept from an earlier process]}
-bench.json is rewritten after every method, with that method's contact-sheet images in OUT/images/KEY.safetensors,
-so `resume=True` continues an interrupted run: the methods finished there are kept, the others run again.
+Each method's entry and contact-sheet images are written on their own when it ends (OUT/methods/KEY.json,
+OUT/images/KEY.safetensors: results.py), and bench.json is rebuilt from them after every method, so
+`resume=True` continues an interrupted run: the methods finished there are kept, the others run again.
+
+Under a launcher (torchrun, accelerate launch: distributed.py) the methods are dealt round-robin to the ranks;
+rank 0 alone prepares the run (folder, photos, the base's scores) and writes bench.json and the reports. A
+method's numbers do not depend on where it runs: each draws from generators of its own (see `seed_globals`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy as np
 from ..errors import UsageError
 from ..learn import LearnConfig
 from ..reporting import NullReporter, Reporter
+from . import results
 from .methods import METHODS, Budget, make_method
 from .scoring import RegionMode, Sampling, score_concepts, score_groups, zero_shot
 from .trainer import ConceptData
@@ -76,7 +82,38 @@ def run_bench(out: Path, config: BenchConfig = BenchConfig(), reporter: Reporter
               new_basis=None, resume: bool = False) -> dict:
     """`new_basis` (d, d): the basis Q the cns methods' new banks start from instead of the seeded one (an input
     for experiments such as benchmarks/row_training_sweep.py; the bench itself never sets it). `resume`: continue
-    the run in `out` (same config), keeping the methods it finished."""
+    the run in `out` (same config), keeping the methods it finished.
+
+    Under a launcher (distributed.py) the main process alone claims `out`, renders the photos and scores the base;
+    the methods left to run are dealt round-robin to the ranks, each writes its methods' files (results.py), and
+    the main process assembles bench.json and the reports. A failure on any rank reaches every rank."""
+    from .. import distributed as dist
+
+    out = Path(out)
+    setup = dist.on_main(_set_up, out, config, reporter, resume)
+    todo = [k for k in config.methods if k not in setup.doc["resumed"]]
+    deal = [[todo[i] for i in dist.shard(len(todo), r, dist.size())] for r in range(dist.size())]
+    if dist.launched():  # only the main process reports (output.py): it says who runs what, then its own phases
+        reporter.phase(f"{dist.size()} processes share {len(todo)} method(s): " +
+                       "; ".join(f"rank {r}: {', '.join(keys) or 'none'}" for r, keys in enumerate(deal)))
+    dist.together(_run_methods, out, config, setup, deal[dist.rank()], reporter, new_basis)
+    return dist.on_main(_finish, out, config, setup)
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What the main process prepared and every rank needs (picklable: it is broadcast under a launcher)."""
+
+    doc: dict  # bench.json without methods: config, concepts, base scores, resumed (kept from an earlier run)
+    concepts: list  # ConceptData, in learning order; their photos are in out/photos
+    device: str  # the kind ("cuda"); under a launcher each rank's "cuda" is its own GPU (PartialState sets it)
+    world: int  # the demo world of the base model
+    text_dim: int  # the base's text width
+
+
+def _set_up(out: Path, config: BenchConfig, reporter: Reporter, resume: bool) -> _Setup:
+    """Check the input, claim `out` (or read the run to resume), render the photos and score the base model;
+    bench.json is written at once, so a run stopped in its first method can be resumed."""
     from . import require_bench_extra
 
     require_bench_extra()
@@ -87,9 +124,7 @@ def run_bench(out: Path, config: BenchConfig = BenchConfig(), reporter: Reporter
     from ..model.loading import load_pipeline, resolve_base
     from ..model.runtime import resolve_device
     from ..protected import of_base_named, refuse_overlap
-    from .report import sheet_subset, write_reports
 
-    out = Path(out)
     refuse_overlap(out, "--out", of_base_named(config.base))  # a missing model fails before anything is written
     world = base_world(config.base)  # the demo world the model was trained on: its individuals, captions, evaluator
     ev, s = Evaluator.load(), config.sampling(world)
@@ -109,43 +144,112 @@ def run_bench(out: Path, config: BenchConfig = BenchConfig(), reporter: Reporter
                  "resumed": []}
     if earlier is not None:  # the base was scored by the earlier process: the same model, config and seeds
         doc["base"] = earlier["base"]
+        doc["resumed"] = list(results.finished(out, config.methods, doc["config"], earlier))
+        for key in doc["resumed"]:
+            reporter.phase(f"{key}: kept from the earlier run")
     else:
         reporter.phase("scoring the base model")
+        seed_globals(config.seed, "base")
         doc["base"] = {"zero_shot": zero_shot(base_pipe, ev, s),
                        "identity_base_class": _base_class_identity(base_pipe, ev, concepts, s)}
-    budget = Budget(base=config.base, steps=config.steps, seed=config.seed, device=device, lr_token=config.lr_token,
-                    vectors=config.vectors, text_dim=base_pipe.text_encoder.config.hidden_size, new_basis=new_basis)
-    del base_pipe
-    sheet_images: dict[str, dict] = {}
-    for key in config.methods:
-        info = METHODS[key]
-        kept = _finished(out, earlier, key)
-        if kept is not None:
-            reporter.phase(f"{key}: kept from the earlier run")
-            doc["methods"][key], sheet_images[key] = kept
-            doc["resumed"].append(key)
-            continue
+    results.write_json(out / "bench.json", results.assemble(out, doc, config.methods))
+    return _Setup(doc, concepts, device, world, base_pipe.text_encoder.config.hidden_size)
+
+
+def _run_methods(out: Path, config: BenchConfig, setup: _Setup, keys: list[str], reporter: Reporter,
+                 new_basis) -> None:
+    """Run `keys` one after another, each method's files written when it ends; in the main process bench.json is
+    rebuilt after each (with every method finished so far, by any rank), so a long run can be looked at."""
+    from .. import distributed as dist
+    from ..demo.evaluator import Evaluator
+
+    ev, s = Evaluator.load(), config.sampling(setup.world)
+    budget = Budget(base=config.base, steps=config.steps, seed=config.seed, device=setup.device,
+                    lr_token=config.lr_token, vectors=config.vectors, text_dim=setup.text_dim, new_basis=new_basis)
+    for key in keys:
         _discard_bank(out / "banks", key)  # an interrupted method starts over
-        method = make_method(key, budget, out / "banks")
-        steps, images = [], {}
-        for k, c in enumerate(concepts):
-            reporter.phase(f"{key}: learning <{c.name}> ({k + 1}/{len(concepts)})")
-            learn = method.learn(c)
-            pipe = method.pipeline()
-            scores, images = score_concepts(pipe, ev, concepts[: k + 1], s)
-            steps.append({"learned": c.name, "learn": learn, "concepts": scores, "zero_shot": zero_shot(pipe, ev, s)})
-        # Regions as `cns generate --layout auto` draws them (benchmarks/region_variants.py compares the others).
-        groups, group_images = score_all_groups(pipe, ev, concepts, s, steps[-1]["concepts"], RegionMode())
-        entry = {"label": info.label, "group": info.group, "steps": steps, **groups}
-        entry["summary"] = summarise(entry, doc["base"]["zero_shot"], len(concepts))
-        doc["methods"][key] = entry
-        sheet_images[key] = sheet_subset({"concepts": images, **group_images}, concepts)
-        del method, pipe
-        _save_images(out / "images" / f"{key}.safetensors", sheet_images[key])  # first: bench.json vouches for it
-        _write_json(out / "bench.json", doc)  # after every method: a long run can be looked at, or resumed
-    doc["files"] = write_reports(out, doc, sheet_images, concepts)
-    _write_json(out / "bench.json", doc)
+        seed_globals(config.seed, key)
+        entry, images = _run_method(key, budget, out, ev, s, setup, reporter)
+        results.save_method(out, key, setup.doc["config"], entry, images)
+        if dist.is_main():
+            results.write_json(out / "bench.json", results.assemble(out, setup.doc, config.methods))
+    if dist.launched() and keys:
+        reporter.phase("waiting for the other processes' methods")
+
+
+def _run_method(key: str, budget: Budget, out: Path, ev, s: Sampling, setup: _Setup,
+                reporter: Reporter) -> tuple[dict, dict]:
+    """One method through every concept: (its bench.json entry, its contact-sheet images)."""
+    from .report import sheet_subset
+
+    info, concepts = METHODS[key], setup.concepts
+    method = make_method(key, budget, out / "banks")
+    steps, images = [], {}
+    for k, c in enumerate(concepts):
+        reporter.phase(f"{key}: learning <{c.name}> ({k + 1}/{len(concepts)})")
+        learn = method.learn(c)
+        pipe = method.pipeline()
+        scores, images = score_concepts(pipe, ev, concepts[: k + 1], s)
+        steps.append({"learned": c.name, "learn": learn, "concepts": scores, "zero_shot": zero_shot(pipe, ev, s)})
+    # Regions as `cns generate --layout auto` draws them (benchmarks/region_variants.py compares the others).
+    groups, group_images = score_all_groups(pipe, ev, concepts, s, steps[-1]["concepts"], RegionMode())
+    entry = {"label": info.label, "group": info.group, "steps": steps, **groups}
+    entry["summary"] = summarise(entry, setup.doc["base"]["zero_shot"], len(concepts))
+    return entry, sheet_subset({"concepts": images, **group_images}, concepts)
+
+
+def _finish(out: Path, config: BenchConfig, setup: _Setup) -> dict:
+    """bench.json from every method's files, in the config's order, and the table, plot and contact sheet."""
+    from ..errors import CnsError
+    from .report import write_reports
+
+    doc = results.assemble(out, setup.doc, config.methods)
+    missing = [k for k in config.methods if k not in doc["methods"]]
+    if missing:  # every rank reported success, so its files must be there: a shared --out that is not shared
+        raise CnsError(f"the result of method {missing[0]!r} is not in {out / 'methods'}; with several machines, "
+                       "--out must be one folder all of them write to")
+    images = {key: results.load_images(results.images_path(out, key)) for key in config.methods}
+    doc["files"] = write_reports(out, doc, images, setup.concepts)
+    results.write_json(out / "bench.json", doc)
     return doc
+
+
+WAIT_S = 24 * 3600.0  # a launched bench's default wait for a silent rank: the slowest rank's methods can take hours
+
+
+def wait_s(flag: float | None) -> float:
+    """How long a launched bench's rank waits for the others: `flag` (--dist-timeout), else $CNS_DIST_TIMEOUT,
+    else WAIT_S. The exchange after the methods waits for the rank with the slowest methods, so `cns generate`'s
+    30 min default would end a healthy run."""
+    import math
+    import os
+
+    from .. import distributed as dist
+
+    if flag is not None and not (flag > 0 and math.isfinite(flag)):
+        raise dist.DistributedError(f"--dist-timeout must be a positive number of seconds, got {flag:g}",
+                                    quiet=not dist.is_main())
+    if flag is None and not os.environ.get(dist.TIMEOUT_ENV, "").strip():
+        return WAIT_S
+    return dist.timeout_s(flag)
+
+
+def seed_globals(seed: int, key: str) -> None:
+    """Seed torch's, numpy's and Python's global generators from the run's seed and `key` (a method, or "base"),
+    before that part of the run. Every draw the bench's numbers depend on comes from a generator of its own
+    (training, sampling, LoRA starts, random neurons); the global ones only fill weights that are overwritten
+    (a model's construction, a new token's row). Seeding them anyway keeps a method's numbers the same on any
+    rank, first or after another method, should it ever draw from them. crc32, not hash(): the same in every
+    process (hash() of a str changes with PYTHONHASHSEED)."""
+    import random
+    import zlib
+
+    import torch
+
+    value = (seed * 1_000_003 + zlib.crc32(key.encode())) % 2**32  # numpy takes 0 .. 2**32 - 1
+    torch.manual_seed(value)
+    np.random.seed(value)
+    random.seed(value)
 
 
 def score_all_groups(pipe, ev, concepts, s: Sampling, final: dict, mode: RegionMode) -> tuple[dict, dict]:
@@ -227,7 +331,7 @@ def _earlier_run(out: Path, config: BenchConfig, device: str) -> dict:
     except (ValueError, KeyError, TypeError):
         raise UsageError(f"--resume: {path} is not a bench.json this version can read; run without --resume") from None
     wanted = _config_doc(config, device)
-    differ = [k for k in sorted(set(wanted) | set(recorded)) if k != "methods" and wanted.get(k) != recorded.get(k)]
+    differ = results.differing(wanted, recorded)
     if differ:
         k = differ[0]
         raise UsageError(f"--resume: the run in {out} has {k} {recorded.get(k)!r}, this one {wanted.get(k)!r}; "
@@ -235,46 +339,7 @@ def _earlier_run(out: Path, config: BenchConfig, device: str) -> dict:
     return doc
 
 
-def _finished(out: Path, earlier: dict | None, key: str) -> tuple[dict, dict] | None:
-    """(entry, sheet images) of `key` when the earlier run finished it, else None."""
-    path = out / "images" / f"{key}.safetensors"
-    if earlier is None or key not in earlier.get("methods", {}) or not path.is_file():
-        return None
-    return earlier["methods"][key], _load_images(path)
-
-
 def _discard_bank(banks: Path, key: str) -> None:
     import shutil
 
     shutil.rmtree(banks / f"{key}.cnsbank", ignore_errors=True)
-
-
-def _save_images(path: Path, images: dict) -> None:
-    """{"concepts": {name: uint8 (n, h, w, 3)}, group key: uint8 (n, h, w, 3)} as safetensors, atomically."""
-    from safetensors.numpy import save
-
-    from ..bank.atomic import atomic_write
-
-    flat = {f"concepts/{n}": np.ascontiguousarray(a) for n, a in images["concepts"].items()}
-    flat.update({k: np.ascontiguousarray(a) for k, a in images.items() if k != "concepts"})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, save(flat))
-
-
-def _load_images(path: Path) -> dict:
-    from safetensors.numpy import load_file
-
-    flat = load_file(str(path))
-    out: dict = {"concepts": {}}
-    for k, a in flat.items():
-        if k.startswith("concepts/"):
-            out["concepts"][k.split("/", 1)[1]] = a
-        else:
-            out[k] = a
-    return out
-
-
-def _write_json(path: Path, doc: dict) -> None:
-    from ..bank.atomic import atomic_write
-
-    atomic_write(path, (json.dumps(doc, indent=2) + "\n").encode())
