@@ -481,3 +481,12 @@ def test_each_method_leaves_its_own_files_and_bench_json_is_made_of_them(pair):
         assert saved["config"] == doc["config"]
     on_disk = json.loads((out / "bench.json").read_text())
     assert list(on_disk["methods"]) == ["ti", "cns"] and on_disk == json.loads(json.dumps(doc))
+
+
+def test_a_one_process_bench_joins_no_process_group(pair):
+    """The run in one process (the `pair` fixture, in this process) started no process group and no PartialState
+    (diffusers itself may import accelerate, so the test is that neither was started)."""
+    import torch.distributed as td
+    from accelerate.state import PartialState
+
+    assert not td.is_initialized() and PartialState._shared_state == {}
