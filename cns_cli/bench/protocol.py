@@ -166,12 +166,14 @@ def _run_methods(out: Path, config: BenchConfig, setup: _Setup, keys: list[str],
     ev, s = Evaluator.load(), config.sampling(setup.world)
     budget = Budget(base=config.base, steps=config.steps, seed=config.seed, device=setup.device,
                     lr_token=config.lr_token, vectors=config.vectors, text_dim=setup.text_dim, new_basis=new_basis)
+    main = dist.is_main()
     for key in keys:
         _discard_bank(out / "banks", key)  # an interrupted method starts over
         seed_globals(config.seed, key)
-        entry, images = _run_method(key, budget, out, ev, s, setup, reporter)
+        with dist.alone():  # the method's own `cns learn` and training loop are this rank's: no exchange with the others
+            entry, images = _run_method(key, budget, out, ev, s, setup, reporter if main else NullReporter())
         results.save_method(out, key, setup.doc["config"], entry, images)
-        if dist.is_main():
+        if main:
             results.write_json(out / "bench.json", results.assemble(out, setup.doc, config.methods))
     if dist.launched() and keys:
         reporter.phase("waiting for the other processes' methods")
