@@ -575,7 +575,7 @@ def bench(
 ) -> None:
     """Continual-personalization benchmark on the demo world: cns vs its ablations and the usual baselines."""
     from . import distributed
-    from .bench.protocol import BenchConfig, run_bench, wait_s
+    from .bench.protocol import WAIT_S, BenchConfig, run_bench, wait_s
     from .reporting import for_stderr
 
     def settings():  # under a launcher the main process checks them: a mistake is one line, from rank 0
@@ -593,9 +593,9 @@ def bench(
             kw["zero_shot_n"] = zero_shot_n
         return BenchConfig.quick(**kw) if quick else BenchConfig(**kw)
 
-    wait = wait_s(dist_timeout)
+    wait_s(dist_timeout)  # a bad value is one line before anything starts
     if distributed.launched():
-        distributed.start(device.value, timeout=wait)
+        distributed.start(device.value, timeout=dist_timeout, default=WAIT_S)
     config = distributed.on_main(settings)
     doc = run_bench(out, config, for_stderr(), resume=resume)
     if not distributed.is_main():  # rank 0 prints the run's results

@@ -183,21 +183,26 @@ def split(n: int, rank: int, size: int) -> range:
 # -- the process group ----------------------------------------------------------------------------------------
 
 _world: World | None = None
-_flag_timeout: float | None = None  # a command's --dist-timeout, once given to `start`: the messages name it
+_waits = ""  # how long the group waits for a silent rank, and who said so: "--dist-timeout 60", "CNS_DIST_TIMEOUT=90"
 
 
-def start(device: str = "auto", timeout: float | None = None) -> World:
+def start(device: str = "auto", timeout: float | None = None, default: float | None = None) -> World:
     """This rank's World, joining the process group on the first call under a launcher (later calls return it).
     `device`: "cpu" keeps every rank on the CPU even where CUDA exists; "auto" / "cuda" use the node's GPUs.
-    `timeout`: seconds a collective waits for a silent rank (a command's flag; default `timeout_s()`)."""
-    global _world, _flag_timeout
+    `timeout`: seconds a collective waits for a silent rank (a command's flag), else $CNS_DIST_TIMEOUT, else
+    `default` (a command's own: bench waits for hour-long methods), else 30 min."""
+    global _world, _waits
     if _world is not None:
         return _world
     if not launched():
         return World(0, 1, 0, 1, device, None)  # not kept: nothing to join, and a later call may name another device
-    _flag_timeout = timeout
+    if timeout is None and not os.environ.get(TIMEOUT_ENV, "").strip() and default is not None:
+        seconds, _waits = float(default), f"the default {default:g}"
+    else:
+        seconds = timeout_s(timeout)
+        _waits = f"--dist-timeout {seconds:g}" if timeout is not None else f"{TIMEOUT_ENV}={seconds:g}"
     try:
-        _world = _join(device, timeout_s(timeout))
+        _world = _join(device, seconds)
     except CnsError:
         raise
     except Exception as e:  # a rendezvous that fails: no MASTER_ADDR, a port taken, a peer that never came
@@ -260,7 +265,7 @@ def _collective(op: Callable[[], T]) -> T:
     try:
         return op()
     except Exception as e:
-        waited = f"--dist-timeout {_flag_timeout:g}" if _flag_timeout is not None else f"{TIMEOUT_ENV}={timeout_s():g}"
+        waited = _waits or f"{TIMEOUT_ENV}={timeout_s():g}"
         raise DistributedError(f"lost the other processes of this run (one ended, or one stopped answering for "
                                f"{waited} s): {_first_line(e)}; see the launcher's report and the other ranks' "
                                "messages") from None

@@ -225,3 +225,29 @@ def test_alone_makes_a_launched_rank_a_world_of_one_for_a_while(monkeypatch):
             assert not dist.launched()
         assert not dist.launched()
     assert (dist.launched(), dist.rank(), dist.size()) == (True, 1, 2)
+
+
+@pytest.mark.parametrize("flag, env, default, said, waited", [
+    (60.0, "90", 86400.0, "--dist-timeout 60 s", 60.0),
+    (None, "90", 86400.0, "CNS_DIST_TIMEOUT=90 s", 90.0),
+    (None, "", 86400.0, "the default 86400 s", 86400.0),  # bench's day, not named as a flag nobody gave
+    (None, "", None, "CNS_DIST_TIMEOUT=1800 s", 1800.0),
+])
+def test_the_group_waits_as_told_and_a_lost_rank_names_who_said_so(monkeypatch, flag, env, default, said, waited):
+    joined = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv(dist.TIMEOUT_ENV, env)
+    monkeypatch.setattr(dist, "_join", lambda device, seconds: joined.append(seconds) or dist.World(0, 2, 0, 2, "cpu", "gloo"))
+    monkeypatch.setattr(dist, "_world", None)
+    dist.start("cpu", flag, default)
+
+    def lost():
+        raise RuntimeError("[../gloo/transport/tcp/pair.cc:534] Connection closed by peer [10.0.0.2]:1234. Check the logs")
+
+    with pytest.raises(dist.DistributedError) as e:
+        dist._collective(lost)
+    assert joined == [waited]
+    assert str(e.value).startswith(f"lost the other processes of this run (one ended, or one stopped answering for "
+                                   f"{said}): Connection closed by peer [10.0.0.2]:1234; see the launcher's report")
+    monkeypatch.setattr(dist, "_world", None)
