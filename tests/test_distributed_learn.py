@@ -125,6 +125,6 @@ def test_a_failing_dying_or_hung_rank_ends_the_run_with_nothing_committed(launch
         assert any("stopped answering for --dist-timeout 15 s)" in line for line in shown), r.stderr
     if fault.endswith("exit"):
         holder = json.loads((bank / "lock").read_text())["pid"]  # rank 0 died holding it
-        after = cns("--bank", bank, "learn", "hat", hat_photos, "--class", "hat", "--steps", "2", "--score-steps", "1")
+        after = cns("--bank", bank, "learn", "cap", hat_photos, "--class", "hat", "--steps", "2", "--score-steps", "1")
         assert after.exit_code == 0, after.stderr
         assert f"took over the lock of process {holder}, which is gone" in after.stderr
