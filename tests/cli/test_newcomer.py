@@ -79,7 +79,9 @@ def test_ctrl_c_ends_the_process_during_one_long_torch_call(tmp_path):
         "torch.linalg.matrix_power(a, 1024)\n"
         "print('finished', flush=True)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # As from a terminal: a suite started in the background (`pytest &`, nohup) ignores SIGINT, and children inherit it
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout.readline().strip() == "ready"
     time.sleep(0.5)  # inside the long call by now
     t0 = time.monotonic()

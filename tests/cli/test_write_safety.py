@@ -300,10 +300,15 @@ def _start_cns(args: list, cwd: Path):
     import subprocess
     import sys
 
+    import signal
+
     code = "import sys; sys.argv[0] = 'cns'; from cns_cli.cli import run; run()"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    # SIGINT as a terminal gives it: a suite started in the background (`pytest &`, nohup) ignores SIGINT, and
+    # children inherit that, so Ctrl-C would never reach the command under test
     return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _signal_once_it_holds_the_lock(proc, bank: Path, signum) -> tuple[int, str]:
