@@ -20,38 +20,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from _launch import HOST, emit, runs, timed, variants
+
 TIMINGS = ("seconds", "learn_seconds_per_concept", "files")  # what differs from run to run
 
 
-def variants(keys: list[str]) -> dict[str, tuple[str, list[str], int]]:
-    """key -> (label, the command's launcher prefix, OMP threads per process), for the chosen keys."""
-    cli = [sys.executable, "-m", "cns_cli"]
-    two = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "cns_cli"]
-    known = {"one": ("1 process x 1 thread", cli, 1), "one2": ("1 process x 2 threads", cli, 2),
-             "two": ("2 processes x 1 thread (torchrun, gloo)", two, 1)}
-    return {k: known[k] for k in keys}
-
-
 def run(prefix: list[str], threads: int, out: Path, args) -> float:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
-    cmd = [*prefix, "bench", *([] if args.full else ["--quick"]), "--base", args.base, "--device", "cpu",
-           "--out", str(out), "--json", *(["--methods", args.methods] if args.methods != "all" else [])]
-    began = time.perf_counter()
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - began
-    if r.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
-    return wall
+    return timed(prefix, threads, ["bench", *([] if args.full else ["--quick"]), "--base", args.base, "--device", "cpu",
+                                   "--out", str(out), "--json",
+                                   *(["--methods", args.methods] if args.methods != "all" else [])])[0]
 
 
 def without_timings(x):
@@ -114,7 +95,7 @@ def main() -> None:
         pipe = save_tiny_pipeline(tmp / "tiny")
         (pipe / "training.json").write_text(json.dumps({"world": base_world("demo")}) + "\n")
         args.base = str(pipe)
-    chosen = variants(args.variants.split(","))
+    chosen = variants(args.variants.split(","))  # on the CPU
     times: dict[str, list[float]] = {key: [] for key in chosen}
     diffs: dict[str, dict] = {}
     load = [os.getloadavg()]
@@ -131,20 +112,14 @@ def main() -> None:
             print(f"round {r + 1} {label}: {times[key][-1]:.1f} s, largest difference {diff}", file=sys.stderr)
     first = next(iter(times))
     methods = json.loads((reference / "bench.json").read_text())["config"]["methods"]
-    doc = {"command": " ".join(sys.argv), "base": args.base, "run": "full" if args.full else "--quick",
-           "methods": methods, "rounds": args.rounds, "host": f"{platform.machine()}, {os.cpu_count()} cores",
-           "load_average_1_5_15_min": [[round(x, 2) for x in la] for la in load],
-           "note": "wall time of the whole command (start, photos, base, every method, reports, exit); the load "
-                   "average was read before the first run and after each",
-           "variants": {key: {"label": chosen[key][0], "median_s": round(statistics.median(t), 2),
-                              "runs_s": [round(x, 2) for x in t],
-                              "speedup_vs_first": round(statistics.median(times[first]) / statistics.median(t), 3),
-                              "largest_difference_vs_first": diffs[key]}
-                        for key, t in times.items()}}
-    text = json.dumps(doc, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit({"command": " ".join(sys.argv), "base": args.base, "run": "full" if args.full else "--quick",
+          "methods": methods, "rounds": args.rounds, "host": HOST,
+          "load_average_1_5_15_min": [[round(x, 2) for x in la] for la in load],
+          "note": "wall time of the whole command (start, photos, base, every method, reports, exit); the load "
+                  "average was read before the first run and after each",
+          "variants": {key: {"label": chosen[key][0], **runs(t, times[first]),
+                             "largest_difference_vs_first": diffs[key]}
+                       for key, t in times.items()}}, args.json)
 
 
 if __name__ == "__main__":

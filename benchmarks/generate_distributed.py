@@ -17,44 +17,20 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from _launch import HOST, emit, runs, timed, variants
+
 PROMPTS = ["a photo of a dog", "a red car on a road", "a house in the snow", "a cat on a sofa",
            "a boat on a lake", "a tree in a field", "a cup on a table", "a bird in the sky"]
 
 
-def variants(device: str, keys: list[str]) -> dict[str, tuple[list[str], int]]:
-    """name -> (the command's launcher prefix, OMP threads per process), for the chosen keys."""
-    cli = [sys.executable, "-m", "cns_cli"]
-    two = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "cns_cli"]
-    if device == "cuda":
-        known = {"one": ("1 process", (cli, 1)), "two": ("2 processes (1 GPU, gloo)", (two, 1))}
-    else:
-        known = {"one": ("1 process x 1 thread", (cli, 1)), "one2": ("1 process x 2 threads", (cli, 2)),
-                 "two": ("2 processes x 1 thread", (two, 1))}
-    return dict(known[k] for k in keys if k in known)
-
-
 def run(prefix: list[str], threads: int, bank: Path, out: Path, args) -> float:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
-    cmd = [*prefix, "--bank", str(bank), "generate", *PROMPTS[: args.prompts], "-n", str(args.n), "--steps",
-           str(args.steps), "--device", args.device, "--out", str(out)]
-    began = time.perf_counter()
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - began
-    if r.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
-    return wall
+    return timed(prefix, threads, ["--bank", str(bank), "generate", *PROMPTS[: args.prompts], "-n", str(args.n),
+                                   "--steps", str(args.steps), "--device", args.device, "--out", str(out)])[0]
 
 
 def pixels(folder: Path) -> dict:
@@ -96,36 +72,29 @@ def main() -> None:
 
         base = str(save_tiny_pipeline(tmp / "tiny"))
     bank = tmp / "bank.cnsbank"
-    subprocess.run([sys.executable, "-m", "cns_cli", "--bank", str(bank), "init", "--base", base], check=True,
-                   env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}, capture_output=True)
-    chosen = variants(args.device, args.variants.split(","))
-    times: dict[str, list[float]] = {name: [] for name in chosen}
+    timed([sys.executable, "-m", "cns_cli"], 1, ["--bank", str(bank), "init", "--base", base])
+    chosen = variants(args.variants.split(","), args.device)
+    times: dict[str, list[float]] = {key: [] for key in chosen}
     diffs: dict[str, int] = {}
     reference, ref_threads = None, None  # the first variant's first run, and its threads per process
     for r in range(args.rounds):
-        for i, (name, (prefix, threads)) in enumerate(chosen.items()):
+        for i, (key, (label, prefix, threads)) in enumerate(chosen.items()):
             out = tmp / f"out-{i}-{r}"
-            times[name].append(run(prefix, threads, bank, out, args))
+            times[key].append(run(prefix, threads, bank, out, args))
             if reference is None:
                 reference, ref_threads = out, threads
             diff = compare(out, reference, same_threads=threads == ref_threads)
-            diffs[name] = max(diffs.get(name, 0), diff)
-            print(f"round {r + 1} {name}: {times[name][-1]:.1f} s, largest pixel difference {diff}", file=sys.stderr)
+            diffs[key] = max(diffs.get(key, 0), diff)
+            print(f"round {r + 1} {label}: {times[key][-1]:.1f} s, largest pixel difference {diff}", file=sys.stderr)
     images = args.prompts * args.n
     first = next(iter(times))
-    doc = {"command": " ".join(sys.argv), "base": args.base, "images": images, "steps": args.steps,
-           "device": args.device, "rounds": args.rounds, "host": f"{platform.machine()}, {os.cpu_count()} cores",
-           "png_files": images, "note": "wall time of the whole command (start, load, draw, exit); a shared, busy "
-                                        "machine: other jobs ran meanwhile",
-           "variants": {name: {"median_s": round(statistics.median(t), 2), "runs_s": [round(x, 2) for x in t],
-                               "images_per_s": round(images / statistics.median(t), 3),
-                               "speedup_vs_first": round(statistics.median(times[first]) / statistics.median(t), 3),
-                               "max_pixel_diff_vs_first": diffs[name]}
-                        for name, t in times.items()}}
-    text = json.dumps(doc, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit({"command": " ".join(sys.argv), "base": args.base, "images": images, "steps": args.steps,
+          "device": args.device, "rounds": args.rounds, "host": HOST,
+          "png_files": images, "note": "wall time of the whole command (start, load, draw, exit); a shared, busy "
+                                       "machine: other jobs ran meanwhile",
+          "variants": {chosen[key][0]: {**runs(t, times[first]), "images_per_s": round(images / statistics.median(t), 3),
+                                        "max_pixel_diff_vs_first": diffs[key]}
+                       for key, t in times.items()}}, args.json)
 
 
 if __name__ == "__main__":

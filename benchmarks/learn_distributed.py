@@ -17,28 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-
-def variants(device: str, keys: list[str]) -> dict[str, tuple[list[str], int]]:
-    """name -> (the command's launcher prefix, OMP threads per process), for the chosen keys."""
-    cli = [sys.executable, "-m", "cns_cli"]
-    two = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "cns_cli"]
-    if device == "cuda":
-        known = {"one": ("1 process", (cli, 1)), "two": ("2 processes (1 GPU, gloo)", (two, 1))}
-    else:
-        known = {"one": ("1 process x 1 thread", (cli, 1)), "one2": ("1 process x 2 threads", (cli, 2)),
-                 "two": ("2 processes x 1 thread", (two, 1))}
-    return dict(known[k] for k in keys if k in known)
+from _launch import HOST, emit, runs, timed, variants
 
 
 def photos(folder: Path, base: str) -> tuple[Path, str]:
@@ -61,15 +44,11 @@ def photos(folder: Path, base: str) -> tuple[Path, str]:
 
 
 def run(prefix: list[str], threads: int, bank: Path, images: Path, cls: str, base: str, args) -> tuple[float, dict]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
-    cmd = [*prefix, "--bank", str(bank), "learn", "concept", str(images), "--class", cls, "--base", base,
-           "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--device", args.device, "--json"]
-    began = time.perf_counter()
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - began
-    if r.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
-    return wall, json.loads(r.stdout)["stats"]
+    """(wall seconds, the learn's stats) of one `cns learn --json` on a new bank."""
+    wall, out = timed(prefix, threads, ["--bank", str(bank), "learn", "concept", str(images), "--class", cls, "--base",
+                                        base, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+                                        "--device", args.device, "--json"])
+    return wall, json.loads(out)["stats"]
 
 
 def learned(bank: Path) -> tuple[dict, dict]:
@@ -111,38 +90,31 @@ def main() -> None:
 
         base = str(save_tiny_pipeline(tmp / "tiny"))
     images, cls = photos(tmp / "photos", args.base)
-    chosen = variants(args.device, args.variants.split(","))
-    walls: dict[str, list[float]] = {name: [] for name in chosen}
-    training: dict[str, list[float]] = {name: [] for name in chosen}
+    chosen = variants(args.variants.split(","), args.device)
+    walls: dict[str, list[float]] = {key: [] for key in chosen}
+    training: dict[str, list[float]] = {key: [] for key in chosen}
     diffs: dict[str, float] = {}
     reference = None
     for r in range(args.rounds):
-        for i, (name, (prefix, threads)) in enumerate(chosen.items()):
+        for i, (key, (label, prefix, threads)) in enumerate(chosen.items()):
             bank = tmp / f"bank-{i}-{r}.cnsbank"
             wall, stats = run(prefix, threads, bank, images, cls, base, args)
-            walls[name].append(wall)
-            training[name].append(stats["seconds_training"])
+            walls[key].append(wall)
+            training[key].append(stats["seconds_training"])
             reference = reference or bank
-            diffs[name] = max(diffs.get(name, 0.0), difference(bank, reference))
-            print(f"round {r + 1} {name}: {wall:.1f} s whole, {stats['seconds_training']:.1f} s training, "
-                  f"largest difference {diffs[name]:.1e}", file=sys.stderr)
+            diffs[key] = max(diffs.get(key, 0.0), difference(bank, reference))
+            print(f"round {r + 1} {label}: {wall:.1f} s whole, {stats['seconds_training']:.1f} s training, "
+                  f"largest difference {diffs[key]:.1e}", file=sys.stderr)
     first = next(iter(walls))
-    med = statistics.median
-    doc = {"command": " ".join(sys.argv), "base": args.base, "steps": args.steps, "batch_size": args.batch_size,
-           "device": args.device, "rounds": args.rounds, "host": f"{platform.machine()}, {os.cpu_count()} cores",
-           "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-           "note": "whole = the command from start to exit; training = its own seconds_training. Every variant "
-                   "learns with the same global --batch-size, so the same concept",
-           "variants": {name: {"whole_median_s": round(med(w), 2), "whole_runs_s": [round(x, 2) for x in w],
-                               "training_median_s": round(med(training[name]), 2),
-                               "training_speedup_vs_first": round(med(training[first]) / med(training[name]), 3),
-                               "whole_speedup_vs_first": round(med(walls[first]) / med(w), 3),
-                               "max_difference_vs_first": diffs[name]}
-                        for name, w in walls.items()}}
-    text = json.dumps(doc, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit({"command": " ".join(sys.argv), "base": args.base, "steps": args.steps, "batch_size": args.batch_size,
+          "device": args.device, "rounds": args.rounds, "host": HOST,
+          "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+          "note": "whole = the command from start to exit; training = its own seconds_training. Every variant "
+                  "learns with the same global --batch-size, so the same concept",
+          "variants": {chosen[key][0]: {**runs(w, walls[first], "whole_"),
+                                        **runs(training[key], training[first], "training_"),
+                                        "max_difference_vs_first": diffs[key]}
+                       for key, w in walls.items()}}, args.json)
 
 
 if __name__ == "__main__":

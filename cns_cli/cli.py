@@ -417,10 +417,7 @@ def learn(
     from .reporting import NullReporter, for_stderr
     from .render import render_learn
 
-    if dist_timeout is not None and not (dist_timeout > 0 and dist_timeout < float("inf")):
-        from .errors import UsageError
-
-        raise UsageError(f"--dist-timeout must be a positive number of seconds, got {dist_timeout:g}")
+    distributed.check_timeout_flag(dist_timeout)
 
     config = LearnConfig(steps=steps, lr=lr, lr_token=lr_token, rank=rank, vectors=vectors, budget=budget, reg_lambda=reg_lambda,
                          max_drift=_max_drift(max_drift), slice=slice_.value,
@@ -575,7 +572,7 @@ def bench(
 ) -> None:
     """Continual-personalization benchmark on the demo world: cns vs its ablations and the usual baselines."""
     from . import distributed
-    from .bench.protocol import WAIT_S, BenchConfig, run_bench, wait_s
+    from .bench.protocol import WAIT_S, BenchConfig, run_bench
     from .reporting import for_stderr
 
     def settings():  # under a launcher the main process checks them: a mistake is one line, from rank 0
@@ -593,7 +590,7 @@ def bench(
             kw["zero_shot_n"] = zero_shot_n
         return BenchConfig.quick(**kw) if quick else BenchConfig(**kw)
 
-    wait_s(dist_timeout)  # a bad value is one line before anything starts
+    distributed.check_timeout_flag(dist_timeout)  # a bad value is one line before anything starts
     if distributed.launched():
         distributed.start(device.value, timeout=dist_timeout, default=WAIT_S)
     config = distributed.on_main(settings)

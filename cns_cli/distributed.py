@@ -163,6 +163,15 @@ def timeout_s(override: float | None = None) -> float:
     return value
 
 
+def check_timeout_flag(seconds: float | None) -> None:
+    """A command's --dist-timeout: None (not given) or a positive, finite number of seconds; said once (rank 0)."""
+    import math
+
+    if seconds is not None and not (seconds > 0 and math.isfinite(seconds)):
+        raise DistributedError(f"--dist-timeout must be a positive number of seconds, got {seconds:g}",
+                               quiet=not is_main())
+
+
 # -- pure sharding ----------------------------------------------------------------------------------------------
 
 

@@ -5,10 +5,6 @@ test_distributed_launch.py."""
 from __future__ import annotations
 
 import errno
-import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -19,9 +15,7 @@ from cns_cli import output
 from cns_cli.errors import INTERNAL_ERROR_EXIT, UsageError
 from cns_cli.generate_units import Unit, run_units, units_of
 
-from tests.clitools import cns, one_line_error
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.clitools import GROUP_STARTED, cns, fresh_python, one_line_error
 
 
 def as_rank(monkeypatch, rank: int, size: int = 2) -> None:
@@ -66,10 +60,7 @@ def test_in_one_process_every_collective_is_an_identity_and_imports_nothing():
             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'accelerate', 'diffusers'))\n"
             "print(json.dumps([out, heavy]))")
     for env in ({}, {"WORLD_SIZE": "1", "RANK": "0"}):
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env}, timeout=60)
-        assert r.returncode == 0, r.stderr
-        out, heavy = json.loads(r.stdout)
+        out, heavy = fresh_python(code, env, timeout=60)
         assert out == [False, 0, 1, True, {"a": 1}, [3], [4], 2, "main", "turn", None, "cuda", 1]
         assert heavy == []
 
@@ -80,14 +71,8 @@ def test_a_one_process_generate_joins_no_process_group(dog_bank_readonly, tmp_pa
     code = ("import json, sys\n"
             "from cns_cli.generate import GenerateConfig, generate\n"
             f"recs = generate({str(dog_bank_readonly)!r}, ['<dog>'], {str(tmp_path)!r}, GenerateConfig(steps=1))\n"
-            "import torch.distributed as td\n"
-            "from accelerate.state import PartialState\n"
-            "print(json.dumps([len(recs), td.is_initialized(), PartialState._shared_state != {}]))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
-                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
-                            "OMP_NUM_THREADS": "1"})
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout.splitlines()[-1]) == [1, False, False]
+            + GROUP_STARTED + "print(json.dumps([len(recs), *started]))")
+    assert fresh_python(code) == [1, False, False]
 
 
 def test_the_timeout_comes_from_the_flag_then_the_environment(monkeypatch):

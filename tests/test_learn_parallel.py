@@ -4,18 +4,12 @@ tests/test_distributed_learn.py (slow)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from cns_cli.model.share import BatchShare
-from tests.clitools import cns, one_line_error
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.clitools import GROUP_STARTED, cns, fresh_python, one_line_error
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 7])
@@ -125,11 +119,5 @@ def test_a_one_process_learn_joins_no_process_group_and_passes_no_share(tiny_bas
             "plan.open_session = spy\n"
             f"out = learn({str(tmp_path / 'b.cnsbank')!r}, 'dog', {str(dog_photos)!r}, class_word='dog', "
             f"base={tiny_base!r}, config=LearnConfig(steps=2, score_steps=1))\n"
-            "import torch.distributed as td\n"
-            "from accelerate.state import PartialState\n"
-            "print(json.dumps([out.revision, seen, td.is_initialized(), PartialState._shared_state != {}]))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
-                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
-                            "OMP_NUM_THREADS": "1"})
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout.splitlines()[-1]) == [1, [None], False, False]
+            + GROUP_STARTED + "print(json.dumps([out.revision, seen, *started]))")
+    assert fresh_python(code) == [1, [None], False, False]

@@ -216,24 +216,9 @@ def _finish(out: Path, config: BenchConfig, setup: _Setup) -> dict:
     return doc
 
 
-WAIT_S = 24 * 3600.0  # a launched bench's default wait for a silent rank: the slowest rank's methods can take hours
-
-
-def wait_s(flag: float | None) -> float:
-    """How long a launched bench's rank waits for the others: `flag` (--dist-timeout), else $CNS_DIST_TIMEOUT,
-    else WAIT_S. The exchange after the methods waits for the rank with the slowest methods, so `cns generate`'s
-    30 min default would end a healthy run."""
-    import math
-    import os
-
-    from .. import distributed as dist
-
-    if flag is not None and not (flag > 0 and math.isfinite(flag)):
-        raise dist.DistributedError(f"--dist-timeout must be a positive number of seconds, got {flag:g}",
-                                    quiet=not dist.is_main())
-    if flag is None and not os.environ.get(dist.TIMEOUT_ENV, "").strip():
-        return WAIT_S
-    return dist.timeout_s(flag)
+# A launched bench's default wait for a silent rank (distributed.start's default): the exchange after the methods
+# waits for the rank with the slowest ones, which can take hours, so `cns generate`'s 30 min would end a healthy run.
+WAIT_S = 24 * 3600.0
 
 
 def seed_globals(seed: int, key: str) -> None:

@@ -80,13 +80,25 @@ def test_the_global_generators_are_seeded_per_method_alike_in_every_process():
 
 
 def test_a_launched_bench_waits_a_day_for_the_slowest_rank_unless_told(monkeypatch):
+    """The bench joins the group with --dist-timeout as the wait, else 24 h as its default (distributed.start puts
+    $CNS_DIST_TIMEOUT between them: tests/test_distributed.py); a bad flag is refused before anything starts."""
     from cns_cli import distributed
-    from cns_cli.bench.protocol import wait_s
+    from cns_cli.errors import CnsError
 
-    monkeypatch.delenv("CNS_DIST_TIMEOUT", raising=False)
-    assert wait_s(None) == 24 * 3600 and wait_s(600) == 600
-    monkeypatch.setenv("CNS_DIST_TIMEOUT", "90")
-    assert wait_s(None) == 90 and wait_s(600) == 600
-    for bad in (0, -1, float("nan"), float("inf")):
-        with pytest.raises(distributed.DistributedError, match="--dist-timeout must be a positive number of seconds"):
-            wait_s(bad)
+    from tests.clitools import cns, one_line_error
+
+    asked = []
+
+    def start(device, timeout=None, default=None):
+        asked.append((timeout, default))
+        raise CnsError("stopped here by the test")
+
+    monkeypatch.setattr(distributed, "start", start)
+    env = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}
+    for flag in ([], ["--dist-timeout", "600"]):
+        assert "stopped here by the test" in one_line_error(cns("bench", "--quick", *flag, env=env))
+    assert asked == [(None, 24 * 3600), (600.0, 24 * 3600)]
+    for bad in ("0", "-1", "nan", "inf"):
+        assert "--dist-timeout must be a positive number of seconds" in one_line_error(
+            cns("bench", "--quick", "--dist-timeout", bad))
+    assert len(asked) == 2
